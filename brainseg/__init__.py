@@ -1,0 +1,1 @@
+"""brainseg: segmentation of FLAIR abnormalities in brain MRI (Kaggle LGG dataset)."""

@@ -1,0 +1,133 @@
+"""Command line: ``python -m brainseg {train,evaluate,results} ...``; ``--help`` on each."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import MISSING, fields
+
+from .config import PRESETS, TrainConfig
+
+_FIELD_HELP = {
+    "run_name": "run folder name under logs/ and weights/ (default: preset-model-loss-size-timestamp)",
+    "data_dir": "kaggle_3m folder (default: $BRAINSEG_DATA, else data/kaggle_3m)",
+    "cache_dir": "preprocessed-volume cache (default: $BRAINSEG_CACHE, else ~/.cache/brainseg)",
+    "logs_dir": "root of run logs", "weights_dir": "root of checkpoints",
+    "model": "registered model name", "features": "channels of the first U-Net level",
+    "loss": "registered loss name", "image_size": "training image side in pixels (multiple of 16)",
+    "split": "reference (10 published validation cases) or kfold",
+    "folds": "number of folds for --split kfold", "fold": "validation fold for --split kfold",
+    "split_seed": "seed of the k-fold case shuffle",
+    "max_train_cases": "use only the first N training cases (0: all)",
+    "max_val_cases": "use only the first N validation cases (0: all)",
+    "epochs": "training epochs (an epoch = as many samples as training slices)",
+    "batch_size": "batch size", "optimizer": "adam or adamw", "lr": "peak learning rate",
+    "weight_decay": "weight decay", "scheduler": "constant or cosine (per step, after warm-up)",
+    "warmup_epochs": "linear warm-up length in epochs (cosine only)",
+    "sampler": "weighted (reference mask-area weighting) or shuffle",
+    "aug_scale": "random scale range (0.05: +-5%%)", "aug_angle": "random rotation range in degrees",
+    "flip_prob": "horizontal flip probability", "workers": "DataLoader worker processes",
+    "seed": "random seed", "device": "auto, cpu or cuda",
+    "channels_last": "channels_last memory format (true/false)",
+    "amp": "bf16 autocast on CPU, AMP on CUDA (true/false)",
+    "max_minutes": "stop after the epoch that would cross this wall time (0: no limit)",
+    "vis_slices": "validation slices drawn as outlines in TensorBoard",
+    "preset": "starting preset",
+}
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_train_parser(sub) -> None:
+    parser = sub.add_parser("train", help="train a model and report per-volume validation DSC",
+                            description="Train a model. Start from --preset, then override any field. "
+                                        "Presets: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()),
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help=_FIELD_HELP["preset"])
+    for f in fields(TrainConfig):
+        if f.name == "preset":
+            continue
+        kind = _bool if f.type in (bool, "bool") else {"int": int, "float": float, "str": str}.get(f.type, f.type)
+        default = f.default if f.default is not MISSING else None
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None,
+                            help=f"{_FIELD_HELP.get(f.name, f.name)} (default: preset value, else {default!r})")
+    parser.add_argument("--data", dest="data_dir", help="alias of --data-dir")
+
+
+def _add_evaluate_parser(sub) -> None:
+    parser = sub.add_parser("evaluate", help="per-case validation DSC of a checkpoint",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--weights", required=True, help="checkpoint, e.g. weights/<run>/best.pt")
+    parser.add_argument("--split", default=None, choices=["reference", "kfold"],
+                        help="cases to evaluate (default: the checkpoint's own validation split)")
+    parser.add_argument("--data", dest="data_dir", default=None, help="kaggle_3m folder")
+    parser.add_argument("--cache-dir", default=None, help="preprocessed-volume cache")
+    parser.add_argument("--out", default=None, help="CSV path (default: predictions/<run>/dsc.csv)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def _add_results_parser(sub) -> None:
+    parser = sub.add_parser("results", help="keep run metrics in results/ and rebuild the README table")
+    action = parser.add_subparsers(dest="action", required=True)
+    export = action.add_parser("export", help="copy logs/<run>/metrics.json to results/<run>.json")
+    export.add_argument("run_dirs", nargs="+", help="run folders under logs/")
+    export.add_argument("--results-dir", default="results")
+    table = action.add_parser("table", help="print the results table, or write it into README.md")
+    table.add_argument("--results-dir", default="results")
+    table.add_argument("--readme", default=None, help="replace the table between the markers in this file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m brainseg",
+                                     description="Segmentation of FLAIR abnormalities in brain MRI (Kaggle LGG).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_results_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    from .data import DatasetError
+
+    try:
+        if args.command == "train":
+            from .train import fit
+
+            overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset") and v is not None}
+            config = TrainConfig.preset(args.preset, **overrides)
+            fit(config, command="python -m brainseg " + shlex.join(argv))
+        elif args.command == "evaluate":
+            from .evaluate import evaluate_checkpoint
+
+            evaluate_checkpoint(args.weights, split=args.split, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                                out=args.out, device=args.device)
+        elif args.command == "results":
+            from . import results
+
+            if args.action == "export":
+                for run_dir in args.run_dirs:
+                    print(f"wrote {results.export_run(run_dir, args.results_dir)}")
+            else:
+                table = results.results_table(args.results_dir)
+                if args.readme:
+                    results.write_readme_table(args.readme, table)
+                    print(f"updated the results table in {args.readme}")
+                else:
+                    print(table)
+    except (DatasetError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # e.g. TrainingDiverged; best.pt keeps the best model so far
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

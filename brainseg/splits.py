@@ -1,0 +1,55 @@
+"""Patient-level splits: the reference 10-case validation split and seeded k-fold.
+
+A split is a pair of case-id lists; slices of one case never go to both sides.
+"""
+
+from __future__ import annotations
+
+import random
+
+REFERENCE_VALIDATION = (
+    "TCGA_CS_4944_20010208", "TCGA_CS_6667_20011105", "TCGA_CS_6668_20011025",
+    "TCGA_DU_5851_19950428", "TCGA_DU_6404_19850629", "TCGA_DU_6408_19860521",
+    "TCGA_DU_7014_19860618", "TCGA_HT_7616_19940813", "TCGA_HT_7692_19960724",
+    "TCGA_HT_7879_19981009",
+)  # PROTOCOL section 3
+
+
+def reference_split(case_ids: list[str], seed: int = 42, validation_cases: int = 10
+                    ) -> tuple[list[str], list[str]]:
+    """The reference code's split: ``random.seed(42); random.sample(sorted(case_ids), k=10)``.
+
+    Returns:
+        (train, validation) case ids, each sorted.
+
+    Raises:
+        ValueError: on the full 110-case dataset the result differs from the published list.
+    """
+    cases = sorted(case_ids)
+    if len(cases) <= validation_cases:
+        raise ValueError(f"need more than {validation_cases} cases for the reference split, got {len(cases)}")
+    random.seed(seed)
+    validation = sorted(random.sample(cases, k=validation_cases))
+    if len(cases) == 110 and (seed, validation_cases) == (42, 10) and tuple(validation) != REFERENCE_VALIDATION:
+        raise ValueError(f"reference split {validation} differs from PROTOCOL section 3 {list(REFERENCE_VALIDATION)}")
+    return [c for c in cases if c not in validation], validation
+
+
+def kfold_split(case_ids: list[str], folds: int, fold: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Fold ``fold`` of a seeded patient-level k-fold split.
+
+    Cases are shuffled with ``random.Random(seed)`` and dealt into ``folds`` groups whose sizes
+    differ by at most one; fold ``fold`` is the validation side.
+
+    Returns:
+        (train, validation) case ids, each sorted.
+    """
+    cases = sorted(case_ids)
+    if not 2 <= folds <= len(cases):
+        raise ValueError(f"folds must be between 2 and the number of cases ({len(cases)}), got {folds}")
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in [0, {folds}), got {fold}")
+    order = cases[:]
+    random.Random(seed).shuffle(order)
+    validation = sorted(order[fold::folds])
+    return [c for c in cases if c not in validation], validation

@@ -1,0 +1,353 @@
+"""The training loop: :func:`train_one_epoch`, :func:`evaluate` and :func:`fit`, which runs a whole
+configured training and writes its outputs.
+
+Outputs of a run named ``R``:
+
+- ``logs/R/``: ``config.json``, ``history.csv`` (one row per epoch), ``metrics.json`` (best epoch,
+  validation mean/median/per-case DSC, wall time, device, versions) and TensorBoard events
+  (train/val loss, val mean DSC, outline images);
+- ``weights/R/best.pt`` (best validation mean DSC) and ``last.pt``, both self-describing and
+  written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import platform
+import random
+import resource
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .cache import CaseVolume, load_volumes
+from .checkpoint import save_checkpoint
+from .config import TrainConfig
+from .data import discover_cases
+from .dataset import SliceDataset, make_sampler
+from .io import atomic_write_json, atomic_write_text
+from .losses import create_loss
+from .metrics import summarize, to_metric_grid, volume_dsc
+from .models import count_parameters, create_model
+from .plots import outline_overlay
+from .splits import kfold_split, reference_split
+from .transforms import JointAugment
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Runtime:
+    """Where and how tensors are computed: device, bf16 autocast, memory format."""
+
+    device: torch.device
+    amp: bool
+    channels_last: bool
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
+
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_cases(config: TrainConfig) -> tuple[list[str], list[str]]:
+    """(train, validation) case ids of ``config``'s split, shortened by ``max_*_cases``."""
+    case_ids = sorted(discover_cases(config.data_dir or None))
+    if config.split == "reference":
+        train, val = reference_split(case_ids)
+    else:
+        train, val = kfold_split(case_ids, config.folds, config.fold, config.split_seed)
+    return train[: config.max_train_cases or None], val[: config.max_val_cases or None]
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler, runtime: Runtime, progress: bool = True, check_every: int = 10) -> dict:
+    """One pass over ``loader``.
+
+    Returns:
+        ``{"loss": mean train loss, "images": number of images, "seconds": wall time}``.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite (checked every ``check_every`` steps).
+    """
+    model.train()
+    start, images = time.perf_counter(), 0
+    total = torch.zeros((), device=runtime.device)
+    bar = tqdm(loader, desc="train", unit="batch", leave=False, disable=not progress)
+    for step, (image, mask) in enumerate(bar, 1):
+        image, mask = runtime.to_input(image), mask.to(runtime.device, non_blocking=True)
+        with runtime.autocast():
+            logits = model(image)
+        loss = loss_fn(logits, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.detach() * image.shape[0]
+        images += image.shape[0]
+        if step % check_every == 0 or step == len(loader):
+            value = loss.item()  # one sync every check_every steps keeps CUDA busy
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"loss became {value} at step {step}; lower the learning rate")
+            bar.set_postfix(loss=f"{value:.4f}")
+    return {"loss": total.item() / max(images, 1), "images": images, "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def predict_volume(model: nn.Module, volume: CaseVolume, runtime: Runtime, batch_size: int = 32) -> torch.Tensor:
+    """Logits of every slice of a case: (D, 1, S, S) float32 on the CPU."""
+    model.eval()
+    outputs = []
+    for start in range(0, volume.num_slices, batch_size):
+        image = torch.from_numpy(volume.image[start:start + batch_size].astype(np.float32))
+        with runtime.autocast():
+            outputs.append(model(runtime.to_input(image)).float().cpu())
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, runtime: Runtime,
+             batch_size: int = 32, progress: bool = True) -> dict:
+    """Validation loss and per-volume DSC (PROTOCOL section 4) of every case.
+
+    Returns:
+        ``{"loss", "mean", "median", "per_case": {case_id: dsc}, "probs": {case_id: (D, 256, 256)}}``.
+    """
+    per_case, probs_by_case, loss_sum, slices = {}, {}, 0.0, 0
+    for volume in tqdm(volumes, desc="validate", unit="case", leave=False, disable=not progress):
+        logits = predict_volume(model, volume, runtime, batch_size)
+        mask = torch.from_numpy(volume.mask[:, None].astype(np.float32))
+        loss_sum += loss_fn(logits, mask).item() * volume.num_slices
+        slices += volume.num_slices
+        probs = to_metric_grid(torch.sigmoid(logits)).numpy()
+        per_case[volume.case_id] = volume_dsc(probs, volume.metric_mask)
+        probs_by_case[volume.case_id] = probs
+    return {"loss": loss_sum / slices, **summarize(per_case), "per_case": per_case, "probs": probs_by_case}
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """Per-step learning-rate schedule: constant, or linear warm-up then cosine decay to 0."""
+    total = config.epochs * steps_per_epoch
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if config.scheduler == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def default_run_name(config: TrainConfig) -> str:
+    return f"{config.preset}-{config.model}-{config.loss}-{config.image_size}px-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process plus its largest finished child, in MiB (Linux)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return usage / 1024
+
+
+def _vis_slices(volumes: list[CaseVolume], count: int) -> list[tuple[int, int]]:
+    """(case index, slice index) of the ``count`` validation slices with the largest lesions."""
+    areas = [(int(v.metric_mask[s].sum()), c, s) for c, v in enumerate(volumes) for s in range(v.num_slices)]
+    return [(c, s) for _, c, s in sorted(areas, reverse=True)[:count]]
+
+
+class RunLogger:
+    """Writes ``config.json``, ``history.csv`` and TensorBoard events of one run."""
+
+    COLUMNS = ["epoch", "train_loss", "val_loss", "val_mean_dsc", "val_median_dsc", "lr",
+               "train_images_per_s", "epoch_seconds", "elapsed_seconds"]
+
+    def __init__(self, log_dir: Path, config: TrainConfig):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(log_dir / "config.json", config.to_dict())
+        self.rows: list[dict] = []
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log_epoch(self, row: dict) -> None:
+        self.rows.append(row)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.COLUMNS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.log_dir / "history.csv", buffer.getvalue())
+        step = row["epoch"]
+        self.writer.add_scalar("loss/train", row["train_loss"], step)
+        self.writer.add_scalar("loss/val", row["val_loss"], step)
+        self.writer.add_scalar("dsc/val_mean", row["val_mean_dsc"], step)
+        self.writer.add_scalar("dsc/val_median", row["val_median_dsc"], step)
+        self.writer.add_scalar("lr", row["lr"], step)
+
+    def log_outlines(self, volumes: list[CaseVolume], probs: dict, picks: list[tuple[int, int]], step: int) -> None:
+        """FLAIR with truth (green) and prediction (red) outlines, on the 256 grid."""
+        if not picks:
+            return
+        images = []
+        for c, s in picks:
+            volume = volumes[c]
+            flair = to_metric_grid(torch.from_numpy(volume.image[s:s + 1, 1:2].astype(np.float32)))[0].numpy()
+            images.append(outline_overlay(flair, volume.metric_mask[s], probs[volume.case_id][s] > 0.5))
+        self.writer.add_images("val/outlines", np.stack(images), step, dataformats="NHWC")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def fit(config: TrainConfig, command: str = "", progress: bool = True) -> dict:
+    """Train ``config`` end to end and write every output of the run.
+
+    Returns:
+        The run's metrics (also written to ``logs/<run>/metrics.json``).
+
+    Raises:
+        DatasetError: the dataset is missing or malformed.
+        TrainingDiverged: NaN/inf loss; ``best.pt`` keeps the best model so far.
+    """
+    wall_start = time.perf_counter()
+    config.validate()
+    run_name = config.run_name or default_run_name(config)
+    log_dir, weights_dir = Path(config.logs_dir) / run_name, Path(config.weights_dir) / run_name
+    device = select_device(config.device)
+    runtime = Runtime(device, config.amp, config.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    train_ids, val_ids = split_cases(config)
+    data_start = time.perf_counter()
+    data_kwargs = dict(image_size=config.image_size, data_dir=config.data_dir or None,
+                       cache_dir=config.cache_dir or None, progress=progress)
+    train_volumes = load_volumes(train_ids, **data_kwargs)
+    val_volumes = load_volumes(val_ids, **data_kwargs)
+    data_seconds = time.perf_counter() - data_start
+
+    seed_everything(config.seed)
+    model = create_model(config.model, features=config.features).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = create_loss(config.loss)
+    train_set = SliceDataset(train_volumes, JointAugment(config.aug_scale, config.aug_angle, config.flip_prob))
+    sampler = make_sampler(train_set, config.sampler, torch.Generator().manual_seed(config.seed))
+    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+                        pin_memory=device.type == "cuda", persistent_workers=config.workers > 0)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, len(loader))
+    logger = RunLogger(log_dir, config)
+    picks = _vis_slices(val_volumes, config.vis_slices)
+    params = count_parameters(model)
+    print(f"run {run_name}: {config.model} ({params / 1e6:.2f} M parameters), {config.loss} loss, "
+          f"{len(train_ids)} train / {len(val_ids)} val cases ({len(train_set)} train slices), "
+          f"{config.image_size} px, device {device}, data ready in {data_seconds:.1f} s")
+
+    best = {"val_mean_dsc": -1.0, "epoch": 0}
+    train_images, train_seconds, stopped_early = 0, 0.0, False
+    epochs = tqdm(range(1, config.epochs + 1), desc="epochs", unit="epoch", disable=not progress)
+    try:
+        for epoch in epochs:
+            epoch_start = time.perf_counter()
+            stats = train_one_epoch(model, loader, loss_fn, optimizer, scheduler, runtime, progress)
+            train_images += stats["images"]
+            train_seconds += stats["seconds"]
+            val = evaluate(model, val_volumes, loss_fn, runtime, progress=progress)
+            elapsed = time.perf_counter() - wall_start
+            row = {"epoch": epoch, "train_loss": stats["loss"], "val_loss": val["loss"],
+                   "val_mean_dsc": val["mean"], "val_median_dsc": val["median"],
+                   "lr": optimizer.param_groups[0]["lr"],
+                   "train_images_per_s": stats["images"] / stats["seconds"],
+                   "epoch_seconds": time.perf_counter() - epoch_start,
+                   "elapsed_seconds": elapsed}
+            logger.log_epoch(row)
+            logger.log_outlines(val_volumes, val["probs"], picks, epoch)
+            metrics = {"val_mean_dsc": val["mean"], "val_median_dsc": val["median"], "per_case": val["per_case"]}
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+            if val["mean"] > best["val_mean_dsc"]:
+                best = {"val_mean_dsc": val["mean"], "val_median_dsc": val["median"], "epoch": epoch,
+                        "per_case": val["per_case"]}
+                save_checkpoint(weights_dir / "best.pt", model, config, epoch, metrics, config.image_size)
+            save_checkpoint(weights_dir / "last.pt", model, config, epoch, metrics, config.image_size, **state)
+            tqdm.write(f"epoch {epoch:3d}/{config.epochs}  train loss {stats['loss']:.4f}  val loss {val['loss']:.4f}  "
+                       f"val DSC mean {val['mean']:.4f} median {val['median']:.4f}  "
+                       f"{row['train_images_per_s']:.1f} img/s  {elapsed / 60:.1f} min", file=sys.stdout)
+            if config.max_minutes and epoch < config.epochs:
+                projected = elapsed + row["epoch_seconds"]
+                if projected > config.max_minutes * 60:
+                    stopped_early = True
+                    tqdm.write(f"stopping: another epoch would end after {projected / 60:.1f} min, "
+                               f"past max_minutes={config.max_minutes}", file=sys.stdout)
+                    break
+    finally:
+        logger.close()
+
+    wall = time.perf_counter() - wall_start
+    result = {
+        "run": run_name,
+        "model": config.model,
+        "loss": config.loss,
+        "preset": config.preset,
+        "image_size": config.image_size,
+        "epochs": len(logger.rows),
+        "split": config.split if config.split == "reference" else f"kfold{config.folds}-fold{config.fold}",
+        "selection": "best epoch by mean DSC on the validation cases themselves (reference protocol, optimistic)",
+        "val_mean_dsc": best["val_mean_dsc"],
+        "val_median_dsc": best["val_median_dsc"],
+        "per_case": best["per_case"],
+        "best_epoch": best["epoch"],
+        "final_val_mean_dsc": logger.rows[-1]["val_mean_dsc"],
+        "final_val_median_dsc": logger.rows[-1]["val_median_dsc"],
+        "stopped_early": stopped_early,
+        "wall_time_s": round(wall, 1),
+        "data_prep_s": round(data_seconds, 1),
+        "train_images_per_s": round(train_images / train_seconds, 2),
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "parameters": params,
+        "train_cases": len(train_ids),
+        "val_cases": len(val_ids),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch_version": torch.__version__,
+        "command": command,
+        "config": config.to_dict(),
+    }
+    atomic_write_json(log_dir / "metrics.json", result)
+    print(f"best epoch {best['epoch']}: val mean DSC {best['val_mean_dsc']:.4f}, median {best['val_median_dsc']:.4f}; "
+          f"wall time {wall / 60:.1f} min; outputs in {log_dir} and {weights_dir}")
+    return result
