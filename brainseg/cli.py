@@ -62,14 +62,28 @@ def _add_train_parser(sub) -> None:
 
 
 def _add_evaluate_parser(sub) -> None:
-    parser = sub.add_parser("evaluate", help="per-case validation DSC of a checkpoint",
+    parser = sub.add_parser("evaluate", help="per-case metrics, DSC chart and outline overlays of a checkpoint",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--weights", required=True, help="checkpoint, e.g. weights/<run>/best.pt")
-    parser.add_argument("--split", default=None, choices=["reference", "kfold"],
-                        help="cases to evaluate (default: the checkpoint's own validation split)")
+    parser.add_argument("--split", default=None, choices=["reference", "kfold", "all"],
+                        help="validation cases of this split, or every case of the data folder "
+                             "(default: the checkpoint's own split)")
     parser.add_argument("--data", dest="data_dir", default=None, help="kaggle_3m folder")
     parser.add_argument("--cache-dir", default=None, help="preprocessed-volume cache")
-    parser.add_argument("--out", default=None, help="CSV path (default: predictions/<run>/dsc.csv)")
+    parser.add_argument("--out-dir", default=None, help="output folder (default: predictions/<run>)")
+    parser.add_argument("--tta", action="store_true", help="average with horizontally flipped predictions")
+    parser.add_argument("--no-overlays", action="store_true", help="skip per-slice PNG overlays and GIFs")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def _add_predict_parser(sub) -> None:
+    parser = sub.add_parser("predict", help="masks for a new case folder (no masks needed), in its original geometry",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--weights", required=True, help="checkpoint, e.g. weights/<run>/best.pt")
+    parser.add_argument("--case", required=True, help="case folder with <case>_<n>.tif slices")
+    parser.add_argument("--out", required=True, help="output folder for <case>_<n>_mask.tif, overlays and GIF")
+    parser.add_argument("--tta", action="store_true", help="average with horizontally flipped predictions")
+    parser.add_argument("--no-overlays", action="store_true", help="skip overlay PNGs and the GIF")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
@@ -84,13 +98,29 @@ def _add_results_parser(sub) -> None:
     table.add_argument("--readme", default=None, help="replace the table between the markers in this file")
 
 
+def _add_bench_parser(sub) -> None:
+    parser = sub.add_parser("bench", help="training images/s per mode, matmul peak, data preparation time",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="image sides to time")
+    parser.add_argument("--features", type=int, nargs="+", default=[32], help="U-Net widths to time")
+    parser.add_argument("--model", default="unet", help="registered model name")
+    parser.add_argument("--steps", type=int, default=8, help="timed training steps per setting (after 3 warm-up)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--data", action="store_true", help="also time first and cached data preparation")
+    parser.add_argument("--data-dir", default=None, help="kaggle_3m folder for --data")
+    parser.add_argument("--data-size", type=int, default=256, help="image size for --data")
+    parser.add_argument("--out", default="logs/bench.json", help="JSON output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m brainseg",
                                      description="Segmentation of FLAIR abnormalities in brain MRI (Kaggle LGG).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
+    _add_predict_parser(sub)
     _add_results_parser(sub)
+    _add_bench_parser(sub)
     return parser
 
 
@@ -110,7 +140,20 @@ def main(argv: list[str] | None = None) -> int:
             from .evaluate import evaluate_checkpoint
 
             evaluate_checkpoint(args.weights, split=args.split, data_dir=args.data_dir, cache_dir=args.cache_dir,
-                                out=args.out, device=args.device)
+                                out_dir=args.out_dir, device=args.device, flip_tta=args.tta,
+                                overlays=not args.no_overlays)
+        elif args.command == "predict":
+            from .predict import predict_case
+
+            predict_case(args.weights, args.case, args.out, args.device, args.tta, overlays=not args.no_overlays)
+        elif args.command == "bench":
+            from .bench import run_benchmark
+            from .io import atomic_write_json
+
+            results = run_benchmark(tuple(args.sizes), tuple(args.features), args.model, args.device, args.data,
+                                    args.data_dir, args.data_size, args.steps)
+            atomic_write_json(args.out, {**results, "command": "python -m brainseg " + shlex.join(argv)})
+            print(f"wrote {args.out}")
         elif args.command == "results":
             from . import results
 

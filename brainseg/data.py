@@ -94,7 +94,8 @@ def list_case_files(folder: str | os.PathLike, require_masks: bool = True) -> Ca
 
     Raises:
         DatasetError: empty folder, a file name that does not follow ``<case>_<n>[_mask].tif``,
-            or an image without its mask (or a mask without its image).
+            a gap in the slice numbers, or an image without its mask (or a mask without its image;
+            with ``require_masks=False`` a case may have no masks at all, but not some).
     """
     folder = Path(folder)
     case_id = folder.name
@@ -112,18 +113,21 @@ def list_case_files(folder: str | os.PathLike, require_masks: bool = True) -> Ca
     if not images:
         raise DatasetError(f"{folder}: case folder has no slice images ('{case_id}_<n>.tif')")
     for number, path in sorted(images.items()):
-        if require_masks and number not in masks:
+        if (require_masks or masks) and number not in masks:
             raise DatasetError(f"{path}: image has no mask; expected {folder / f'{case_id}_{number}_mask.tif'}")
     for number, path in sorted(masks.items()):
         if number not in images:
             raise DatasetError(f"{path}: mask has no image; expected {folder / f'{case_id}_{number}.tif'}")
-    numbers = tuple(sorted(images))
+    numbers = sorted(images)
+    gaps = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+    if gaps:
+        raise DatasetError(f"{folder}: slices {gaps[:10]} are missing between {numbers[0]} and {numbers[-1]}")
     return CaseFiles(
         case_id=case_id,
         folder=folder,
         images=tuple(images[n] for n in numbers),
         masks=tuple(masks[n] for n in numbers) if masks else None,
-        numbers=numbers,
+        numbers=tuple(numbers),
     )
 
 

@@ -1,4 +1,9 @@
-"""Evaluate a checkpoint on its validation cases: per-case DSC table, mean and median, CSV."""
+"""Evaluate a checkpoint: per-case metrics table and CSV, the DSC chart, outline overlays and GIFs.
+
+Outputs under ``predictions/<run>/`` (or ``--out-dir``): ``metrics.csv`` (one row per case, then
+mean and median rows), ``dsc.png``, and with overlays ``<case>/<slice>.png`` and ``<case>.gif``
+(FLAIR in grey, truth outline in green, prediction outline in red, on the 256x256 metric grid).
+"""
 
 from __future__ import annotations
 
@@ -6,56 +11,101 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from .cache import load_volumes
+from .cache import CaseVolume, load_volumes
 from .checkpoint import load_checkpoint, load_model
 from .config import TrainConfig
+from .data import discover_cases
 from .io import atomic_write_text
 from .losses import create_loss
+from .metrics import THRESHOLD, binarize_volume, to_metric_grid
+from .report import METRIC_COLUMNS, case_metrics, case_overlays, dsc_chart, write_overlays
 from .train import Runtime, evaluate, select_device, split_cases
 
+SPLITS = ("reference", "kfold", "all")
 
-def format_table(per_case: dict[str, float], mean: float, median: float) -> str:
-    """Per-case DSC lines, sorted by DSC, then mean and median."""
-    lines = [f"{'case':<24} {'DSC':>7}"]
-    lines += [f"{case:<24} {dsc:7.4f}" for case, dsc in sorted(per_case.items(), key=lambda item: item[1])]
-    lines += [f"{'mean':<24} {mean:7.4f}", f"{'median':<24} {median:7.4f}"]
+
+def format_table(rows: dict[str, dict], columns: tuple[str, ...] = ("dsc", "dsc_no_lcc", "precision", "recall",
+                                                                      "hd95_px")) -> str:
+    """Per-case lines sorted by DSC, then mean and median lines."""
+    lines = [f"{'case':<24}" + "".join(f" {c:>10}" for c in columns)]
+    for case, row in sorted(rows.items(), key=lambda item: item[1]["dsc"]):
+        lines.append(f"{case:<24}" + "".join(f" {row[c]:10.4f}" for c in columns))
+    for name, reduce in (("mean", np.mean), ("median", np.median)):
+        lines.append(f"{name:<24}" + "".join(f" {reduce([r[c] for r in rows.values()]):10.4f}" for c in columns))
     return "\n".join(lines)
 
 
+def metrics_csv(rows: dict[str, dict]) -> str:
+    """CSV text: ``case`` + :data:`METRIC_COLUMNS`, one row per case, then mean and median rows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["case", *METRIC_COLUMNS])
+    for case in sorted(rows):
+        writer.writerow([case, *(f"{rows[case][c]:.6g}" for c in METRIC_COLUMNS)])
+    for name, reduce in (("mean", np.mean), ("median", np.median)):
+        writer.writerow([name, *(f"{reduce([r[c] for r in rows.values()]):.6g}" for c in METRIC_COLUMNS)])
+    return buffer.getvalue()
+
+
+def flair_on_metric_grid(volume: CaseVolume) -> np.ndarray:
+    """(D, 256, 256) FLAIR channel of a preprocessed case, bilinearly resized when S != 256."""
+    return to_metric_grid(torch.from_numpy(volume.image[:, 1:2].astype(np.float32))).numpy()
+
+
+def evaluation_cases(config: TrainConfig, split: str, data_dir: str | None) -> list[str]:
+    """Case ids to evaluate: the validation side of ``split`` or every case of the folder (``all``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "all":
+        return sorted(discover_cases(data_dir or config.data_dir or None))
+    eval_config = TrainConfig.from_dict({**config.to_dict(), "split": split, "data_dir": data_dir or config.data_dir,
+                                         "max_val_cases": 0})
+    return split_cases(eval_config)[1]
+
+
 def evaluate_checkpoint(weights: str, split: str | None = None, data_dir: str | None = None,
-                        cache_dir: str | None = None, out: str | None = None, device: str = "auto") -> dict:
-    """Per-volume DSC (PROTOCOL section 4) of a checkpoint on a split's validation cases.
+                        cache_dir: str | None = None, out_dir: str | None = None, device: str = "auto",
+                        flip_tta: bool = False, overlays: bool = True, progress: bool = True) -> dict:
+    """Evaluate a checkpoint on a split's validation cases (PROTOCOL section 4) and write the report.
 
     Args:
         weights: checkpoint path (``weights/<run>/best.pt``).
-        split: ``reference`` or ``kfold`` (the checkpoint's fold settings); default: the checkpoint's split.
+        split: ``reference``, ``kfold`` (the checkpoint's fold settings) or ``all`` (every case
+            in the data folder); default: the checkpoint's own split.
         data_dir, cache_dir: dataset and cache folders (default: as for training).
-        out: CSV path; default ``predictions/<run>/dsc.csv``.
+        out_dir: output folder; default ``predictions/<run>`` (``<run>-tta`` with ``flip_tta``).
+        flip_tta: average with horizontally flipped predictions.
+        overlays: write per-slice PNG overlays and a GIF per case.
 
     Returns:
-        ``{"mean", "median", "per_case", "csv"}``.
+        ``{"mean", "median", "per_case" (DSC), "rows" (all metrics per case), "out_dir"}``.
     """
     torch_device = select_device(device)
     model, config = load_model(weights, torch_device)
     image_size = load_checkpoint(weights)["image_size"]
-    eval_config = TrainConfig.from_dict({**config.to_dict(), "split": split or config.split,
-                                         "data_dir": data_dir or config.data_dir, "max_val_cases": 0})
-    _, val_ids = split_cases(eval_config)
-    volumes = load_volumes(val_ids, image_size, data_dir or config.data_dir or None, cache_dir)
+    case_ids = evaluation_cases(config, split or config.split, data_dir)
+    volumes = load_volumes(case_ids, image_size, data_dir or config.data_dir or None, cache_dir, progress=progress)
     runtime = Runtime(torch_device, amp=config.amp, channels_last=config.channels_last)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    result = evaluate(model, volumes, create_loss(config.loss), runtime)
-    print(format_table(result["per_case"], result["mean"], result["median"]))
-    run = Path(weights).resolve().parent.name
-    out_path = Path(out) if out else Path("predictions") / run / "dsc.csv"
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["case", "dsc"])
-    writer.writerows([case, f"{dsc:.6f}"] for case, dsc in sorted(result["per_case"].items()))
-    writer.writerows([["mean", f"{result['mean']:.6f}"], ["median", f"{result['median']:.6f}"]])
-    atomic_write_text(out_path, buffer.getvalue())
-    print(f"wrote {out_path}")
-    return {"mean": result["mean"], "median": result["median"], "per_case": result["per_case"], "csv": str(out_path)}
+    result = evaluate(model, volumes, create_loss(config.loss), runtime, progress=progress, flip_tta=flip_tta)
+
+    run = Path(weights).resolve().parent.name if Path(weights).name in ("best.pt", "last.pt") else Path(weights).stem
+    out = Path(out_dir) if out_dir else Path("predictions") / (run + ("-tta" if flip_tta else ""))
+    rows = {}
+    for volume in tqdm(volumes, desc="report", unit="case", disable=not progress):
+        probs = result["probs"][volume.case_id]
+        rows[volume.case_id] = case_metrics(probs, volume.metric_mask)
+        if overlays:
+            frames = case_overlays(flair_on_metric_grid(volume), volume.metric_mask, binarize_volume(probs, THRESHOLD))
+            write_overlays(frames, out / volume.case_id, out / f"{volume.case_id}.gif")
+    atomic_write_text(out / "metrics.csv", metrics_csv(rows))
+    per_case = {case: row["dsc"] for case, row in rows.items()}
+    dsc_chart(per_case, out / "dsc.png", title=f"{run}{' + flip TTA' if flip_tta else ''}: per-volume DSC")
+    print(format_table(rows))
+    print(f"wrote {out / 'metrics.csv'}, {out / 'dsc.png'}" + (" and overlays" if overlays else ""))
+    return {"mean": result["mean"], "median": result["median"], "per_case": per_case, "rows": rows, "out_dir": str(out)}

@@ -164,3 +164,30 @@ def preprocess_case(image: np.ndarray, mask: np.ndarray | None, size: int = 256
         labels = resize_slices(labels, size, order=0)
     volume = normalize_volume(resize_slices(volume, size, order=2))
     return volume, labels, replace(geometry, size=size)
+
+
+def restore_geometry(volume: np.ndarray, geometry: Geometry, shape: tuple[int, int, int], order: int = 1
+                     ) -> np.ndarray:
+    """Map a (D', S, S) volume on the preprocessed grid back to the original (D, H, W) slices.
+
+    Undoes step 4 (resize S -> padded side, ``order`` 0 for masks, 1 for probabilities), step 3
+    (removes the padding) and step 2 (places the crop box back); slices and pixels outside the
+    crop, and the dropped first and last slices, are 0.
+
+    Args:
+        volume: (D', S, S) with D' = ``geometry.slices[1] - geometry.slices[0]``.
+        geometry: from :func:`preprocess_case` / :func:`crop_and_pad`.
+        shape: the original (D, H, W).
+    """
+    depth = geometry.slices[1] - geometry.slices[0]
+    if volume.shape != (depth, geometry.size, geometry.size):
+        raise ValueError(f"expected a volume of shape {(depth, geometry.size, geometry.size)} for this geometry, "
+                         f"got {volume.shape}")
+    rows, cols = geometry.rows[1] - geometry.rows[0], geometry.cols[1] - geometry.cols[0]
+    side = rows + geometry.pad_before[0] + geometry.pad_after[0]
+    resized = resize_slices(volume.astype(np.float32), side, order=order)
+    top, left = geometry.pad_before
+    out = np.zeros(shape, dtype=np.float32)
+    out[geometry.slices[0]:geometry.slices[1], geometry.rows[0]:geometry.rows[1], geometry.cols[0]:geometry.cols[1]] = \
+        resized[:, top:top + rows, left:left + cols]
+    return out

@@ -41,16 +41,22 @@ def load_results(results_dir: str | Path = "results") -> list[dict]:
     return sorted(runs, key=lambda r: (r["preset"], r["model"], r["loss"], r["run"]))
 
 
+def _final(run: dict) -> str:
+    if "final_val_mean_dsc" not in run:
+        return "-"
+    return f"{run['final_val_mean_dsc']:.4f} / {run['final_val_median_dsc']:.4f}"
+
+
 def results_table(results_dir: str | Path = "results") -> str:
     """A Markdown table of every exported run."""
     header = ("| run | model | loss | preset | size | epochs | split | selection | val mean DSC | "
-              "val median DSC | best epoch | wall time | device | command |")
+              "val median DSC | best epoch | final epoch mean / median | wall time | device | command |")
     columns = header.count("|") - 1
     lines = [header, "|" + "---|" * columns]
     for r in load_results(results_dir):
         lines.append(f"| {r['run']} | {r['model']} | {r['loss']} | {r['preset']} | {r['image_size']} | {r['epochs']} | "
                      f"{r['split']} | {r['selection'].split(' (')[0]} | {r['val_mean_dsc']:.4f} | "
-                     f"{r['val_median_dsc']:.4f} | {r['best_epoch']} | {r['wall_time_s'] / 60:.1f} min | "
+                     f"{r['val_median_dsc']:.4f} | {r['best_epoch']} | {_final(r)} | {r['wall_time_s'] / 60:.1f} min | "
                      f"{r['device']} | `{r['command']}` |")
     if len(lines) == 2:
         lines.append("| (no runs exported yet) |" + " |" * (columns - 1))

@@ -123,32 +123,51 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
 
 
 @torch.no_grad()
-def predict_volume(model: nn.Module, volume: CaseVolume, runtime: Runtime, batch_size: int = 32) -> torch.Tensor:
-    """Logits of every slice of a case: (D, 1, S, S) float32 on the CPU."""
+def predict_volume(model: nn.Module, images: np.ndarray, runtime: Runtime, batch_size: int = 32,
+                   flip: bool = False) -> torch.Tensor:
+    """Logits of every slice of a case.
+
+    Args:
+        images: (D, 3, S, S) normalised slices (any float dtype).
+        flip: predict on horizontally flipped slices and flip the logits back (for flip TTA).
+
+    Returns:
+        (D, 1, S, S) float32 logits on the CPU.
+    """
     model.eval()
     outputs = []
-    for start in range(0, volume.num_slices, batch_size):
-        image = torch.from_numpy(volume.image[start:start + batch_size].astype(np.float32))
+    for start in range(0, len(images), batch_size):
+        image = torch.from_numpy(images[start:start + batch_size].astype(np.float32))
+        if flip:
+            image = image.flip(-1)
         with runtime.autocast():
-            outputs.append(model(runtime.to_input(image)).float().cpu())
+            logits = model(runtime.to_input(image)).float().cpu()
+        outputs.append(logits.flip(-1) if flip else logits)
     return torch.cat(outputs)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, runtime: Runtime,
-             batch_size: int = 32, progress: bool = True) -> dict:
+             batch_size: int = 32, progress: bool = True, flip_tta: bool = False) -> dict:
     """Validation loss and per-volume DSC (PROTOCOL section 4) of every case.
+
+    Args:
+        flip_tta: average the probabilities of the slices and of their horizontal mirror images
+            (the loss is always that of the plain prediction).
 
     Returns:
         ``{"loss", "mean", "median", "per_case": {case_id: dsc}, "probs": {case_id: (D, 256, 256)}}``.
     """
     per_case, probs_by_case, loss_sum, slices = {}, {}, 0.0, 0
     for volume in tqdm(volumes, desc="validate", unit="case", leave=False, disable=not progress):
-        logits = predict_volume(model, volume, runtime, batch_size)
+        logits = predict_volume(model, volume.image, runtime, batch_size)
         mask = torch.from_numpy(volume.mask[:, None].astype(np.float32))
         loss_sum += loss_fn(logits, mask).item() * volume.num_slices
         slices += volume.num_slices
-        probs = to_metric_grid(torch.sigmoid(logits)).numpy()
+        probs = torch.sigmoid(logits)
+        if flip_tta:
+            probs = (probs + torch.sigmoid(predict_volume(model, volume.image, runtime, batch_size, flip=True))) / 2
+        probs = to_metric_grid(probs).numpy()
         per_case[volume.case_id] = volume_dsc(probs, volume.metric_mask)
         probs_by_case[volume.case_id] = probs
     return {"loss": loss_sum / slices, **summarize(per_case), "per_case": per_case, "probs": probs_by_case}

@@ -1,0 +1,69 @@
+"""Predict masks for a user's own case (Kaggle layout, masks not needed) in its original geometry.
+
+The case is normalised as a whole volume, exactly as in training (a single slice normalised on
+its own gives different intensities and bad masks); the model's probabilities are mapped back
+through the inverse of resize, padding and crop to every slice's original grid, thresholded at
+0.5, and the largest 3D component is kept (PROTOCOL section 4). Outputs in ``--out``:
+``<case>_<n>_mask.tif`` (uint8, 0 or 255) for every slice, overlay PNGs and a GIF.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from .checkpoint import load_checkpoint, load_model
+from .data import list_case_files, read_case
+from .io import atomic_write
+from .metrics import THRESHOLD, binarize_volume
+from .preprocess import preprocess_case, restore_geometry
+from .report import case_overlays, write_overlays
+from .train import Runtime, predict_volume, select_device
+
+
+def predict_case(weights: str, case_dir: str, out_dir: str, device: str = "auto", flip_tta: bool = False,
+                 overlays: bool = True) -> np.ndarray:
+    """Predict one case folder and write its masks (and overlays).
+
+    Args:
+        weights: checkpoint path.
+        case_dir: folder with ``<case>_<n>.tif`` slices (masks optional; when present, overlays
+            show them in green).
+        out_dir: output folder.
+
+    Returns:
+        (D, H, W) uint8 predicted mask in {0, 255}, in the original slice geometry.
+
+    Raises:
+        DatasetError: missing slices, wrong shape or channel count, unreadable files.
+    """
+    files = list_case_files(case_dir, require_masks=False)
+    image, truth = read_case(files)
+    torch_device = select_device(device)
+    model, config = load_model(weights, torch_device)
+    size = load_checkpoint(weights)["image_size"]
+    volume, _, geometry = preprocess_case(image, None, size)
+    runtime = Runtime(torch_device, amp=config.amp, channels_last=config.channels_last)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    slices = np.ascontiguousarray(volume.transpose(0, 3, 1, 2))  # (D', 3, S, S)
+    probs = torch.sigmoid(predict_volume(model, slices, runtime))
+    if flip_tta:
+        probs = (probs + torch.sigmoid(predict_volume(model, slices, runtime, flip=True))) / 2
+    original = restore_geometry(probs[:, 0].numpy(), geometry, image.shape[:3], order=1)  # (D, H, W)
+    mask = binarize_volume(original, THRESHOLD).astype(np.uint8) * 255
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for number, slice_mask in zip(files.numbers, mask):
+        atomic_write(out / f"{files.case_id}_{number}_mask.tif", lambda f, m=slice_mask: tifffile.imwrite(f, m))
+    if overlays:
+        shown_truth = truth > 0 if truth is not None else np.zeros_like(mask, dtype=bool)
+        frames = case_overlays(image[..., 1], shown_truth, mask > 0)
+        write_overlays(frames, out / "overlays", out / f"{files.case_id}.gif")
+    print(f"{files.case_id}: {len(files.numbers)} slices, predicted lesion {int((mask > 0).sum())} pixels; "
+          f"masks written to {out}")
+    return mask

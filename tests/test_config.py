@@ -1,0 +1,36 @@
+import pytest
+
+from brainseg.config import PRESETS, TrainConfig
+
+
+def test_presets_and_overrides():
+    config = TrainConfig.preset("gpu")
+    assert (config.image_size, config.batch_size, config.epochs, config.optimizer, config.lr) == (256, 16, 100, "adam", 1e-4)
+    assert TrainConfig.preset("cpu", epochs=3).epochs == 3
+    assert TrainConfig.preset("smoke").preset == "smoke"
+    assert set(TrainConfig.preset_names()) == set(PRESETS) == {"gpu", "cpu", "smoke"}
+
+
+def test_round_trip_through_dict():
+    config = TrainConfig.preset("cpu", run_name="x")
+    assert TrainConfig.from_dict({**config.to_dict(), "field_from_the_future": 1}) == config
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(image_size=100), "image_size must be a positive multiple of 16"),
+    (dict(optimizer="sgd"), "optimizer must be one of"),
+    (dict(epochs=0), "epochs must be >= 1"),
+    (dict(lr=0), "lr must be > 0"),
+    (dict(max_minutes=-1), "max_minutes must be >= 0"),
+    (dict(split="random"), "split must be one of"),
+])
+def test_invalid_values(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.preset("smoke", **overrides)
+
+
+def test_unknown_preset_and_field():
+    with pytest.raises(ValueError, match="available presets: cpu, gpu, smoke"):
+        TrainConfig.preset("tpu")
+    with pytest.raises(ValueError, match=r"unknown config fields \['epoch'\]"):
+        TrainConfig.preset("cpu", epoch=3)

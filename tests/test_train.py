@@ -1,0 +1,70 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from brainseg import train as train_module
+from brainseg.checkpoint import load_checkpoint, load_model
+from brainseg.config import TrainConfig
+from brainseg.train import TrainingDiverged, fit, make_scheduler
+
+
+def synthetic_config(data_dir, tmp_path, **overrides):
+    values = dict(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), logs_dir=str(tmp_path / "logs"),
+                  weights_dir=str(tmp_path / "weights"), run_name="synthetic", split="kfold", folds=3,
+                  image_size=32, batch_size=4, epochs=2, features=4, workers=0, lr=1e-3,
+                  max_train_cases=0, max_val_cases=0)
+    values.update(overrides)
+    return TrainConfig.preset("smoke", **values)
+
+
+def test_fit_writes_history_and_checkpoints(synthetic_data, tmp_path):
+    result = fit(synthetic_config(synthetic_data, tmp_path), command="test", progress=False)
+    log_dir = tmp_path / "logs" / "synthetic"
+    with open(log_dir / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert result["epochs"] == 2 and result["split"] == "kfold3-fold0" and len(result["per_case"]) == 4
+    assert json.loads((log_dir / "metrics.json").read_text())["command"] == "test"
+    assert load_checkpoint(tmp_path / "weights" / "synthetic" / "last.pt")["epoch"] == 2
+
+
+def test_nan_loss_stops_training_and_keeps_best(synthetic_data, tmp_path, monkeypatch):
+    real_create_loss = train_module.create_loss
+
+    class NanAfterFirstEpoch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.loss, self.calls = real_create_loss("dice"), 0
+
+        def forward(self, logits, target):
+            self.calls += 1
+            value = self.loss(logits, target)
+            return value * float("nan") if self.calls > 20 else value
+
+    monkeypatch.setattr(train_module, "create_loss", lambda name, **kw: NanAfterFirstEpoch())
+    with pytest.raises(TrainingDiverged, match="loss became nan"):
+        fit(synthetic_config(synthetic_data, tmp_path, epochs=5), progress=False)
+    best = tmp_path / "weights" / "synthetic" / "best.pt"
+    model, _ = load_model(best)
+    assert load_checkpoint(best)["epoch"] >= 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_time_budget_stops_early(synthetic_data, tmp_path):
+    result = fit(synthetic_config(synthetic_data, tmp_path, epochs=50, max_minutes=1e-4), progress=False)
+    assert result["stopped_early"] and result["epochs"] == 1
+
+
+def test_cosine_schedule_warms_up_and_decays():
+    config = TrainConfig.preset("smoke", epochs=2, scheduler="cosine", warmup_epochs=0.5, lr=1.0)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=10)
+    lrs = []
+    for _ in range(20):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.2) and lrs[4] == pytest.approx(1.0)
+    assert lrs[5:] == sorted(lrs[5:], reverse=True) and lrs[-1] < 0.02
