@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PRESET ?= cpu
 ARGS ?=
 
-.PHONY: setup train test clean-venv
+.PHONY: setup train test demo clean-venv
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ train: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests $(ARGS)
+
+# Evaluate the shipped checkpoint on the two committed sample cases: chart, overlays, GIFs.
+demo: setup
+	$(BIN)/python -m brainseg evaluate --weights weights/cpu-unet-dice-reference.pt --data samples/kaggle_3m --split all --out-dir predictions/demo
 
 clean-venv:
 	rm -rf $(VENV)

@@ -70,3 +70,21 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     model = create_model(checkpoint["model"], **checkpoint["model_kwargs"])
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), TrainConfig.from_dict(checkpoint["config"])
+
+
+def compact_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Write a smaller copy of a checkpoint for shipping, without optimizer or scheduler state.
+
+    Learned weights are stored in float16; BatchNorm running statistics stay float32 (a running
+    variance can exceed float16's range of 65504). :func:`load_model` reads the copy like any
+    other checkpoint; weights return to float32.
+    """
+    checkpoint = load_checkpoint(source)
+    compact = {k: v for k, v in checkpoint.items() if k not in ("optimizer", "scheduler")}
+    compact["state_dict"] = {
+        k: v.half() if v.is_floating_point() and not k.endswith(("running_mean", "running_var")) else v
+        for k, v in checkpoint["state_dict"].items()
+    }
+    compact["compacted_from"] = str(source)
+    atomic_write(target, lambda f: torch.save(compact, f))
+    return Path(target)

@@ -87,6 +87,12 @@ def _add_predict_parser(sub) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
+def _add_compact_parser(sub) -> None:
+    parser = sub.add_parser("compact", help="half-precision copy of a checkpoint without optimizer state, for shipping")
+    parser.add_argument("--weights", required=True, help="checkpoint, e.g. weights/<run>/best.pt")
+    parser.add_argument("--out", required=True, help="output .pt file")
+
+
 def _add_results_parser(sub) -> None:
     parser = sub.add_parser("results", help="keep run metrics in results/ and rebuild the README table")
     action = parser.add_subparsers(dest="action", required=True)
@@ -119,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
     _add_predict_parser(sub)
+    _add_compact_parser(sub)
     _add_results_parser(sub)
     _add_bench_parser(sub)
     return parser
@@ -146,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             from .predict import predict_case
 
             predict_case(args.weights, args.case, args.out, args.device, args.tta, overlays=not args.no_overlays)
+        elif args.command == "compact":
+            from .checkpoint import compact_checkpoint
+
+            path = compact_checkpoint(args.weights, args.out)
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         elif args.command == "bench":
             from .bench import run_benchmark
             from .io import atomic_write_json

@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place.
 
@@ -23,6 +29,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

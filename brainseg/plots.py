@@ -34,3 +34,27 @@ def outline_overlay(flair: np.ndarray, truth: np.ndarray, pred: np.ndarray | Non
     if pred is not None:
         rgb[find_boundaries(np.asarray(pred, dtype=bool), mode="inner")] = RED
     return rgb
+
+
+def data_preview(volumes, per_case: int = 1):
+    """A figure of each case's slices with the largest lesions, truth outlined in green.
+
+    Args:
+        volumes: preprocessed cases (:class:`brainseg.cache.CaseVolume`).
+        per_case: slices shown per case.
+    """
+    from matplotlib.figure import Figure
+
+    picks = []
+    for volume in volumes:
+        areas = volume.mask.reshape(volume.num_slices, -1).sum(axis=1)
+        for s in np.argsort(areas)[::-1][:per_case]:
+            picks.append((volume, int(s)))
+    fig = Figure(figsize=(3 * len(picks), 3.3))
+    axes = np.atleast_1d(fig.subplots(1, len(picks)))
+    for ax, (volume, s) in zip(axes, picks):
+        ax.imshow(outline_overlay(volume.image[s, 1].astype(np.float32), volume.mask[s]))
+        ax.set_title(f"{volume.case_id}\nslice {s + 1}", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

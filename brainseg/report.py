@@ -13,16 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import imageio.v3 as iio
-import matplotlib
+from matplotlib.figure import Figure
+import numpy as np
+from medpy.metric.binary import assd, hd95
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
-import numpy as np  # noqa: E402
-from medpy.metric.binary import assd, hd95  # noqa: E402
-
-from .io import atomic_write  # noqa: E402
-from .metrics import binarize_volume, dice_coefficient  # noqa: E402
-from .plots import outline_overlay  # noqa: E402
+from .io import atomic_write
+from .metrics import binarize_volume, dice_coefficient
+from .plots import outline_overlay
 
 METRIC_COLUMNS = ["dsc", "dsc_no_lcc", "precision", "recall", "hd95_px", "assd_px", "pred_volume_px", "true_volume_px"]
 
@@ -72,11 +69,15 @@ def case_metrics(probs: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -
     }
 
 
-def dsc_chart(per_case: dict[str, float], path: str | Path, title: str = "") -> Path:
-    """Horizontal bar chart of per-case DSC, sorted, with the mean (red) and median (green) lines."""
+def dsc_chart(per_case: dict[str, float], path: str | Path | None = None, title: str = "") -> Figure:
+    """Horizontal bar chart of per-case DSC, sorted, with the mean (red) and median (green) lines.
+
+    Saved as PNG to ``path`` when given; the figure is returned (notebooks display it).
+    """
     cases = sorted(per_case, key=per_case.get)
     values = np.array([per_case[c] for c in cases])
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(cases) + 1.5))
+    fig = Figure(figsize=(7, 0.3 * len(cases) + 1.5))
+    ax = fig.subplots()
     ax.barh(np.arange(len(cases)), values, color="tab:blue")
     ax.set_yticks(np.arange(len(cases)), cases, fontsize=8)
     mean, median = values.mean(), np.median(values)
@@ -84,13 +85,12 @@ def dsc_chart(per_case: dict[str, float], path: str | Path, title: str = "") -> 
     ax.axvline(median, color="green", linewidth=2, linestyle="--", label=f"median {median:.3f}")
     ax.set_xlim(0, 1)
     ax.set_xlabel("Dice similarity coefficient (per volume)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
-    return path
+    if path is not None:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    return fig
 
 
 def case_overlays(flair: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:

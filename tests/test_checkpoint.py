@@ -47,3 +47,23 @@ def test_bad_checkpoint_files(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt: not a brainseg checkpoint"):
         load_model(tmp_path / "other.pt")
+
+
+def test_compact_checkpoint_keeps_predictions_and_large_running_statistics(tmp_path):
+    from brainseg.checkpoint import compact_checkpoint
+
+    torch.manual_seed(0)
+    config = TrainConfig.preset("smoke")
+    model = create_model("unet", features=config.features).eval()
+    model.bottleneck[1].running_var.fill_(1e5)  # beyond float16's range: must stay float32
+    save_checkpoint(tmp_path / "best.pt", model, config, 1, {}, geometry_size=64,
+                    optimizer={"state": {}, "param_groups": []})
+    compact_checkpoint(tmp_path / "best.pt", tmp_path / "small.pt")
+    stored = load_checkpoint(tmp_path / "small.pt")
+    assert "optimizer" not in stored
+    assert stored["state_dict"]["encoders.0.0.weight"].dtype == torch.float16
+    assert stored["state_dict"]["bottleneck.1.running_var"].dtype == torch.float32
+    small, _ = load_model(tmp_path / "small.pt")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), model(x), atol=2e-2, rtol=1e-2)

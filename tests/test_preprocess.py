@@ -92,3 +92,12 @@ def test_too_few_slices_and_bad_shape():
         preprocess_case(image, mask)
     with pytest.raises(ValueError, match=r"\(D, H, W, 3\)"):
         preprocess_case(image[..., 0], mask)
+
+
+def test_restore_geometry_rejects_a_wrong_shape():
+    from brainseg.preprocess import restore_geometry
+
+    image, mask = make_volume()
+    _, labels, geometry = preprocess_case(image, mask, 32)
+    with pytest.raises(ValueError, match=r"expected a volume of shape \(3, 32, 32\)"):
+        restore_geometry(labels[:, :16], geometry, mask.shape)

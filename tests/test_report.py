@@ -40,8 +40,8 @@ def test_empty_masks_have_documented_values():
 def test_chart_overlays_and_gif(tmp_path):
     import imageio.v3 as iio
 
-    path = dsc_chart({"a": 0.5, "b": 0.9, "c": 0.7}, tmp_path / "dsc.png", title="test")
-    assert iio.imread(path).shape[-1] in (3, 4)
+    dsc_chart({"a": 0.5, "b": 0.9, "c": 0.7}, tmp_path / "dsc.png", title="test")
+    assert iio.imread(tmp_path / "dsc.png").shape[-1] in (3, 4)
     probs, truth = two_boxes()
     frames = case_overlays(np.random.default_rng(0).random((4, 32, 32)), truth, probs > 0.5)
     assert frames.shape == (4, 32, 32, 3) and frames.dtype == np.uint8

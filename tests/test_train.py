@@ -68,3 +68,16 @@ def test_cosine_schedule_warms_up_and_decays():
         scheduler.step()
     assert lrs[0] == pytest.approx(0.2) and lrs[4] == pytest.approx(1.0)
     assert lrs[5:] == sorted(lrs[5:], reverse=True) and lrs[-1] < 0.02
+
+
+def test_tensorboard_events_have_scalars_and_outlines(synthetic_data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fit(synthetic_config(synthetic_data, tmp_path, epochs=2, vis_slices=2), progress=False)
+    events = EventAccumulator(str(tmp_path / "logs" / "synthetic"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("loss/train", "loss/val", "dsc/val_mean", "dsc/val_median", "lr"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2], tag
+    assert [e.step for e in events.Images("val/outlines")] == [1, 2]
+    assert "val/outlines" in tags["images"]

@@ -1,0 +1,77 @@
+"""Compare runs under ``logs/``: a table of their settings and results, and their training curves."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """One run folder: ``{"name", "config", "history" (list of per-epoch dicts), "metrics" (or None)}``.
+
+    Raises:
+        FileNotFoundError: the folder has no ``config.json`` (not a run).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.json; not a brainseg run folder")
+    history = []
+    if (run_dir / "history.csv").is_file():
+        with open(run_dir / "history.csv") as handle:
+            history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    metrics_path = run_dir / "metrics.json"
+    return {"name": run_dir.name, "config": json.loads((run_dir / "config.json").read_text()), "history": history,
+            "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None}
+
+
+def load_runs(logs_dir: str | Path = "logs") -> list[dict]:
+    """Every run folder under ``logs_dir`` (those with a ``config.json``), sorted by name."""
+    return [load_run(p) for p in sorted(Path(logs_dir).iterdir()) if (p / "config.json").is_file()]
+
+
+def comparison_table(runs: list[dict]) -> str:
+    """Markdown table: model, loss, size, epochs run, best epoch, val mean/median DSC, images/s, wall time."""
+    lines = ["| run | model | loss | size | epochs | best epoch | val mean DSC | val median DSC | train img/s | wall time |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        c, m = run["config"], run["metrics"]
+        if m is None:  # unfinished: report the best epoch seen so far
+            best = max(run["history"], key=lambda r: r["val_mean_dsc"], default=None)
+            result = ("-", "-", "-") if best is None else (int(best["epoch"]), f"{best['val_mean_dsc']:.4f}",
+                                                          f"{best['val_median_dsc']:.4f}")
+            lines.append(f"| {run['name']} (unfinished) | {c['model']} | {c['loss']} | {c['image_size']} | "
+                         f"{len(run['history'])} | {result[0]} | {result[1]} | {result[2]} | - | - |")
+            continue
+        lines.append(f"| {run['name']} | {c['model']} | {c['loss']} | {c['image_size']} | {m['epochs']} | "
+                     f"{m['best_epoch']} | {m['val_mean_dsc']:.4f} | {m['val_median_dsc']:.4f} | "
+                     f"{m.get('train_images_per_s', float('nan')):.1f} | {m['wall_time_s'] / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], path: str | Path | None = None) -> Figure:
+    """Validation mean DSC and train/val loss per epoch of every run; saved to ``path`` if given.
+
+    Returns:
+        The matplotlib figure (notebooks display it).
+    """
+    fig = Figure(figsize=(12, 4.5))
+    ax_dsc, ax_loss = fig.subplots(1, 2)
+    for run in runs:
+        epochs = [r["epoch"] for r in run["history"]]
+        line, = ax_dsc.plot(epochs, [r["val_mean_dsc"] for r in run["history"]], marker=".", label=run["name"])
+        ax_loss.plot(epochs, [r["train_loss"] for r in run["history"]], color=line.get_color(), label=f"{run['name']} train")
+        ax_loss.plot(epochs, [r["val_loss"] for r in run["history"]], color=line.get_color(), linestyle="--",
+                     label=f"{run['name']} val")
+    ax_dsc.set(xlabel="epoch", ylabel="validation mean DSC (per volume)", ylim=(0, 1), title="Validation DSC")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss (solid: train, dashed: validation)")
+    for ax in (ax_dsc, ax_loss):
+        ax.grid(alpha=0.3)
+    ax_dsc.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    return fig
