@@ -16,7 +16,7 @@ import torch
 
 from .losses import create_loss
 from .models import create_model
-from .train import Runtime, peak_memory_mb, select_device
+from .train import Runtime, compute_loss, peak_memory_mb, select_device
 
 MODES = {
     "fp32 NCHW (reference)": dict(amp=False, channels_last=False),
@@ -54,7 +54,7 @@ def train_images_per_s(model_name: str, features: int, image_size: int, runtime:
     def step():
         with runtime.autocast():
             logits = model(image)
-        loss = loss_fn(logits, mask)
+        loss = compute_loss(loss_fn, logits, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

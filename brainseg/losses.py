@@ -1,39 +1,175 @@
-"""Loss registry: ``create_loss(name, **kwargs)``; every loss takes logits."""
+"""Loss registry: ``create_loss(name, **kwargs)``; every loss takes logits.
+
+All losses compute ``p = sigmoid(logits)`` in float32 inside (logits-form BCE where a log is
+needed, so nothing overflows under bf16 autocast). The region losses (Dice, soft IoU, Tversky,
+focal Tversky) are batch-level by default, as in the reference: their sums run over the whole
+batch; ``per_sample=True`` computes the ratio per image and averages the per-image losses.
+
+Shape (every loss):
+    logits (N, 1, H, W), target (N, 1, H, W) in {0, 1}; returns a scalar.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
-class DiceLoss(nn.Module):
-    """Batch-level soft Dice loss of the reference: ``1 - (2 sum(p g) + s) / (sum(p) + sum(g) + s)``.
+def _check(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if logits.shape != target.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must have the same shape")
+    return logits.float(), target.float()
 
-    Sums run over the whole batch (not per sample); ``p = sigmoid(logits)`` in float32.
+
+def _sums(probs: torch.Tensor, target: torch.Tensor, per_sample: bool) -> tuple[torch.Tensor, ...]:
+    """(TP, sum p, sum g) over the batch (scalars) or per sample (N,)."""
+    dims = tuple(range(1, probs.ndim)) if per_sample else tuple(range(probs.ndim))
+    return (probs * target).sum(dims), probs.sum(dims), target.sum(dims)
+
+
+def _non_negative(**values: float) -> None:
+    for name, value in values.items():
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+class DiceLoss(nn.Module):
+    """Soft Dice loss of the reference: ``1 - (2 TP + s) / (sum p + sum g + s)``.
 
     Args:
         smooth: additive smoothing ``s`` (reference: 1.0).
-
-    Shape:
-        logits (N, 1, H, W), target (N, 1, H, W) in {0, 1}; returns a scalar.
+        per_sample: ratio per image, then mean (default: over the whole batch).
     """
 
-    def __init__(self, smooth: float = 1.0):
+    def __init__(self, smooth: float = 1.0, per_sample: bool = False):
         super().__init__()
-        if smooth < 0:
-            raise ValueError(f"smooth must be >= 0, got {smooth}")
-        self.smooth = smooth
+        _non_negative(smooth=smooth)
+        self.smooth, self.per_sample = smooth, per_sample
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if logits.shape != target.shape:
-            raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must have the same shape")
-        probs = torch.sigmoid(logits.float())
-        target = target.float()
-        intersection = (probs * target).sum()
-        return 1.0 - (2.0 * intersection + self.smooth) / (probs.sum() + target.sum() + self.smooth)
+        logits, target = _check(logits, target)
+        tp, p, g = _sums(torch.sigmoid(logits), target, self.per_sample)
+        return (1.0 - (2.0 * tp + self.smooth) / (p + g + self.smooth)).mean()
 
 
-LOSSES: dict[str, type[nn.Module]] = {"dice": DiceLoss}
+class SoftIoULoss(nn.Module):
+    """Soft Jaccard loss: ``1 - (TP + s) / (sum p + sum g - TP + s)``.
+
+    Args:
+        smooth: additive smoothing ``s``.
+        per_sample: ratio per image, then mean (default: over the whole batch).
+    """
+
+    def __init__(self, smooth: float = 1.0, per_sample: bool = False):
+        super().__init__()
+        _non_negative(smooth=smooth)
+        self.smooth, self.per_sample = smooth, per_sample
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits, target = _check(logits, target)
+        tp, p, g = _sums(torch.sigmoid(logits), target, self.per_sample)
+        return (1.0 - (tp + self.smooth) / (p + g - tp + self.smooth)).mean()
+
+
+class BCEDiceLoss(nn.Module):
+    """``bce_weight * BCE + (1 - bce_weight) * Dice``; BCE in its logits form, mean over pixels.
+
+    Args:
+        bce_weight: weight of the binary cross-entropy term, in [0, 1].
+        smooth, per_sample: of the Dice term (see :class:`DiceLoss`).
+    """
+
+    def __init__(self, bce_weight: float = 0.5, smooth: float = 1.0, per_sample: bool = False):
+        super().__init__()
+        if not 0 <= bce_weight <= 1:
+            raise ValueError(f"bce_weight must be in [0, 1], got {bce_weight}")
+        self.bce_weight = bce_weight
+        self.dice = DiceLoss(smooth, per_sample)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits, target = _check(logits, target)
+        bce = F.binary_cross_entropy_with_logits(logits, target)
+        return self.bce_weight * bce + (1 - self.bce_weight) * self.dice(logits, target)
+
+
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al. 2017): ``-alpha_t (1 - p_t)^gamma log(p_t)``, mean over pixels.
+
+    Args:
+        alpha: weight of the positive class (``1 - alpha`` for the negative); ``None`` for none.
+        gamma: focusing exponent (0 gives weighted BCE).
+    """
+
+    def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0):
+        super().__init__()
+        if alpha is not None and not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1] or None, got {alpha}")
+        _non_negative(gamma=gamma)
+        self.alpha, self.gamma = alpha, gamma
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits, target = _check(logits, target)
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")  # -log(p_t), stable
+        p_t = torch.exp(-bce)
+        loss = (1 - p_t) ** self.gamma * bce
+        if self.alpha is not None:
+            loss = (self.alpha * target + (1 - self.alpha) * (1 - target)) * loss
+        return loss.mean()
+
+
+class TverskyLoss(nn.Module):
+    """Tversky loss (Salehi et al. 2017): ``1 - (TP + s) / (TP + alpha FP + beta FN + s)``.
+
+    ``alpha = beta = 0.5`` is the Dice loss; ``beta > alpha`` penalises missed lesion more.
+
+    Args:
+        alpha: weight of false positives; beta: weight of false negatives.
+        smooth, per_sample: as in :class:`DiceLoss`.
+    """
+
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0, per_sample: bool = False):
+        super().__init__()
+        _non_negative(alpha=alpha, beta=beta, smooth=smooth)
+        self.alpha, self.beta, self.smooth, self.per_sample = alpha, beta, smooth, per_sample
+
+    def index(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits, target = _check(logits, target)
+        tp, p, g = _sums(torch.sigmoid(logits), target, self.per_sample)
+        fp, fn = p - tp, g - tp
+        return (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (1.0 - self.index(logits, target)).mean()
+
+
+class FocalTverskyLoss(TverskyLoss):
+    """Focal Tversky loss (Abraham & Khan 2019): ``(1 - Tversky index) ** gamma``.
+
+    Args:
+        alpha, beta, smooth, per_sample: as in :class:`TverskyLoss`.
+        gamma: exponent; below 1 it emphasises hard examples (the paper's 1/(4/3) = 0.75).
+    """
+
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 0.75, smooth: float = 1.0,
+                 per_sample: bool = False):
+        super().__init__(alpha, beta, smooth, per_sample)
+        _non_negative(gamma=gamma)
+        self.gamma = gamma
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # clamp: the gradient of x ** gamma is infinite at x = 0 when gamma < 1
+        return ((1.0 - self.index(logits, target)).clamp_min(1e-6) ** self.gamma).mean()
+
+
+LOSSES: dict[str, type[nn.Module]] = {
+    "dice": DiceLoss,
+    "soft_iou": SoftIoULoss,
+    "bce_dice": BCEDiceLoss,
+    "focal": FocalLoss,
+    "tversky": TverskyLoss,
+    "focal_tversky": FocalTverskyLoss,
+}
 
 
 def create_loss(name: str, **kwargs) -> nn.Module:

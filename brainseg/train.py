@@ -89,6 +89,17 @@ def split_cases(config: TrainConfig) -> tuple[list[str], list[str]]:
     return train[: config.max_train_cases or None], val[: config.max_val_cases or None]
 
 
+def compute_loss(loss_fn: nn.Module, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The loss of ``logits`` (N, K, H, W) against ``mask`` (N, 1, H, W).
+
+    K = 1 is a plain prediction; K > 1 are the heads of a deeply supervised model (UNet++ in
+    training mode) and the loss is averaged over them.
+    """
+    if logits.shape[1] == mask.shape[1]:
+        return loss_fn(logits, mask)
+    return torch.stack([loss_fn(head, mask) for head in logits.split(mask.shape[1], dim=1)]).mean()
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler, runtime: Runtime, progress: bool = True, check_every: int = 10) -> dict:
     """One pass over ``loader``.
@@ -107,7 +118,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
         image, mask = runtime.to_input(image), mask.to(runtime.device, non_blocking=True)
         with runtime.autocast():
             logits = model(image)
-        loss = loss_fn(logits, mask)
+        loss = compute_loss(loss_fn, logits, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

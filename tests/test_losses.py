@@ -1,7 +1,8 @@
+import numpy as np
 import pytest
 import torch
 
-from brainseg.losses import create_loss
+from brainseg.losses import LOSSES, create_loss
 
 BIG = 30.0  # sigmoid(30) = 1 - 1e-13
 
@@ -10,40 +11,110 @@ def logits_of(binary: torch.Tensor) -> torch.Tensor:
     return (binary * 2 - 1) * BIG
 
 
-def test_dice_perfect_disjoint_and_half_overlap():
+@pytest.fixture
+def target():
+    t = torch.zeros(2, 1, 4, 4)
+    t[0, 0, :2] = 1  # 8 lesion pixels in the first image, none in the second
+    return t
+
+
+def test_dice_perfect_disjoint_and_half_overlap(target):
     loss = create_loss("dice", smooth=1.0)
-    target = torch.zeros(2, 1, 4, 4)
-    target[0, 0, :2] = 1  # 8 pixels
     assert loss(logits_of(target), target).item() == pytest.approx(0.0, abs=1e-6)
-    disjoint = 1 - target
-    # 1 - (0 + 1) / (24 + 8 + 1)
-    assert loss(logits_of(disjoint), target).item() == pytest.approx(1 - 1 / 33, abs=1e-6)
+    assert loss(logits_of(1 - target), target).item() == pytest.approx(1 - 1 / 33, abs=1e-6)  # 24 + 8 + 1
     half = torch.zeros_like(target)
     half[0, 0, 1:3] = 1  # 8 predicted pixels, 4 of them on the target
     assert loss(logits_of(half), target).item() == pytest.approx(1 - (2 * 4 + 1) / (8 + 8 + 1), abs=1e-6)
 
 
-def test_dice_is_batch_level_not_per_sample():
-    loss = create_loss("dice", smooth=0.0)
+def test_dice_is_batch_level_unless_per_sample():
     target = torch.zeros(2, 1, 2, 2)
     target[0] = 1
     pred = torch.zeros_like(target)
-    pred[0, 0, 0] = 1  # 2 of the 4 target pixels
-    assert loss(logits_of(pred), target).item() == pytest.approx(1 - 2 * 2 / 6, abs=1e-6)
+    pred[0, 0, 0] = 1  # 2 of the 4 target pixels; the second image is empty in both
+    assert create_loss("dice", smooth=0.0)(logits_of(pred), target).item() == pytest.approx(1 - 4 / 6, abs=1e-6)
+    per_sample = create_loss("dice", smooth=1.0, per_sample=True)(logits_of(pred), target).item()
+    assert per_sample == pytest.approx(((1 - 5 / 7) + (1 - 1 / 1)) / 2, abs=1e-6)
 
 
-def test_dice_gradients_finite_on_empty_masks():
-    loss = create_loss("dice")
-    logits = torch.randn(2, 1, 8, 8, requires_grad=True)
-    value = loss(logits, torch.zeros(2, 1, 8, 8))
-    value.backward()
-    assert torch.isfinite(value) and torch.isfinite(logits.grad).all()
+def test_soft_iou_values(target):
+    loss = create_loss("soft_iou", smooth=0.0)
+    assert loss(logits_of(target), target).item() == pytest.approx(0.0, abs=1e-6)
+    assert loss(logits_of(1 - target), target).item() == pytest.approx(1.0, abs=1e-6)
+    half = torch.zeros_like(target)
+    half[0, 0, 1:3] = 1
+    assert loss(logits_of(half), target).item() == pytest.approx(1 - 4 / 12, abs=1e-6)
+
+
+def test_region_losses_match_numpy_formulas_on_soft_predictions(target):
+    torch.manual_seed(0)
+    logits = torch.randn_like(target)
+    p, g = torch.sigmoid(logits).numpy().ravel(), target.numpy().ravel()
+    tp, fp, fn = (p * g).sum(), (p * (1 - g)).sum(), ((1 - p) * g).sum()
+    s = 1.0
+    expected = {
+        "dice": 1 - (2 * tp + s) / (p.sum() + g.sum() + s),
+        "soft_iou": 1 - (tp + s) / (p.sum() + g.sum() - tp + s),
+        "tversky": 1 - (tp + s) / (tp + 0.3 * fp + 0.7 * fn + s),
+        "focal_tversky": (1 - (tp + s) / (tp + 0.3 * fp + 0.7 * fn + s)) ** 0.75,
+    }
+    for name, value in expected.items():
+        assert create_loss(name)(logits, target).item() == pytest.approx(value, rel=1e-5), name
+
+
+def test_tversky_with_equal_weights_is_dice(target):
+    torch.manual_seed(1)
+    logits = torch.randn_like(target)
+    dice = create_loss("dice", smooth=0.0)(logits, target)
+    tversky = create_loss("tversky", alpha=0.5, beta=0.5, smooth=0.0)(logits, target)
+    assert tversky.item() == pytest.approx(dice.item(), rel=1e-6)
+
+
+def test_bce_dice_and_focal_against_formulas(target):
+    torch.manual_seed(2)
+    logits = torch.randn_like(target)
+    p, g = torch.sigmoid(logits).double().numpy(), target.double().numpy()
+    bce = -(g * np.log(p) + (1 - g) * np.log(1 - p)).mean()
+    dice = create_loss("dice")(logits, target).item()
+    assert create_loss("bce_dice", bce_weight=0.3)(logits, target).item() == pytest.approx(0.3 * bce + 0.7 * dice, rel=1e-5)
+    p_t = np.where(g == 1, p, 1 - p)
+    alpha_t = np.where(g == 1, 0.25, 0.75)
+    focal = (-alpha_t * (1 - p_t) ** 2 * np.log(p_t)).mean()
+    assert create_loss("focal")(logits, target).item() == pytest.approx(focal, rel=1e-5)
+    assert create_loss("focal", alpha=None, gamma=0)(logits, target).item() == pytest.approx(bce, rel=1e-5)
+
+
+def test_focal_perfect_and_wrong(target):
+    loss = create_loss("focal")
+    assert loss(logits_of(target), target).item() == pytest.approx(0.0, abs=1e-6)
+    assert loss(logits_of(1 - target), target).item() > 1.0  # confident and wrong: large
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_gradients_finite_for_empty_masks_and_perfect_predictions(name):
+    loss = create_loss(name)
+    for logits, target in ((torch.randn(2, 1, 8, 8), torch.zeros(2, 1, 8, 8)),
+                           (torch.full((2, 1, 8, 8), -BIG), torch.zeros(2, 1, 8, 8))):
+        logits.requires_grad_(True)
+        value = loss(logits, target)
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(logits.grad).all(), name
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_bf16_logits_are_handled_in_float32(name):
+    logits = torch.randn(2, 1, 8, 8).bfloat16()
+    assert create_loss(name)(logits, torch.zeros(2, 1, 8, 8)).dtype == torch.float32
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="available losses: dice"):
+    with pytest.raises(ValueError, match="available losses: bce_dice, dice, focal, focal_tversky, soft_iou, tversky"):
         create_loss("iou2")
     with pytest.raises(ValueError, match="smooth"):
         create_loss("dice", smooth=-1)
+    with pytest.raises(ValueError, match="bce_weight"):
+        create_loss("bce_dice", bce_weight=2)
+    with pytest.raises(ValueError, match="alpha"):
+        create_loss("focal", alpha=1.5)
     with pytest.raises(ValueError, match="same shape"):
         create_loss("dice")(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))

@@ -1,0 +1,69 @@
+"""Attention U-Net (Oktay et al. 2018): the reference U-Net with additive attention gates on its skips."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .unet import UNet, check_input_size
+
+
+class AttentionGate(nn.Module):
+    """Additive attention gate: weights a skip connection by a map computed with the coarser
+    decoder level as gating signal.
+
+    ``q = ReLU(W_x x + W_g g + b)``, ``alpha = sigmoid(psi(q))`` at the gating resolution,
+    resampled (bilinear) to the skip's size; the output is ``x * alpha``.
+
+    Args:
+        skip_channels: channels of the skip ``x``; gate_channels: of the gating signal ``g``;
+        inter_channels: of the intermediate map ``q``.
+
+    Shape:
+        x (N, skip_channels, H, W), g (N, gate_channels, H/2, W/2) -> (N, skip_channels, H, W).
+    """
+
+    def __init__(self, skip_channels: int, gate_channels: int, inter_channels: int):
+        super().__init__()
+        self.theta_x = nn.Conv2d(skip_channels, inter_channels, kernel_size=2, stride=2, bias=False)
+        self.phi_g = nn.Conv2d(gate_channels, inter_channels, kernel_size=1, bias=True)
+        self.psi = nn.Conv2d(inter_channels, 1, kernel_size=1, bias=True)
+
+    def coefficients(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The attention map alpha, (N, 1, H, W) in [0, 1]."""
+        q = F.relu(self.theta_x(x) + self.phi_g(g))  # (N, inter, H/2, W/2)
+        alpha = torch.sigmoid(self.psi(q))  # (N, 1, H/2, W/2)
+        return F.interpolate(alpha, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return x * self.coefficients(x, g)
+
+
+class AttentionUNet(UNet):
+    """The reference U-Net whose four skips pass through :class:`AttentionGate` s, each gated by
+    the decoder level below it (the bottleneck for the deepest skip).
+
+    Args:
+        in_channels, out_channels, features: as in :class:`~brainseg.models.unet.UNet`.
+
+    Shape:
+        input (N, in_channels, H, W) with H, W multiples of 16; output logits (N, out_channels, H, W).
+    """
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 1, features: int = 32):
+        super().__init__(in_channels, out_channels, features)
+        f = features
+        self.gates = nn.ModuleList([AttentionGate(c, 2 * c, max(c // 2, 1)) for c in (8 * f, 4 * f, 2 * f, f)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_size(x, self.stride)
+        skips = []
+        for encoder in self.encoders:
+            x = encoder(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(x)  # (N, 16f, H / 16, W / 16)
+        for upconv, decoder, gate, skip in zip(self.upconvs, self.decoders, self.gates, reversed(skips)):
+            x = decoder(torch.cat([upconv(x), gate(skip, x)], dim=1))  # gate: skip weighted by the coarser level
+        return self.head(x)
