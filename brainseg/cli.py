@@ -59,6 +59,8 @@ def _add_train_parser(sub) -> None:
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None,
                             help=f"{_FIELD_HELP.get(f.name, f.name)} (default: preset value, else {default!r})")
     parser.add_argument("--data", dest="data_dir", help="alias of --data-dir")
+    parser.add_argument("--resume", metavar="LOG_DIR", default=None,
+                        help="continue logs/<run> from weights/<run>/last.pt with its saved config (other options ignored)")
 
 
 def _add_evaluate_parser(sub) -> None:
@@ -102,6 +104,11 @@ def _add_results_parser(sub) -> None:
     table = action.add_parser("table", help="print the results table, or write it into README.md")
     table.add_argument("--results-dir", default="results")
     table.add_argument("--readme", default=None, help="replace the table between the markers in this file")
+    compare = action.add_parser("compare", help="comparison table and curves of the exported runs of one preset")
+    compare.add_argument("--results-dir", default="results")
+    compare.add_argument("--preset", default="cpu", help="compare only runs of this preset (same budget)")
+    compare.add_argument("--figure", default="docs/comparison-cpu.png", help="curves figure (PNG)")
+    compare.add_argument("--readme", default=None, help="replace the comparison table between its markers in this file")
 
 
 def _add_bench_parser(sub) -> None:
@@ -140,9 +147,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from .train import fit
 
-            overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset") and v is not None}
-            config = TrainConfig.preset(args.preset, **overrides)
-            fit(config, command="python -m brainseg " + shlex.join(argv))
+            if args.resume:
+                import json
+                from pathlib import Path
+
+                saved = Path(args.resume) / "config.json"
+                if not saved.is_file():
+                    raise FileNotFoundError(f"{saved}: no config.json; --resume takes a run folder under logs/")
+                config = TrainConfig.from_dict(json.loads(saved.read_text()))
+                fit(config, command="python -m brainseg " + shlex.join(argv), resume=True)
+            else:
+                overrides = {k: v for k, v in vars(args).items()
+                             if k not in ("command", "preset", "resume") and v is not None}
+                config = TrainConfig.preset(args.preset, **overrides)
+                fit(config, command="python -m brainseg " + shlex.join(argv))
         elif args.command == "evaluate":
             from .evaluate import evaluate_checkpoint
 
@@ -172,6 +190,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.action == "export":
                 for run_dir in args.run_dirs:
                     print(f"wrote {results.export_run(run_dir, args.results_dir)}")
+            elif args.action == "compare":
+                from .compare import comparison_table, plot_curves, runs_from_results
+
+                runs = runs_from_results(args.results_dir, args.preset)
+                table = comparison_table(runs)
+                plot_curves(runs, args.figure)
+                if args.readme:
+                    results.write_readme_table(args.readme, table, results.COMPARE_START, results.COMPARE_END)
+                    print(f"updated the comparison table in {args.readme}")
+                print(table)
+                print(f"wrote {args.figure}")
             else:
                 table = results.results_table(args.results_dir)
                 if args.readme:

@@ -32,21 +32,39 @@ def load_runs(logs_dir: str | Path = "logs") -> list[dict]:
     return [load_run(p) for p in sorted(Path(logs_dir).iterdir()) if (p / "config.json").is_file()]
 
 
+def runs_from_results(results_dir: str | Path = "results", preset: str | None = None) -> list[dict]:
+    """Exported runs (``results/*.json`` with their per-epoch history) in the :func:`load_run` form,
+    optionally only those of one preset."""
+    runs = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        metrics = json.loads(path.read_text())
+        if "config" not in metrics or (preset and metrics.get("preset") != preset):
+            continue
+        runs.append({"name": metrics["run"], "config": metrics["config"], "history": metrics.get("history", []),
+                     "metrics": metrics})
+    return runs
+
+
 def comparison_table(runs: list[dict]) -> str:
-    """Markdown table: model, loss, size, epochs run, best epoch, val mean/median DSC, images/s, wall time."""
-    lines = ["| run | model | loss | size | epochs | best epoch | val mean DSC | val median DSC | train img/s | wall time |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    """Markdown table: model, loss, parameters, size, epochs run, best epoch, val mean/median DSC,
+    final-epoch mean DSC, training images/s, wall time."""
+    lines = ["| run | model | loss | parameters | size | epochs | best epoch | val mean DSC | val median DSC | "
+             "final-epoch mean DSC | train img/s | wall time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         c, m = run["config"], run["metrics"]
         if m is None:  # unfinished: report the best epoch seen so far
             best = max(run["history"], key=lambda r: r["val_mean_dsc"], default=None)
             result = ("-", "-", "-") if best is None else (int(best["epoch"]), f"{best['val_mean_dsc']:.4f}",
                                                           f"{best['val_median_dsc']:.4f}")
-            lines.append(f"| {run['name']} (unfinished) | {c['model']} | {c['loss']} | {c['image_size']} | "
-                         f"{len(run['history'])} | {result[0]} | {result[1]} | {result[2]} | - | - |")
+            lines.append(f"| {run['name']} (unfinished) | {c['model']} | {c['loss']} | - | {c['image_size']} | "
+                         f"{len(run['history'])} | {result[0]} | {result[1]} | {result[2]} | - | - | - |")
             continue
-        lines.append(f"| {run['name']} | {c['model']} | {c['loss']} | {c['image_size']} | {m['epochs']} | "
-                     f"{m['best_epoch']} | {m['val_mean_dsc']:.4f} | {m['val_median_dsc']:.4f} | "
+        params = f"{m['parameters'] / 1e6:.2f} M" if "parameters" in m else "-"
+        final = f"{m['final_val_mean_dsc']:.4f}" if "final_val_mean_dsc" in m else "-"
+        stopped = " (time limit)" if m.get("stopped_early") else ""
+        lines.append(f"| {run['name']} | {c['model']} | {c['loss']} | {params} | {c['image_size']} | {m['epochs']}{stopped} | "
+                     f"{m['best_epoch']} | {m['val_mean_dsc']:.4f} | {m['val_median_dsc']:.4f} | {final} | "
                      f"{m.get('train_images_per_s', float('nan')):.1f} | {m['wall_time_s'] / 60:.1f} min |")
     return "\n".join(lines)
 

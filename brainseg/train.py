@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .cache import CaseVolume, load_volumes
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import discover_cases
 from .dataset import SliceDataset, make_sampler
@@ -77,6 +77,27 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def rng_state(sampler_generator: torch.Generator) -> dict:
+    """Every random state a resumed run needs to continue exactly: torch, NumPy, Python, sampler."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(), "sampler": sampler_generator.get_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+                      "gauss": gauss},
+            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+
+
+def set_rng_state(state: dict, sampler_generator: torch.Generator) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    sampler_generator.set_state(state["sampler"])
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["gauss"]))
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss_next"]))
 
 
 def split_cases(config: TrainConfig) -> tuple[list[str], list[str]]:
@@ -226,14 +247,15 @@ class RunLogger:
     COLUMNS = ["epoch", "train_loss", "val_loss", "val_mean_dsc", "val_median_dsc", "lr",
                "train_images_per_s", "epoch_seconds", "elapsed_seconds"]
 
-    def __init__(self, log_dir: Path, config: TrainConfig):
+    def __init__(self, log_dir: Path, config: TrainConfig, rows: list[dict] | None = None, purge_step: int = 1):
+        """``rows``: history of a resumed run; TensorBoard events from ``purge_step`` on are dropped."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(log_dir / "config.json", config.to_dict())
-        self.rows: list[dict] = []
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.rows: list[dict] = list(rows or [])
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step if rows else None)
 
     def log_epoch(self, row: dict) -> None:
         self.rows.append(row)
@@ -264,8 +286,13 @@ class RunLogger:
         self.writer.close()
 
 
-def fit(config: TrainConfig, command: str = "", progress: bool = True) -> dict:
+def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: bool = False) -> dict:
     """Train ``config`` end to end and write every output of the run.
+
+    Args:
+        resume: continue the run from ``weights/<run>/last.pt`` (model, optimizer, scheduler,
+            epoch, best score, history, sampler and RNG states): on the same machine with the
+            same seed, a run killed and resumed ends with the history of an uninterrupted run.
 
     Returns:
         The run's metrics (also written to ``logs/<run>/metrics.json``).
@@ -276,6 +303,8 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True) -> dict:
     """
     wall_start = time.perf_counter()
     config.validate()
+    if resume and not config.run_name:
+        raise ValueError("resume needs the run_name of the run to continue")
     run_name = config.run_name or default_run_name(config)
     log_dir, weights_dir = Path(config.logs_dir) / run_name, Path(config.weights_dir) / run_name
     device = select_device(config.device)
@@ -297,21 +326,41 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True) -> dict:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = create_loss(config.loss)
     train_set = SliceDataset(train_volumes, JointAugment(config.aug_scale, config.aug_angle, config.flip_prob))
-    sampler = make_sampler(train_set, config.sampler, torch.Generator().manual_seed(config.seed))
+    sampler_generator = torch.Generator().manual_seed(config.seed)
+    sampler = make_sampler(train_set, config.sampler, sampler_generator)
+    # Workers are started anew each epoch and seeded from the global torch RNG, whose state is in
+    # last.pt: this is what makes a resumed run repeat an uninterrupted one.
     loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=config.workers > 0)
+                        pin_memory=device.type == "cuda")
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, len(loader))
-    logger = RunLogger(log_dir, config)
+    best = {"val_mean_dsc": -1.0, "epoch": 0}
+    history: list[dict] = []
+    start_epoch, previous_wall, train_images, train_seconds = 1, 0.0, 0, 0.0
+    if resume:
+        checkpoint = load_checkpoint(weights_dir / "last.pt")
+        if "rng" not in checkpoint:
+            raise ValueError(f"{weights_dir / 'last.pt'}: no training state in this checkpoint; cannot resume")
+        model.load_state_dict(checkpoint["state_dict"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        set_rng_state(checkpoint["rng"], sampler_generator)
+        best, history = checkpoint["best"], checkpoint["history"]
+        start_epoch = checkpoint["epoch"] + 1
+        previous_wall, train_images, train_seconds = (checkpoint["progress"][k] for k in
+                                                      ("wall_s", "train_images", "train_seconds"))
+        print(f"resuming {run_name} after epoch {checkpoint['epoch']} (best {best['val_mean_dsc']:.4f} "
+              f"at epoch {best['epoch']})")
+    logger = RunLogger(log_dir, config, history, purge_step=start_epoch)
     picks = _vis_slices(val_volumes, config.vis_slices)
     params = count_parameters(model)
     print(f"run {run_name}: {config.model} ({params / 1e6:.2f} M parameters), {config.loss} loss, "
           f"{len(train_ids)} train / {len(val_ids)} val cases ({len(train_set)} train slices), "
           f"{config.image_size} px, device {device}, data ready in {data_seconds:.1f} s")
 
-    best = {"val_mean_dsc": -1.0, "epoch": 0}
-    train_images, train_seconds, stopped_early = 0, 0.0, False
-    epochs = tqdm(range(1, config.epochs + 1), desc="epochs", unit="epoch", disable=not progress)
+    stopped_early = False
+    epochs = tqdm(range(start_epoch, config.epochs + 1), desc="epochs", unit="epoch", disable=not progress,
+                  initial=start_epoch - 1, total=config.epochs)
     try:
         for epoch in epochs:
             epoch_start = time.perf_counter()
@@ -319,7 +368,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True) -> dict:
             train_images += stats["images"]
             train_seconds += stats["seconds"]
             val = evaluate(model, val_volumes, loss_fn, runtime, progress=progress)
-            elapsed = time.perf_counter() - wall_start
+            elapsed = previous_wall + time.perf_counter() - wall_start
             row = {"epoch": epoch, "train_loss": stats["loss"], "val_loss": val["loss"],
                    "val_mean_dsc": val["mean"], "val_median_dsc": val["median"],
                    "lr": optimizer.param_groups[0]["lr"],
@@ -329,11 +378,13 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True) -> dict:
             logger.log_epoch(row)
             logger.log_outlines(val_volumes, val["probs"], picks, epoch)
             metrics = {"val_mean_dsc": val["mean"], "val_median_dsc": val["median"], "per_case": val["per_case"]}
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
             if val["mean"] > best["val_mean_dsc"]:
                 best = {"val_mean_dsc": val["mean"], "val_median_dsc": val["median"], "epoch": epoch,
                         "per_case": val["per_case"]}
                 save_checkpoint(weights_dir / "best.pt", model, config, epoch, metrics, config.image_size)
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "rng": rng_state(sampler_generator), "best": best, "history": logger.rows,
+                     "progress": {"wall_s": elapsed, "train_images": train_images, "train_seconds": train_seconds}}
             save_checkpoint(weights_dir / "last.pt", model, config, epoch, metrics, config.image_size, **state)
             tqdm.write(f"epoch {epoch:3d}/{config.epochs}  train loss {stats['loss']:.4f}  val loss {val['loss']:.4f}  "
                        f"val DSC mean {val['mean']:.4f} median {val['median']:.4f}  "
@@ -348,7 +399,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True) -> dict:
     finally:
         logger.close()
 
-    wall = time.perf_counter() - wall_start
+    wall = previous_wall + time.perf_counter() - wall_start
     result = {
         "run": run_name,
         "model": config.model,
@@ -375,6 +426,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch_version": torch.__version__,
         "command": command,
+        "resumed": resume,
         "config": config.to_dict(),
     }
     atomic_write_json(log_dir / "metrics.json", result)

@@ -37,3 +37,33 @@ def test_export_errors(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         write_readme_table(readme, "table")
+
+
+def test_export_carries_history_and_compare_builds_table_and_figure(tmp_path):
+    from brainseg.cli import main
+    from brainseg.compare import comparison_table, load_runs, plot_curves, runs_from_results
+
+    for name, dsc in (("r1", 0.8), ("r2", 0.7)):
+        run_dir = tmp_path / "logs" / name
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text(json.dumps({"model": "unet", "loss": "dice", "image_size": 128}))
+        (run_dir / "history.csv").write_text("epoch,train_loss,val_loss,val_mean_dsc,val_median_dsc\n"
+                                             f"1,0.5,0.6,{dsc - 0.1},{dsc}\n2,0.4,0.5,{dsc},{dsc}\n")
+        values = metrics(name, dsc)
+        values.update(preset="cpu", parameters=1_000_000, config={"model": "unet", "loss": "dice", "image_size": 128})
+        if name == "r1":
+            (run_dir / "metrics.json").write_text(json.dumps(values))
+    target = export_run(tmp_path / "logs" / "r1", tmp_path / "results")
+    assert [row["epoch"] for row in json.loads(target.read_text())["history"]] == [1.0, 2.0]
+    runs = load_runs(tmp_path / "logs")
+    table = comparison_table(runs)
+    assert "| r1 | unet | dice | 1.00 M |" in table and "| r2 (unfinished) |" in table and "0.7000" in table
+    plot_curves(runs, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert [r["name"] for r in runs_from_results(tmp_path / "results", "cpu")] == ["r1"]
+    assert runs_from_results(tmp_path / "results", "gpu") == []
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- comparison-table:start -->\n<!-- comparison-table:end -->\n")
+    assert main(["results", "compare", "--results-dir", str(tmp_path / "results"), "--figure",
+                 str(tmp_path / "cmp.png"), "--readme", str(readme)]) == 0
+    assert "| r1 | unet |" in readme.read_text() and (tmp_path / "cmp.png").is_file()

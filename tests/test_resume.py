@@ -1,0 +1,95 @@
+"""Determinism on CPU and resuming after a crash (SIGKILL mid-epoch)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from brainseg.checkpoint import load_checkpoint
+from brainseg.config import TrainConfig
+from brainseg.train import fit
+from conftest import write_case
+
+COMPARED = ("epoch", "train_loss", "val_loss", "val_mean_dsc", "val_median_dsc", "lr")  # not the timings
+
+
+@pytest.fixture
+def longer_data(tmp_path) -> Path:
+    root = tmp_path / "kaggle_3m"
+    for i in range(9):
+        write_case(root, f"TCGA_XX_{2000 + i}_20000101", slices=16, size=32, seed=i)
+    return root
+
+
+def config_for(data: Path, root: Path, **overrides) -> TrainConfig:
+    values = dict(data_dir=str(data), cache_dir=str(root / "cache"), logs_dir=str(root / "logs"),
+                  weights_dir=str(root / "weights"), run_name="r", split="kfold", folds=3, image_size=32,
+                  batch_size=4, epochs=3, features=4, workers=1, lr=1e-3, max_train_cases=0, max_val_cases=0,
+                  scheduler="cosine", warmup_epochs=0.5)
+    values.update(overrides)
+    return TrainConfig.preset("smoke", **values)
+
+
+def history(root: Path) -> list[tuple]:
+    with open(root / "logs" / "r" / "history.csv") as handle:
+        return [tuple(row[c] for c in COMPARED) for row in csv.DictReader(handle)]
+
+
+def test_same_seed_gives_identical_runs(longer_data, tmp_path):
+    first = fit(config_for(longer_data, tmp_path / "a"), progress=False)
+    second = fit(config_for(longer_data, tmp_path / "b"), progress=False)
+    assert history(tmp_path / "a") == history(tmp_path / "b")
+    assert first["per_case"] == second["per_case"]
+    a = load_checkpoint(tmp_path / "a" / "weights" / "r" / "last.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "b" / "weights" / "r" / "last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_sigkill_mid_epoch_repeats_the_uninterrupted_run(longer_data, tmp_path):
+    epochs = 5
+    fit(config_for(longer_data, tmp_path / "whole", epochs=epochs), progress=False)
+
+    root = tmp_path / "killed"
+    args = ["--preset", "smoke", "--run-name", "r", "--data", str(longer_data), "--cache-dir", str(root / "cache"),
+            "--logs-dir", str(root / "logs"), "--weights-dir", str(root / "weights"), "--split", "kfold",
+            "--folds", "3", "--image-size", "32", "--batch-size", "4", "--epochs", str(epochs), "--features", "4",
+            "--workers", "1", "--lr", "0.001", "--max-train-cases", "0", "--max-val-cases", "0",
+            "--scheduler", "cosine", "--warmup-epochs", "0.5"]
+    process = subprocess.Popen([sys.executable, "-m", "brainseg", "train", *args], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    history_file = root / "logs" / "r" / "history.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if history_file.exists() and len(history_file.read_text().splitlines()) >= 3:  # header + 2 epochs
+            time.sleep(0.2)  # into epoch 3
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the run and its DataLoader worker
+    process.wait()
+    done_before_kill = len(history(root))
+    assert 1 <= done_before_kill < epochs, "the run was not interrupted mid-way"
+
+    from brainseg.cli import main
+
+    assert main(["train", "--resume", str(root / "logs" / "r")]) == 0
+    assert history(root) == history(tmp_path / "whole")
+    whole = load_checkpoint(tmp_path / "whole" / "weights" / "r" / "last.pt")["state_dict"]
+    resumed = load_checkpoint(root / "weights" / "r" / "last.pt")["state_dict"]
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_resume_errors(tmp_path, capsys):
+    from brainseg.cli import main
+
+    assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="resume needs the run_name"):
+        fit(TrainConfig.preset("smoke"), resume=True)
