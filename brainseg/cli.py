@@ -19,6 +19,9 @@ _FIELD_HELP = {
     "split": "reference (10 published validation cases) or kfold",
     "folds": "number of folds for --split kfold", "fold": "validation fold for --split kfold",
     "split_seed": "seed of the k-fold case shuffle",
+    "selection": "reference (checkpoint chosen on the validation cases, optimistic) or inner "
+                 "(chosen on inner validation cases carved from the training cases)",
+    "inner_val_cases": "number of inner validation cases for --selection inner",
     "max_train_cases": "use only the first N training cases (0: all)",
     "max_val_cases": "use only the first N validation cases (0: all)",
     "epochs": "training epochs (an epoch = as many samples as training slices)",

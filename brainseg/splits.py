@@ -53,3 +53,19 @@ def kfold_split(case_ids: list[str], folds: int, fold: int, seed: int = 0) -> tu
     random.Random(seed).shuffle(order)
     validation = sorted(order[fold::folds])
     return [c for c in cases if c not in validation], validation
+
+
+def inner_split(train_ids: list[str], cases: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Carve an inner validation set of ``cases`` training cases (seeded, by case).
+
+    Used to choose the checkpoint and post-processing without looking at the outer validation
+    cases (PROTOCOL section 5).
+
+    Returns:
+        (inner train, inner validation) case ids, each sorted.
+    """
+    train = sorted(train_ids)
+    if not 1 <= cases < len(train):
+        raise ValueError(f"inner validation needs between 1 and {len(train) - 1} cases, got {cases}")
+    inner = sorted(random.Random(seed).sample(train, k=cases))
+    return [c for c in train if c not in inner], inner

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .cache import CaseVolume, load_volumes
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .config import TrainConfig
 from .data import discover_cases
 from .dataset import SliceDataset, make_sampler
@@ -40,7 +40,7 @@ from .losses import create_loss
 from .metrics import summarize, to_metric_grid, volume_dsc
 from .models import count_parameters, create_model
 from .plots import outline_overlay
-from .splits import kfold_split, reference_split
+from .splits import inner_split, kfold_split, reference_split
 from .transforms import JointAugment
 
 
@@ -180,12 +180,14 @@ def predict_volume(model: nn.Module, images: np.ndarray, runtime: Runtime, batch
 
 @torch.no_grad()
 def evaluate(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, runtime: Runtime,
-             batch_size: int = 32, progress: bool = True, flip_tta: bool = False) -> dict:
+             batch_size: int = 32, progress: bool = True, flip_tta: bool = False,
+             largest_component: bool = True) -> dict:
     """Validation loss and per-volume DSC (PROTOCOL section 4) of every case.
 
     Args:
         flip_tta: average the probabilities of the slices and of their horizontal mirror images
             (the loss is always that of the plain prediction).
+        largest_component: apply the protocol's largest-3D-component rule (default).
 
     Returns:
         ``{"loss", "mean", "median", "per_case": {case_id: dsc}, "probs": {case_id: (D, 256, 256)}}``.
@@ -200,7 +202,7 @@ def evaluate(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, ru
         if flip_tta:
             probs = (probs + torch.sigmoid(predict_volume(model, volume.image, runtime, batch_size, flip=True))) / 2
         probs = to_metric_grid(probs).numpy()
-        per_case[volume.case_id] = volume_dsc(probs, volume.metric_mask)
+        per_case[volume.case_id] = volume_dsc(probs, volume.metric_mask, largest_component=largest_component)
         probs_by_case[volume.case_id] = probs
     return {"loss": loss_sum / slices, **summarize(per_case), "per_case": per_case, "probs": probs_by_case}
 
@@ -223,6 +225,37 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     return cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def select_and_evaluate_outer(best_path: Path, inner_volumes: list[CaseVolume], outer_volumes: list[CaseVolume],
+                              loss_fn: nn.Module, runtime: Runtime, progress: bool = True) -> dict:
+    """Held-out selection: the checkpoint was chosen on the inner cases; decide the post-processing
+    there too (largest component only if it raises the inner mean DSC, as nnU-Net decides it),
+    then evaluate the outer validation cases once with that choice.
+
+    Returns:
+        ``selection`` description, the inner figures, the outer mean/median/per-case with the chosen
+        post-processing (``outer_*``) and the outer mean with and without the largest-component rule.
+    """
+    model, _ = load_model(best_path, runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    inner = {lcc: evaluate(model, inner_volumes, loss_fn, runtime, progress=progress, largest_component=lcc)
+             for lcc in (True, False)}
+    apply_lcc = inner[True]["mean"] > inner[False]["mean"]
+    outer = {lcc: evaluate(model, outer_volumes, loss_fn, runtime, progress=progress, largest_component=lcc)
+             for lcc in (True, False)}
+    chosen = outer[apply_lcc]
+    print(f"inner selection: largest-component rule {'applied' if apply_lcc else 'not applied'} (inner mean "
+          f"{inner[True]['mean']:.4f} with, {inner[False]['mean']:.4f} without); outer validation mean "
+          f"{chosen['mean']:.4f}, median {chosen['median']:.4f}")
+    return {"selection": f"inner: checkpoint and post-processing chosen on {len(inner_volumes)} inner validation "
+                         "cases carved from the training cases; validation cases evaluated once",
+            "inner_cases": [v.case_id for v in inner_volumes],
+            "inner_mean_dsc": inner[apply_lcc]["mean"], "largest_component_applied": apply_lcc,
+            "inner_mean_dsc_with_lcc": inner[True]["mean"], "inner_mean_dsc_without_lcc": inner[False]["mean"],
+            "val_mean_dsc_with_lcc": outer[True]["mean"], "val_mean_dsc_without_lcc": outer[False]["mean"],
+            "outer_mean": chosen["mean"], "outer_median": chosen["median"], "outer_per_case": chosen["per_case"]}
 
 
 def default_run_name(config: TrainConfig) -> str:
@@ -312,12 +345,17 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    train_ids, val_ids = split_cases(config)
+    train_ids, outer_ids = split_cases(config)
+    if config.selection == "inner":  # choose on training cases; the outer cases are evaluated once at the end
+        train_ids, val_ids = inner_split(train_ids, config.inner_val_cases, config.split_seed)
+    else:
+        val_ids = outer_ids
     data_start = time.perf_counter()
     data_kwargs = dict(image_size=config.image_size, data_dir=config.data_dir or None,
                        cache_dir=config.cache_dir or None, progress=progress)
     train_volumes = load_volumes(train_ids, **data_kwargs)
     val_volumes = load_volumes(val_ids, **data_kwargs)
+    outer_volumes = load_volumes(outer_ids, **data_kwargs) if config.selection == "inner" else val_volumes
     data_seconds = time.perf_counter() - data_start
 
     seed_everything(config.seed)
@@ -399,6 +437,12 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
     finally:
         logger.close()
 
+    selection = {"selection": "best epoch by mean DSC on the validation cases themselves (reference protocol, optimistic)"}
+    if config.selection == "inner":
+        selection = select_and_evaluate_outer(weights_dir / "best.pt", val_volumes, outer_volumes, loss_fn, runtime,
+                                              progress)
+        best = {**best, "val_mean_dsc": selection.pop("outer_mean"), "val_median_dsc": selection.pop("outer_median"),
+                "per_case": selection.pop("outer_per_case")}
     wall = previous_wall + time.perf_counter() - wall_start
     result = {
         "run": run_name,
@@ -408,13 +452,14 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
         "image_size": config.image_size,
         "epochs": len(logger.rows),
         "split": config.split if config.split == "reference" else f"kfold{config.folds}-fold{config.fold}",
-        "selection": "best epoch by mean DSC on the validation cases themselves (reference protocol, optimistic)",
+        **selection,
         "val_mean_dsc": best["val_mean_dsc"],
         "val_median_dsc": best["val_median_dsc"],
         "per_case": best["per_case"],
         "best_epoch": best["epoch"],
-        "final_val_mean_dsc": logger.rows[-1]["val_mean_dsc"],
-        "final_val_median_dsc": logger.rows[-1]["val_median_dsc"],
+        # the last epoch's model on the per-epoch validation cases (inner ones with inner selection)
+        f"final_{'inner' if config.selection == 'inner' else 'val'}_mean_dsc": logger.rows[-1]["val_mean_dsc"],
+        f"final_{'inner' if config.selection == 'inner' else 'val'}_median_dsc": logger.rows[-1]["val_median_dsc"],
         "stopped_early": stopped_early,
         "wall_time_s": round(wall, 1),
         "data_prep_s": round(data_seconds, 1),
@@ -422,7 +467,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "parameters": params,
         "train_cases": len(train_ids),
-        "val_cases": len(val_ids),
+        "val_cases": len(outer_ids),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch_version": torch.__version__,
         "command": command,

@@ -39,3 +39,14 @@ def test_reference_split_equals_published_list(real_data):
 
     train, val = reference_split(list(discover_cases(real_data)))
     assert tuple(val) == REFERENCE_VALIDATION and len(train) == 100
+
+
+def test_inner_split_is_seeded_and_inside_the_training_side():
+    from brainseg.splits import inner_split
+
+    train, _ = reference_split(CASES)
+    inner_train, inner_val = inner_split(train, 4, seed=1)
+    assert len(inner_val) == 4 and sorted(inner_train + inner_val) == sorted(train)
+    assert inner_split(train, 4, seed=1) == (inner_train, inner_val) != inner_split(train, 4, seed=2)
+    with pytest.raises(ValueError, match="inner validation needs between 1 and"):
+        inner_split(train, len(train))

@@ -81,3 +81,13 @@ def test_tensorboard_events_have_scalars_and_outlines(synthetic_data, tmp_path):
         assert [e.step for e in events.Scalars(tag)] == [1, 2], tag
     assert [e.step for e in events.Images("val/outlines")] == [1, 2]
     assert "val/outlines" in tags["images"]
+
+
+def test_inner_selection_evaluates_the_outer_cases_once(synthetic_data, tmp_path):
+    result = fit(synthetic_config(synthetic_data, tmp_path, selection="inner", inner_val_cases=2), progress=False)
+    assert result["selection"].startswith("inner") and len(result["inner_cases"]) == 2
+    assert len(result["per_case"]) == 4 and not set(result["inner_cases"]) & set(result["per_case"])
+    assert result["train_cases"] == 6 and result["val_cases"] == 4
+    chosen = "val_mean_dsc_with_lcc" if result["largest_component_applied"] else "val_mean_dsc_without_lcc"
+    assert result["val_mean_dsc"] == pytest.approx(result[chosen])
+    assert "final_inner_mean_dsc" in result and "final_val_mean_dsc" not in result
