@@ -16,7 +16,7 @@ import torch
 
 from .losses import create_loss
 from .models import create_model
-from .train import Runtime, compute_loss, peak_memory_mb, select_device
+from .train import Runtime, peak_memory_mb, select_device, training_step
 
 MODES = {
     "fp32 NCHW (reference)": dict(amp=False, channels_last=False),
@@ -51,20 +51,12 @@ def train_images_per_s(model_name: str, features: int, image_size: int, runtime:
     image = runtime.to_input(torch.randn(batch_size, 3, image_size, image_size))
     mask = (torch.rand(batch_size, 1, image_size, image_size) > 0.9).float().to(runtime.device)
 
-    def step():
-        with runtime.autocast():
-            logits = model(image)
-        loss = compute_loss(loss_fn, logits, mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
     for _ in range(warmup):
-        step()
+        training_step(model, image, mask, loss_fn, optimizer, runtime)
     _sync(runtime.device)
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        training_step(model, image, mask, loss_fn, optimizer, runtime)
     _sync(runtime.device)
     return batch_size * steps / (time.perf_counter() - start)
 

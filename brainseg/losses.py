@@ -53,18 +53,13 @@ class DiceLoss(nn.Module):
         return (1.0 - (2.0 * tp + self.smooth) / (p + g + self.smooth)).mean()
 
 
-class SoftIoULoss(nn.Module):
+class SoftIoULoss(DiceLoss):
     """Soft Jaccard loss: ``1 - (TP + s) / (sum p + sum g - TP + s)``.
 
     Args:
         smooth: additive smoothing ``s``.
         per_sample: ratio per image, then mean (default: over the whole batch).
     """
-
-    def __init__(self, smooth: float = 1.0, per_sample: bool = False):
-        super().__init__()
-        _non_negative(smooth=smooth)
-        self.smooth, self.per_sample = smooth, per_sample
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits, target = _check(logits, target)

@@ -121,6 +121,18 @@ def compute_loss(loss_fn: nn.Module, logits: torch.Tensor, mask: torch.Tensor) -
     return torch.stack([loss_fn(head, mask) for head in logits.split(mask.shape[1], dim=1)]).mean()
 
 
+def training_step(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, loss_fn: nn.Module,
+                  optimizer: torch.optim.Optimizer, runtime: Runtime) -> torch.Tensor:
+    """One optimisation step on a batch already on the device; returns the (detached-able) loss."""
+    with runtime.autocast():
+        logits = model(image)
+    loss = compute_loss(loss_fn, logits, mask)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler, runtime: Runtime, progress: bool = True, check_every: int = 10) -> dict:
     """One pass over ``loader``.
@@ -137,12 +149,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
     bar = tqdm(loader, desc="train", unit="batch", leave=False, disable=not progress)
     for step, (image, mask) in enumerate(bar, 1):
         image, mask = runtime.to_input(image), mask.to(runtime.device, non_blocking=True)
-        with runtime.autocast():
-            logits = model(image)
-        loss = compute_loss(loss_fn, logits, mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = training_step(model, image, mask, loss_fn, optimizer, runtime)
         scheduler.step()
         total += loss.detach() * image.shape[0]
         images += image.shape[0]
