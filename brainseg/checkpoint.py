@@ -31,7 +31,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: TrainConf
     checkpoint = {
         "version": CHECKPOINT_VERSION,
         "model": config.model,
-        "model_kwargs": {"features": config.features},
+        "model_kwargs": {"features": config.features, **config.model_args},
         "image_size": geometry_size,
         "preprocessing": {"protocol": "reference (PROTOCOL section 2)", "image_size": geometry_size,
                           "metric_size": 256},

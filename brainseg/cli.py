@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from dataclasses import MISSING, fields
@@ -48,6 +49,17 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _key_value(text: str) -> tuple[str, object]:
+    """``"alpha=0.3"`` -> ``("alpha", 0.3)``; the value is JSON when it parses (numbers, true, null)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a Python name, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def _add_train_parser(sub) -> None:
     parser = sub.add_parser("train", help="train a model and report per-volume validation DSC",
                             description="Train a model. Start from --preset, then override any field. "
@@ -55,12 +67,17 @@ def _add_train_parser(sub) -> None:
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help=_FIELD_HELP["preset"])
     for f in fields(TrainConfig):
-        if f.name == "preset":
+        if f.name in ("preset", "model_args", "loss_args"):
             continue
         kind = _bool if f.type in (bool, "bool") else {"int": int, "float": float, "str": str}.get(f.type, f.type)
         default = f.default if f.default is not MISSING else None
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None,
                             help=f"{_FIELD_HELP.get(f.name, f.name)} (default: preset value, else {default!r})")
+    parser.add_argument("--model-arg", dest="model_args", action="append", type=_key_value, metavar="KEY=VALUE",
+                        help="extra model keyword argument, repeatable (e.g. inference=mean); VALUE is read as JSON "
+                             "when it parses, else as text")
+    parser.add_argument("--loss-arg", dest="loss_args", action="append", type=_key_value, metavar="KEY=VALUE",
+                        help="loss keyword argument, repeatable (e.g. alpha=0.3 --loss-arg beta=0.7)")
     parser.add_argument("--data", dest="data_dir", help="alias of --data-dir")
     parser.add_argument("--resume", metavar="LOG_DIR", default=None,
                         help="continue logs/<run> from weights/<run>/last.pt with its saved config (other options ignored)")
@@ -151,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
             from .train import fit
 
             if args.resume:
-                import json
                 from pathlib import Path
 
                 saved = Path(args.resume) / "config.json"
@@ -160,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 config = TrainConfig.from_dict(json.loads(saved.read_text()))
                 fit(config, command="python -m brainseg " + shlex.join(argv), resume=True)
             else:
-                overrides = {k: v for k, v in vars(args).items()
+                overrides = {k: dict(v) if k in ("model_args", "loss_args") else v for k, v in vars(args).items()
                              if k not in ("command", "preset", "resume") and v is not None}
                 config = TrainConfig.preset(args.preset, **overrides)
                 fit(config, command="python -m brainseg " + shlex.join(argv))

@@ -6,7 +6,7 @@ CLI fills it from flags. It is saved beside every run (``config.json``) and in e
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 
 @dataclass
@@ -19,8 +19,9 @@ class TrainConfig:
         data_dir: the ``kaggle_3m`` folder; empty: ``$BRAINSEG_DATA``, else ``data/kaggle_3m``.
         cache_dir: preprocessed-volume cache; empty: ``$BRAINSEG_CACHE``, else ``~/.cache/brainseg``.
         logs_dir, weights_dir: output roots.
-        model: registered model name; ``features``: its first-level width.
-        loss: registered loss name.
+        model: registered model name; ``features``: its first-level width; ``model_args``: other
+            keyword arguments of the model (e.g. ``{"inference": "mean"}`` for UNet++).
+        loss: registered loss name; ``loss_args``: its keyword arguments (e.g. ``{"alpha": 0.3}``).
         image_size: training side S (multiple of 16); the metric is always on the 256 grid.
         split: ``reference`` (PROTOCOL section 3) or ``kfold``; ``folds``, ``fold``, ``split_seed``
             select the k-fold side.
@@ -52,7 +53,9 @@ class TrainConfig:
     weights_dir: str = "weights"
     model: str = "unet"
     features: int = 32
+    model_args: dict = field(default_factory=dict)
     loss: str = "dice"
+    loss_args: dict = field(default_factory=dict)
     image_size: int = 256
     split: str = "reference"
     folds: int = 5
@@ -92,6 +95,10 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("model_args", "loss_args"):
+            value = getattr(self, name)
+            if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+                raise ValueError(f"{name} must be a dict with string keys, got {value!r}")
         if self.image_size < 16 or self.image_size % 16:
             raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
         for name in ("epochs", "batch_size", "features", "inner_val_cases"):

@@ -92,7 +92,8 @@ def evaluate_checkpoint(weights: str, split: str | None = None, data_dir: str | 
     runtime = Runtime(torch_device, amp=config.amp, channels_last=config.channels_last)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    result = evaluate(model, volumes, create_loss(config.loss), runtime, progress=progress, flip_tta=flip_tta)
+    loss_fn = create_loss(config.loss, **config.loss_args)
+    result = evaluate(model, volumes, loss_fn, runtime, progress=progress, flip_tta=flip_tta)
 
     run = Path(weights).resolve().parent.name if Path(weights).name in ("best.pt", "last.pt") else Path(weights).stem
     out = Path(out_dir) if out_dir else Path("predictions") / (run + ("-tta" if flip_tta else ""))

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import build
+
 
 def _check(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if logits.shape != target.shape:
@@ -157,6 +159,31 @@ class FocalTverskyLoss(TverskyLoss):
         return ((1.0 - self.index(logits, target)).clamp_min(1e-6) ** self.gamma).mean()
 
 
+class RawOutputDiceLoss(DiceLoss):
+    """The course study's UNet++ defect, kept only to reproduce it: the soft Dice of the raw
+    network output, as if the output were already a probability (no sigmoid).
+
+    Raw outputs are unbounded: a negative background can cancel the positive lesion in ``sum p``,
+    so the loss falls (even below 0) while thresholded masks stay wrong.
+    """
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits, target = _check(logits, target)
+        tp, p, g = _sums(logits, target, self.per_sample)
+        return (1.0 - (2.0 * tp + self.smooth) / (p + g + self.smooth)).mean()
+
+
+class DoubleSigmoidSoftIoULoss(SoftIoULoss):
+    """The course study's soft-IoU defect, kept only to reproduce it: a sigmoid applied to an
+    output that had already been through one, so the loss sees ``sigmoid(sigmoid(logits))``,
+    which lies in (0.5, 0.731): every background pixel counts at least 0.5 in the union and the
+    gradient shrinks by up to another factor of 4.
+    """
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.sigmoid(logits.float()), target)
+
+
 LOSSES: dict[str, type[nn.Module]] = {
     "dice": DiceLoss,
     "soft_iou": SoftIoULoss,
@@ -166,13 +193,18 @@ LOSSES: dict[str, type[nn.Module]] = {
     "focal_tversky": FocalTverskyLoss,
 }
 
+# Not losses to use: the two defects of the course study the README analyses, selectable by
+# name (``--loss study_raw_dice``) so that their failures can be reproduced.
+STUDY_DEFECTS: dict[str, type[nn.Module]] = {
+    "study_raw_dice": RawOutputDiceLoss,
+    "study_double_sigmoid_iou": DoubleSigmoidSoftIoULoss,
+}
+
 
 def create_loss(name: str, **kwargs) -> nn.Module:
-    """Build a registered loss.
+    """Build a registered loss (or one of :data:`STUDY_DEFECTS`).
 
     Raises:
         ValueError: unknown ``name`` (the message lists the available ones) or bad arguments.
     """
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; available losses: {', '.join(sorted(LOSSES))}")
-    return LOSSES[name](**kwargs)
+    return build(STUDY_DEFECTS if name in STUDY_DEFECTS else LOSSES, name, "loss", kwargs)

@@ -366,10 +366,10 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
     data_seconds = time.perf_counter() - data_start
 
     seed_everything(config.seed)
-    model = create_model(config.model, features=config.features).to(device)
+    model = create_model(config.model, features=config.features, **config.model_args).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = create_loss(config.loss)
+    loss_fn = create_loss(config.loss, **config.loss_args)
     train_set = SliceDataset(train_volumes, JointAugment(config.aug_scale, config.aug_angle, config.flip_prob))
     sampler_generator = torch.Generator().manual_seed(config.seed)
     sampler = make_sampler(train_set, config.sampler, sampler_generator)

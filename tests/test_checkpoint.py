@@ -67,3 +67,11 @@ def test_compact_checkpoint_keeps_predictions_and_large_running_statistics(tmp_p
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(small(x), model(x), atol=2e-2, rtol=1e-2)
+
+
+def test_model_arguments_are_rebuilt_from_the_checkpoint(tmp_path):
+    config = TrainConfig.preset("smoke", model="unet_plus_plus", model_args={"inference": "mean"})
+    model = create_model("unet_plus_plus", features=config.features, inference="mean").eval()
+    save_checkpoint(tmp_path / "best.pt", model, config, 1, {}, geometry_size=64)
+    loaded, _ = load_model(tmp_path / "best.pt")
+    assert loaded.inference == "mean"

@@ -23,6 +23,8 @@ def test_round_trip_through_dict():
     (dict(lr=0), "lr must be > 0"),
     (dict(max_minutes=-1), "max_minutes must be >= 0"),
     (dict(split="random"), "split must be one of"),
+    (dict(loss_args=[("alpha", 1)]), "loss_args must be a dict with string keys"),
+    (dict(model_args={1: 2}), "model_args must be a dict with string keys"),
 ])
 def test_invalid_values(overrides, message):
     with pytest.raises(ValueError, match=message):

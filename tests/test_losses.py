@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,17 @@ def test_bad_arguments():
         create_loss("focal", alpha=1.5)
     with pytest.raises(ValueError, match="same shape"):
         create_loss("dice")(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
+
+
+def test_the_study_defects_reproduce_their_arithmetic():
+    logits = torch.tensor([[[[10.0, -10.0], [10.0, -10.0]]]])
+    target = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    # raw-output Dice: TP = 20, sum p = 0, sum g = 2 -> 1 - 41 / 3, a loss below zero
+    assert create_loss("study_raw_dice")(logits, target).item() == pytest.approx(1 - 41 / 3)
+    # double sigmoid: a perfect, confident prediction becomes 0.731 on the lesion and 0.5 outside
+    q_in, q_out = 1 / (1 + math.exp(-1)), 0.5
+    tp, p = 2 * q_in, 2 * q_in + 2 * q_out
+    assert create_loss("study_double_sigmoid_iou")(logits, target).item() == pytest.approx(
+        1 - (tp + 1) / (p + 2 - tp + 1), abs=1e-4)
+    assert create_loss("soft_iou")(logits, target).item() < 1e-3
+    assert "study_raw_dice" not in LOSSES  # not offered as a loss to train with

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..registry import build
 from .attention_unet import AttentionUNet
 from .resunet34 import ResUNet34
 from .unet import UNet
@@ -24,9 +25,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
     Raises:
         ValueError: unknown ``name`` (the message lists the available ones) or bad arguments.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**kwargs)
+    return build(MODELS, name, "model", kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:
