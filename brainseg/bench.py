@@ -1,18 +1,26 @@
-"""Speed figures: training images/s per precision/memory-format mode, the device's matmul peak,
-and the data preparation time (first start versus cached start).
+"""Speed figures: training and inference images/s per precision/memory-format mode, the FLOPs of
+a step and the fraction of the device's measured matmul peak they reach, the input pipeline's
+images/s, the data preparation time (first versus cached start) and the peak memory of training.
 
-``python -m brainseg bench`` prints a table and writes JSON. Figures, not pass/fail: ratios are
-measured in one run on one machine.
+``python -m brainseg bench`` prints tables and writes JSON. Figures, not pass/fail: ratios are
+measured in one run on one machine, and :func:`goals` states where each goal stands.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import tempfile
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
 from .losses import create_loss
 from .models import create_model
@@ -23,15 +31,23 @@ MODES = {
     "fp32 channels_last": dict(amp=False, channels_last=True),
     "bf16 autocast + channels_last": dict(amp=True, channels_last=True),
 }
+REFERENCE_MODE, PROJECT_MODE = "fp32 NCHW (reference)", "bf16 autocast + channels_last"
+COMPILE_MODE = "fp32 channels_last + torch.compile"
 
 
 @dataclass
-class TrainSpeed:
+class Speed:
+    """One row of the speed table; GFLOP are per image (forward + backward for training)."""
+
     model: str
     features: int
     image_size: int
     mode: str
-    images_per_s: float
+    train_images_per_s: float
+    infer_images_per_s: float
+    train_gflop_per_image: float
+    train_gflop_per_s: float
+    peak_fraction: float  # train GFLOP/s over the matmul peak of the mode's dtype
 
 
 def _sync(device: torch.device) -> None:
@@ -39,9 +55,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_images_per_s(model_name: str, features: int, image_size: int, runtime: Runtime,
-                       batch_size: int = 16, warmup: int = 3, steps: int = 8) -> float:
-    """Training images/s of one model on random data: forward, Dice loss, backward, Adam step."""
+def _timed(step, device: torch.device, warmup: int, steps: int) -> float:
+    """Seconds per call of ``step`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def model_speed(model_name: str, features: int, image_size: int, runtime: Runtime, batch_size: int = 16,
+                warmup: int = 3, steps: int = 8, compile_model: bool = False) -> dict:
+    """Training and inference images/s of one model on random data, and the FLOPs of a training step.
+
+    A training step is forward, Dice loss, backward and an Adam step; inference is a forward pass
+    under ``torch.no_grad`` in eval mode. FLOPs are counted by ``torch.utils.flop_counter`` on
+    the eager model (convolutions and matmuls, forward and backward).
+
+    Returns:
+        ``{"train_images_per_s", "infer_images_per_s", "train_gflop_per_image"}``.
+    """
     torch.manual_seed(0)
     model = create_model(model_name, features=features).to(runtime.device)
     if runtime.channels_last:
@@ -50,19 +86,138 @@ def train_images_per_s(model_name: str, features: int, image_size: int, runtime:
     loss_fn = create_loss("dice")
     image = runtime.to_input(torch.randn(batch_size, 3, image_size, image_size))
     mask = (torch.rand(batch_size, 1, image_size, image_size) > 0.9).float().to(runtime.device)
+    with FlopCounterMode(display=False) as counter:
+        training_step(model, image, mask, loss_fn, optimizer, runtime)
+    flops = counter.get_total_flops()
+    runner = torch.compile(model) if compile_model else model
+    train_s = _timed(lambda: training_step(runner, image, mask, loss_fn, optimizer, runtime), runtime.device,
+                     warmup, steps)
+    runner.eval()
 
-    for _ in range(warmup):
-        training_step(model, image, mask, loss_fn, optimizer, runtime)
-    _sync(runtime.device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        training_step(model, image, mask, loss_fn, optimizer, runtime)
-    _sync(runtime.device)
-    return batch_size * steps / (time.perf_counter() - start)
+    def infer() -> None:
+        with torch.no_grad(), runtime.autocast():
+            runner(image)
+
+    infer_s = _timed(infer, runtime.device, warmup, steps)
+    return {"train_images_per_s": batch_size / train_s, "infer_images_per_s": batch_size / infer_s,
+            "train_gflop_per_image": flops / batch_size / 1e9}
+
+
+def pipeline_images_per_s(volumes: list, workers: int, batch_size: int = 16, batches: int = 40) -> float:
+    """Images/s of the training input pipeline alone: cached volumes -> random slice -> joint
+    augmentation -> collated batch, with ``workers`` DataLoader processes (as in ``fit``)."""
+    from .dataset import SliceDataset, make_sampler
+    from .transforms import JointAugment
+
+    dataset = SliceDataset(volumes, JointAugment(0.05, 15.0, 0.5))
+    sampler = make_sampler(dataset, "weighted", torch.Generator().manual_seed(0))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
+    iterator = iter(loader)
+    next(iterator)  # start-up of the workers is not throughput
+    start, images = time.perf_counter(), 0
+    for _, (image, _) in zip(range(batches), iterator):
+        images += image.shape[0]
+    return images / (time.perf_counter() - start)
+
+
+def synthetic_volumes(cases: int, slices: int, image_size: int) -> list:
+    """Random stand-ins for cached volumes, for the pipeline benchmark without the dataset."""
+    from .cache import CaseVolume
+
+    rng = np.random.default_rng(0)
+    volumes = []
+    for c in range(cases):
+        image = rng.standard_normal((slices, 3, image_size, image_size)).astype(np.float16)
+        mask = (rng.random((slices, image_size, image_size)) > 0.95).astype(np.uint8)
+        volumes.append(CaseVolume(f"synthetic_{c}", image, mask, mask, None))
+    return volumes
+
+
+def tree_pss_mb(pid: int | None = None) -> float:
+    """Proportional set size of a process and its direct children (DataLoader workers), in MiB.
+
+    PSS splits each shared page among the processes mapping it, so pages a forked worker shares
+    with its parent count once; summing resident sizes would count the loaded volumes twice.
+    Linux only; 0 elsewhere.
+    """
+    def pss(p: int) -> float:
+        try:
+            for line in open(f"/proc/{p}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    pid = pid or os.getpid()
+    try:
+        children = [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        children = []
+    return pss(pid) + sum(pss(c) for c in children)
+
+
+class MemorySampler:
+    """Samples :func:`tree_pss_mb` every ``interval`` seconds in a thread; ``peak_mb`` is the maximum."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peak_mb = interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, tree_pss_mb())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "MemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _training_memory_child(image_size: int, features: int, steps: int, data_dir: str | None, workers: int) -> dict:
+    """In a fresh process: load the reference training split at ``image_size`` as ``fit`` does and
+    take ``steps`` training steps; report the peak memory of the process and its DataLoader workers
+    (sampled PSS, shared pages counted once) and, as an upper bound, the sum of their peak RSS."""
+    from .cache import load_volumes
+    from .data import discover_cases
+    from .dataset import SliceDataset, make_sampler
+    from .splits import reference_split
+    from .transforms import JointAugment
+
+    train_ids, _ = reference_split(sorted(discover_cases(data_dir)))
+    volumes = load_volumes(train_ids, image_size, data_dir, progress=False)
+    dataset = SliceDataset(volumes, JointAugment(0.05, 15.0, 0.5))
+    loader = DataLoader(dataset, batch_size=16, num_workers=workers,
+                        sampler=make_sampler(dataset, "weighted", torch.Generator().manual_seed(0)))
+    runtime = Runtime(torch.device("cpu"), amp=False, channels_last=True)
+    model = create_model("unet", features=features).to(memory_format=torch.channels_last)
+    optimizer, loss_fn = torch.optim.AdamW(model.parameters()), create_loss("dice")
+    with MemorySampler() as sampler:
+        batches = iter(loader)
+        for _, (image, mask) in zip(range(steps), batches):
+            training_step(model, runtime.to_input(image), mask, loss_fn, optimizer, runtime)
+        del batches  # joins the workers, so that their peak RSS counts among finished children
+    return {"image_size": image_size, "features": features, "train_cases": len(train_ids),
+            "train_slices": len(dataset), "steps": steps, "workers": workers, "peak_memory_mb": round(sampler.peak_mb, 1),
+            "peak_rss_sum_mb": round(peak_memory_mb(), 1)}
+
+
+def training_memory(image_size: int, features: int, steps: int, data_dir: str | None, workers: int = 1) -> dict:
+    """Peak memory of a CPU training run on the full reference training split (see the child)."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_training_memory_child, image_size, features, steps, data_dir, workers).result()
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 3) -> float:
-    """Achieved GFLOP/s of an n x n matmul."""
+    """Achieved GFLOP/s of an n x n matmul (float32 on CUDA with TF32 exactly when cuDNN
+    convolutions use it, so that the fp32 modes are compared with the peak they can reach)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     _sync(device)
@@ -90,28 +245,119 @@ def data_start_seconds(image_size: int, data_dir: str | None, workers: int | Non
             "cached_start_s": round(cached, 2), "cached_gb": round(sum(v.image.nbytes for v in volumes) / 1e9, 2)}
 
 
-def run_benchmark(sizes: tuple[int, ...] = (128, 256), features: tuple[int, ...] = (32,), model: str = "unet",
-                  device: str = "auto", data: bool = False, data_dir: str | None = None,
-                  data_size: int = 256, steps: int = 8) -> dict:
-    """Run the benchmark and print a table; returns everything as a dict (see ``bench`` CLI)."""
+def _peak_for(results: dict, amp: bool) -> float:
+    return results["matmul_gflops"]["bfloat16" if amp else "float32"]
+
+
+def run_benchmark(sizes: tuple[int, ...] = (128, 256), features: tuple[int, ...] = (32,),
+                  models: tuple[str, ...] = ("unet",), device: str = "auto", data: bool = False,
+                  data_dir: str | None = None, data_size: int = 256, steps: int = 8, compile_model: bool = False,
+                  memory: bool = False, memory_steps: int = 20, workers: int = 1) -> dict:
+    """Run the benchmark and print its tables; returns everything as a dict (see ``bench`` CLI).
+
+    Args:
+        sizes, features, models: the grid of models timed in every mode of :data:`MODES`.
+        data: also time data preparation (first and cached start, all cases at ``data_size``) and
+            feed the pipeline benchmark with real cached volumes instead of random ones.
+        compile_model: add a ``torch.compile`` mode (compilation time is not counted).
+        memory: peak memory of ``memory_steps`` training steps at 256 px on the full training split.
+        workers: DataLoader workers of the pipeline and memory measurements (the ``cpu`` preset's 1).
+    """
     torch_device = select_device(device)
     results = {"device": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda"
                else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-               "torch_version": torch.__version__, "train": [], "matmul_gflops": {}}
+               "torch_version": torch.__version__, "speed": [], "matmul_gflops": {}, "pipeline": []}
     for dtype in (torch.float32, torch.bfloat16):
         results["matmul_gflops"][str(dtype).removeprefix("torch.")] = round(matmul_gflops(torch_device, dtype), 1)
     print(f"device: {results['device']}; 4096^2 matmul GFLOP/s: {results['matmul_gflops']}")
-    print(f"{'model':<8} {'feat':>4} {'size':>5}  {'mode':<32} {'train img/s':>11}")
+    modes = {**MODES, **({COMPILE_MODE: dict(amp=False, channels_last=True)} if compile_model else {})}
+    print(f"{'model':<15} {'feat':>4} {'size':>5}  {'mode':<36} {'train img/s':>11} {'infer img/s':>11} "
+          f"{'GFLOP/img':>9} {'GFLOP/s':>8} {'of peak':>7}")
+    for model in models:
+        for size in sizes:
+            for width in features:
+                for mode, flags in modes.items():
+                    runtime = Runtime(torch_device, **flags)
+                    speed = model_speed(model, width, size, runtime, steps=steps, compile_model=mode == COMPILE_MODE)
+                    achieved = speed["train_gflop_per_image"] * speed["train_images_per_s"]
+                    row = Speed(model, width, size, mode, round(speed["train_images_per_s"], 2),
+                                round(speed["infer_images_per_s"], 2), round(speed["train_gflop_per_image"], 2),
+                                round(achieved, 1), round(achieved / _peak_for(results, flags["amp"]), 3))
+                    results["speed"].append(row.__dict__)
+                    print(f"{model:<15} {width:>4} {size:>5}  {mode:<36} {row.train_images_per_s:>11.2f} "
+                          f"{row.infer_images_per_s:>11.2f} {row.train_gflop_per_image:>9.2f} "
+                          f"{row.train_gflop_per_s:>8.1f} {row.peak_fraction:>7.0%}", flush=True)
     for size in sizes:
-        for width in features:
-            for mode, flags in MODES.items():
-                runtime = Runtime(torch_device, **flags)
-                speed = train_images_per_s(model, width, size, runtime, steps=steps)
-                results["train"].append(TrainSpeed(model, width, size, mode, round(speed, 2)).__dict__)
-                print(f"{model:<8} {width:>4} {size:>5}  {mode:<32} {speed:>11.2f}", flush=True)
+        if data:
+            from .cache import load_volumes
+            from .data import discover_cases
+
+            volumes = load_volumes(sorted(discover_cases(data_dir))[:20], size, data_dir, progress=False)
+        else:
+            volumes = synthetic_volumes(4, 20, size)
+        rate = pipeline_images_per_s(volumes, workers)
+        results["pipeline"].append({"image_size": size, "workers": workers, "images_per_s": round(rate, 1),
+                                    "source": "20 cached cases" if data else "random volumes"})
+        print(f"input pipeline at {size} px, {workers} worker(s): {rate:.1f} images/s")
     if data:
         results["data"] = data_start_seconds(data_size, data_dir)
         print(f"data at {data_size} px: first start {results['data']['first_start_s']} s, "
               f"cached start {results['data']['cached_start_s']} s")
-    results["peak_memory_mb"] = round(peak_memory_mb(), 1)
+    results["peak_memory_mb"] = round(peak_memory_mb(), 1)  # this process, before the memory child
+    if memory:
+        results["training_memory"] = training_memory(256, max(features), memory_steps, data_dir, workers)
+        print(f"training at 256 px ({max(features)} features, full training split, {memory_steps} steps): "
+              f"peak memory {results['training_memory']['peak_memory_mb']:.0f} MB (PSS of process and workers)")
+    results["goals"] = goals(results)
+    print(goals_table(results["goals"]))
     return results
+
+
+def goals(results: dict) -> list[dict]:
+    """Where each speed goal of the project stands in ``results`` (only those measured).
+
+    Returns:
+        Rows ``{"goal", "target", "measured", "met"}``.
+    """
+    def find(model: str, size: int, mode: str) -> list[dict]:
+        return [r for r in results["speed"] if r["model"] == model and r["image_size"] == size and r["mode"] == mode]
+
+    rows = []
+    for ref in find("unet", 256, REFERENCE_MODE):
+        for mode in [m for m in MODES if m != REFERENCE_MODE] + [COMPILE_MODE]:
+            for other in [r for r in find("unet", 256, mode) if r["features"] == ref["features"]]:
+                ratio = other["train_images_per_s"] / ref["train_images_per_s"]
+                rows.append({"goal": f"train img/s at 256 px, {mode} / fp32 NCHW ({ref['features']} features)",
+                             "target": ">= 3.5x", "measured": f"{ratio:.2f}x", "met": ratio >= 3.5})
+    for row in find("unet", 256, PROJECT_MODE):
+        rows.append({"goal": f"bf16 GFLOP/s at 256 px / bf16 matmul peak ({row['features']} features)",
+                     "target": ">= 70%", "measured": f"{row['peak_fraction']:.0%} ({row['train_gflop_per_s']:.0f} of "
+                                                     f"{results['matmul_gflops']['bfloat16']:.0f})",
+                     "met": row["peak_fraction"] >= 0.7})
+    for pipe in results.get("pipeline", []):
+        fastest = max((r["train_images_per_s"] for r in results["speed"] if r["image_size"] == pipe["image_size"]),
+                      default=None)
+        if fastest:
+            ratio = pipe["images_per_s"] / fastest
+            rows.append({"goal": f"input pipeline / fastest model training at {pipe['image_size']} px",
+                         "target": ">= 3x", "measured": f"{ratio:.1f}x ({pipe['images_per_s']:.0f} vs {fastest:.1f} img/s)",
+                         "met": ratio >= 3})
+    if "data" in results:
+        data = results["data"]
+        rows.append({"goal": f"first start, {data['cases']} cases at {data['image_size']} px", "target": "< 120 s",
+                     "measured": f"{data['first_start_s']} s", "met": data["first_start_s"] < 120})
+        rows.append({"goal": "cached start", "target": "< 5 s", "measured": f"{data['cached_start_s']} s",
+                     "met": data["cached_start_s"] < 5})
+    if "training_memory" in results:
+        memory = results["training_memory"]
+        rows.append({"goal": f"peak memory of training at 256 px ({memory['features']} features, full split)",
+                     "target": "< 4 GB", "measured": f"{memory['peak_memory_mb'] / 1024:.2f} GB",
+                     "met": memory["peak_memory_mb"] < 4096})
+    return rows
+
+
+def goals_table(rows: list[dict]) -> str:
+    """The goals as a Markdown table."""
+    lines = ["| goal | target | measured | met |", "|---|---|---|---|"]
+    lines += [f"| {r['goal']} | {r['target']} | {r['measured']} | {'yes' if r['met'] else 'no'} |" for r in rows]
+    return "\n".join(lines)

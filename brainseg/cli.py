@@ -20,8 +20,10 @@ _FIELD_HELP = {
     "split": "reference (10 published validation cases) or kfold",
     "folds": "number of folds for --split kfold", "fold": "validation fold for --split kfold",
     "split_seed": "seed of the k-fold case shuffle",
-    "selection": "reference (checkpoint chosen on the validation cases, optimistic) or inner "
-                 "(chosen on inner validation cases carved from the training cases)",
+    "selection": "reference (checkpoint chosen on the validation cases, optimistic), last (final model, "
+                 "nothing chosen) or inner (chosen on inner validation cases carved from the training cases)",
+    "val_every": "validate every N epochs (the final epoch always)",
+    "folds_file": "JSON file of the k folds written by `cv` (default: drawn from --split-seed)",
     "inner_val_cases": "number of inner validation cases for --selection inner",
     "max_train_cases": "use only the first N training cases (0: all)",
     "max_val_cases": "use only the first N validation cases (0: all)",
@@ -60,11 +62,8 @@ def _key_value(text: str) -> tuple[str, object]:
         return key, value
 
 
-def _add_train_parser(sub) -> None:
-    parser = sub.add_parser("train", help="train a model and report per-volume validation DSC",
-                            description="Train a model. Start from --preset, then override any field. "
-                                        "Presets: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()),
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--preset`` and one flag per :class:`TrainConfig` field."""
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help=_FIELD_HELP["preset"])
     for f in fields(TrainConfig):
         if f.name in ("preset", "model_args", "loss_args"):
@@ -79,8 +78,36 @@ def _add_train_parser(sub) -> None:
     parser.add_argument("--loss-arg", dest="loss_args", action="append", type=_key_value, metavar="KEY=VALUE",
                         help="loss keyword argument, repeatable (e.g. alpha=0.3 --loss-arg beta=0.7)")
     parser.add_argument("--data", dest="data_dir", help="alias of --data-dir")
+
+
+def _add_train_parser(sub) -> None:
+    parser = sub.add_parser("train", help="train a model and report per-volume validation DSC",
+                            description="Train a model. Start from --preset, then override any field. "
+                                        "Presets: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()),
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_config_arguments(parser)
     parser.add_argument("--resume", metavar="LOG_DIR", default=None,
                         help="continue logs/<run> from weights/<run>/last.pt with its saved config (other options ignored)")
+
+
+def _add_cv_parser(sub) -> None:
+    parser = sub.add_parser(
+        "cv", help="patient-level k-fold cross-validation over all cases, with bootstrap intervals",
+        description="Patient-level k-fold cross-validation (PROTOCOL section 5): --folds runs named "
+                    "<run-name>-fold<k>, each fold's final model predicts the cases it did not train on, and "
+                    "results/<run-name>.json and -per-case.csv pool all cases with bootstrap 95%% intervals. "
+                    "Finished folds are read back and interrupted ones resumed, so the same command can be "
+                    "repeated until every fold is done. Validation runs every 5 epochs unless --val-every. "
+                    "--fold K trains only fold K; --split-seed draws the folds, --folds-file reuses saved ones "
+                    "(default: logs/<run-name>/folds.json); other flags as in `train`.")
+    _add_config_arguments(parser)
+    parser.add_argument("--results-dir", default="results")
+
+
+def _config_from_args(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> TrainConfig:
+    overrides = {k: dict(v) if k in ("model_args", "loss_args") else v for k, v in vars(args).items()
+                 if k not in ("command", "preset", "resume", *drop) and v is not None}
+    return TrainConfig.preset(args.preset, **overrides)
 
 
 def _add_evaluate_parser(sub) -> None:
@@ -132,12 +159,19 @@ def _add_results_parser(sub) -> None:
 
 
 def _add_bench_parser(sub) -> None:
-    parser = sub.add_parser("bench", help="training images/s per mode, matmul peak, data preparation time",
+    parser = sub.add_parser("bench", help="train/inference images/s per mode, FLOPs against the matmul peak, input "
+                                          "pipeline rate, data preparation time, training memory, goals",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="image sides to time")
     parser.add_argument("--features", type=int, nargs="+", default=[32], help="U-Net widths to time")
-    parser.add_argument("--model", default="unet", help="registered model name")
-    parser.add_argument("--steps", type=int, default=8, help="timed training steps per setting (after 3 warm-up)")
+    parser.add_argument("--models", nargs="+", default=["unet"], help="registered model names to time")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per setting (after 3 warm-up)")
+    parser.add_argument("--compile", action="store_true", help="add a torch.compile mode (needs a C++ compiler on CPU)")
+    parser.add_argument("--memory", action="store_true",
+                        help="peak memory of training at 256 px on the full training split (needs the dataset)")
+    parser.add_argument("--memory-steps", type=int, default=20, help="training steps of the --memory run")
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers of the pipeline and memory runs")
+    parser.add_argument("--readme", default=None, help="replace the goals table between its markers in this file")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--data", action="store_true", help="also time first and cached data preparation")
     parser.add_argument("--data-dir", default=None, help="kaggle_3m folder for --data")
@@ -150,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Segmentation of FLAIR abnormalities in brain MRI (Kaggle LGG).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
+    _add_cv_parser(sub)
     _add_evaluate_parser(sub)
     _add_predict_parser(sub)
     _add_compact_parser(sub)
@@ -176,10 +211,16 @@ def main(argv: list[str] | None = None) -> int:
                 config = TrainConfig.from_dict(json.loads(saved.read_text()))
                 fit(config, command="python -m brainseg " + shlex.join(argv), resume=True)
             else:
-                overrides = {k: dict(v) if k in ("model_args", "loss_args") else v for k, v in vars(args).items()
-                             if k not in ("command", "preset", "resume") and v is not None}
-                config = TrainConfig.preset(args.preset, **overrides)
-                fit(config, command="python -m brainseg " + shlex.join(argv))
+                fit(_config_from_args(args), command="python -m brainseg " + shlex.join(argv))
+        elif args.command == "cv":
+            from .cv import run_cv
+
+            if args.val_every is None:
+                args.val_every = 5
+            config = _config_from_args(args, drop=("fold", "results_dir"))
+            run_cv(config, folds=config.folds, seed=config.split_seed, name=config.run_name, only_fold=args.fold,
+                   folds_file=config.folds_file or None, results_dir=args.results_dir,
+                   command="python -m brainseg " + shlex.join(argv))
         elif args.command == "evaluate":
             from .evaluate import evaluate_checkpoint
 
@@ -199,10 +240,18 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import run_benchmark
             from .io import atomic_write_json
 
-            results = run_benchmark(tuple(args.sizes), tuple(args.features), args.model, args.device, args.data,
-                                    args.data_dir, args.data_size, args.steps)
+            from .bench import goals_table
+            from .results import write_readme_table
+
+            results = run_benchmark(tuple(args.sizes), tuple(args.features), tuple(args.models), args.device, args.data,
+                                    args.data_dir, args.data_size, args.steps, args.compile, args.memory,
+                                    args.memory_steps, args.workers)
             atomic_write_json(args.out, {**results, "command": "python -m brainseg " + shlex.join(argv)})
             print(f"wrote {args.out}")
+            if args.readme:
+                write_readme_table(args.readme, goals_table(results["goals"]), "<!-- bench-goals:start -->",
+                                   "<!-- bench-goals:end -->")
+                print(f"updated the goals table in {args.readme}")
         elif args.command == "results":
             from . import results
 

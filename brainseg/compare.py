@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -32,13 +33,17 @@ def load_runs(logs_dir: str | Path = "logs") -> list[dict]:
     return [load_run(p) for p in sorted(Path(logs_dir).iterdir()) if (p / "config.json").is_file()]
 
 
-def runs_from_results(results_dir: str | Path = "results", preset: str | None = None) -> list[dict]:
-    """Exported runs (``results/*.json`` with their per-epoch history) in the :func:`load_run` form,
-    optionally only those of one preset."""
+def runs_from_results(results_dir: str | Path = "results", preset: str | None = None,
+                      split: str = "reference") -> list[dict]:
+    """Exported runs (``results/*.json`` with their per-epoch history) in the :func:`load_run` form:
+    those on ``split`` with every training case (reduced runs, e.g. short reproductions, and
+    cross-validations are left out), optionally only those of one preset."""
     runs = []
     for path in sorted(Path(results_dir).glob("*.json")):
         metrics = json.loads(path.read_text())
         if "config" not in metrics or (preset and metrics.get("preset") != preset):
+            continue
+        if metrics.get("split") != split or metrics["config"].get("max_train_cases", 0):
             continue
         runs.append({"name": metrics["run"], "config": metrics["config"], "history": metrics.get("history", []),
                      "metrics": metrics})
@@ -54,7 +59,8 @@ def comparison_table(runs: list[dict]) -> str:
     for run in runs:
         c, m = run["config"], run["metrics"]
         if m is None:  # unfinished: report the best epoch seen so far
-            best = max(run["history"], key=lambda r: r["val_mean_dsc"], default=None)
+            validated = [r for r in run["history"] if not math.isnan(r["val_mean_dsc"])]  # val_every > 1
+            best = max(validated, key=lambda r: r["val_mean_dsc"], default=None)
             result = ("-", "-", "-") if best is None else (int(best["epoch"]), f"{best['val_mean_dsc']:.4f}",
                                                           f"{best['val_median_dsc']:.4f}")
             lines.append(f"| {run['name']} (unfinished) | {c['model']} | {c['loss']} | - | {c['image_size']} | "

@@ -26,11 +26,16 @@ class TrainConfig:
         split: ``reference`` (PROTOCOL section 3) or ``kfold``; ``folds``, ``fold``, ``split_seed``
             select the k-fold side.
         selection: how the checkpoint is chosen. ``reference``: by validation mean DSC on the
-            validation cases themselves (the reference's way, optimistic). ``inner``: by an inner
+            validation cases themselves (the reference's way, optimistic). ``last``: the final
+            epoch's model, no choice made on any evaluated case (used by cross-validation). ``inner``: by an inner
             validation set of ``inner_val_cases`` training cases (seeded by ``split_seed``), which
             also decides whether the largest-component rule is applied; the validation cases are
             then evaluated once (PROTOCOL section 5). The per-epoch validation columns of
             ``history.csv`` are then those of the inner cases.
+        val_every: validate every N epochs (the final epoch always); with ``selection="last"``
+            the other validations are only curves, so they can be thinned out to save time.
+        folds_file: JSON file of the k folds (written by ``python -m brainseg cv``); empty: the
+            folds are drawn from ``split_seed``.
         max_train_cases, max_val_cases: use only the first N cases of each side (0: all), for smoke runs.
         epochs, batch_size: schedule length and batch size.
         optimizer: ``adam`` or ``adamw``; ``lr``, ``weight_decay``.
@@ -63,6 +68,8 @@ class TrainConfig:
     split_seed: int = 0
     selection: str = "reference"
     inner_val_cases: int = 10
+    val_every: int = 1
+    folds_file: str = ""
     max_train_cases: int = 0
     max_val_cases: int = 0
     epochs: int = 100
@@ -91,7 +98,7 @@ class TrainConfig:
         """Raise ``ValueError`` naming the first field with an impossible value."""
         choices = {"split": ("reference", "kfold"), "optimizer": ("adam", "adamw"),
                    "scheduler": ("constant", "cosine"), "sampler": ("weighted", "shuffle"),
-                   "device": ("auto", "cpu", "cuda"), "selection": ("reference", "inner")}
+                   "device": ("auto", "cpu", "cuda"), "selection": ("reference", "last", "inner")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -101,7 +108,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a dict with string keys, got {value!r}")
         if self.image_size < 16 or self.image_size % 16:
             raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
-        for name in ("epochs", "batch_size", "features", "inner_val_cases"):
+        for name in ("epochs", "batch_size", "features", "inner_val_cases", "val_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr",):

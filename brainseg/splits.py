@@ -5,7 +5,9 @@ A split is a pair of case-id lists; slices of one case never go to both sides.
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 REFERENCE_VALIDATION = (
     "TCGA_CS_4944_20010208", "TCGA_CS_6667_20011105", "TCGA_CS_6668_20011025",
@@ -69,3 +71,21 @@ def inner_split(train_ids: list[str], cases: int, seed: int = 0) -> tuple[list[s
         raise ValueError(f"inner validation needs between 1 and {len(train) - 1} cases, got {cases}")
     inner = sorted(random.Random(seed).sample(train, k=cases))
     return [c for c in train if c not in inner], inner
+
+
+def folds_from_file(path: str | Path, case_ids: list[str], fold: int) -> tuple[list[str], list[str]]:
+    """Fold ``fold`` of the folds saved in ``path`` (``{"folds": [[case, ...], ...], ...}``).
+
+    Raises:
+        ValueError: the file's folds do not cover exactly ``case_ids`` once each, or no such fold.
+    """
+    folds = json.loads(Path(path).read_text())["folds"]
+    listed = [case for group in folds for case in group]
+    if sorted(listed) != sorted(case_ids):
+        missing, extra = sorted(set(case_ids) - set(listed)), sorted(set(listed) - set(case_ids))
+        raise ValueError(f"{path}: the folds must hold every case of the dataset once "
+                         f"(missing {missing[:3]}, unknown {extra[:3]}, {len(listed)} listed for {len(case_ids)} cases)")
+    if not 0 <= fold < len(folds):
+        raise ValueError(f"fold must be in [0, {len(folds)}) for {path}, got {fold}")
+    validation = sorted(folds[fold])
+    return [c for c in sorted(case_ids) if c not in validation], validation

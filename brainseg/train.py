@@ -40,7 +40,9 @@ from .losses import create_loss
 from .metrics import summarize, to_metric_grid, volume_dsc
 from .models import count_parameters, create_model
 from .plots import outline_overlay
-from .splits import inner_split, kfold_split, reference_split
+from .distributed import (Distributed, ShardedSampler, all_ranks, init_distributed, ranks_agree, shutdown,
+                          sync_buffers, wrap_model)
+from .splits import folds_from_file, inner_split, kfold_split, reference_split
 from .transforms import JointAugment
 
 
@@ -106,7 +108,8 @@ def split_cases(config: TrainConfig) -> tuple[list[str], list[str]]:
     if config.split == "reference":
         train, val = reference_split(case_ids)
     else:
-        train, val = kfold_split(case_ids, config.folds, config.fold, config.split_seed)
+        train, val = (folds_from_file(config.folds_file, case_ids, config.fold) if config.folds_file
+                      else kfold_split(case_ids, config.folds, config.fold, config.split_seed))
     return train[: config.max_train_cases or None], val[: config.max_val_cases or None]
 
 
@@ -134,8 +137,12 @@ def training_step(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, los
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler, runtime: Runtime, progress: bool = True, check_every: int = 10) -> dict:
+                    scheduler, runtime: Runtime, progress: bool = True, check_every: int = 10,
+                    all_finite=lambda finite: finite) -> dict:
     """One pass over ``loader``.
+
+    ``all_finite(finite)`` combines the finiteness of this process's loss with that of the other
+    processes of a torchrun job, so that all stop together.
 
     Returns:
         ``{"loss": mean train loss, "images": number of images, "seconds": wall time}``.
@@ -155,7 +162,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
         images += image.shape[0]
         if step % check_every == 0 or step == len(loader):
             value = loss.item()  # one sync every check_every steps keeps CUDA busy
-            if not math.isfinite(value):
+            if not all_finite(math.isfinite(value)):
                 raise TrainingDiverged(f"loss became {value} at step {step}; lower the learning rate")
             bar.set_postfix(loss=f"{value:.4f}")
     return {"loss": total.item() / max(images, 1), "images": images, "seconds": time.perf_counter() - start}
@@ -197,9 +204,10 @@ def evaluate(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, ru
         largest_component: apply the protocol's largest-3D-component rule (default).
 
     Returns:
-        ``{"loss", "mean", "median", "per_case": {case_id: dsc}, "probs": {case_id: (D, 256, 256)}}``.
+        ``{"loss", "mean", "median", "per_case": {case_id: dsc}, "per_case_without_lcc": {case_id: dsc},
+        "probs": {case_id: (D, 256, 256)}}``; ``per_case`` follows ``largest_component``.
     """
-    per_case, probs_by_case, loss_sum, slices = {}, {}, 0.0, 0
+    per_case, without_lcc, probs_by_case, loss_sum, slices = {}, {}, {}, 0.0, 0
     for volume in tqdm(volumes, desc="validate", unit="case", leave=False, disable=not progress):
         logits = predict_volume(model, volume.image, runtime, batch_size)
         mask = torch.from_numpy(volume.mask[:, None].astype(np.float32))
@@ -209,9 +217,39 @@ def evaluate(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, ru
         if flip_tta:
             probs = (probs + torch.sigmoid(predict_volume(model, volume.image, runtime, batch_size, flip=True))) / 2
         probs = to_metric_grid(probs).numpy()
-        per_case[volume.case_id] = volume_dsc(probs, volume.metric_mask, largest_component=largest_component)
+        without_lcc[volume.case_id] = volume_dsc(probs, volume.metric_mask, largest_component=False)
+        per_case[volume.case_id] = (volume_dsc(probs, volume.metric_mask) if largest_component
+                                    else without_lcc[volume.case_id])
         probs_by_case[volume.case_id] = probs
-    return {"loss": loss_sum / slices, **summarize(per_case), "per_case": per_case, "probs": probs_by_case}
+    return {"loss": loss_sum / slices, **summarize(per_case), "per_case": per_case,
+            "per_case_without_lcc": without_lcc, "probs": probs_by_case}
+
+
+def evaluate_across_ranks(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, runtime: Runtime,
+                          dist: Distributed, progress: bool = True, keep_probs: set[str] | None = None) -> dict:
+    """:func:`evaluate` with the cases shared among the ranks of a torchrun job, results gathered.
+
+    Every rank returns the figures of all cases; ``probs`` holds only the cases in ``keep_probs``
+    (all of them in a single process).
+    """
+    if not dist.enabled:
+        return evaluate(model, volumes, loss_fn, runtime, progress=progress)
+    shard = volumes[dist.rank::dist.world_size]
+    mine = (evaluate(model, shard, loss_fn, runtime, progress=progress) if shard
+            else {"loss": 0.0, "per_case": {}, "per_case_without_lcc": {}, "probs": {}})
+    slices = sum(v.num_slices for v in shard)
+    parts = dist.gather({"loss_sum": mine["loss"] * slices if slices else 0.0, "slices": slices,
+                         "per_case": mine["per_case"], "per_case_without_lcc": mine["per_case_without_lcc"],
+                         "probs": {c: p for c, p in mine["probs"].items() if c in (keep_probs or set())}})
+    per_case = {case: dsc for part in parts for case, dsc in part["per_case"].items()}
+    return {"loss": sum(p["loss_sum"] for p in parts) / sum(p["slices"] for p in parts), **summarize(per_case),
+            "per_case": per_case,
+            "per_case_without_lcc": {c: d for part in parts for c, d in part["per_case_without_lcc"].items()},
+            "probs": {c: p for part in parts for c, p in part["probs"].items()}}
+
+
+def _silent(*args, **kwargs) -> None:
+    """Stands in for printing on ranks other than 0."""
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
@@ -247,11 +285,9 @@ def select_and_evaluate_outer(best_path: Path, inner_volumes: list[CaseVolume], 
     model, _ = load_model(best_path, runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    inner = {lcc: evaluate(model, inner_volumes, loss_fn, runtime, progress=progress, largest_component=lcc)
-             for lcc in (True, False)}
+    inner = _with_and_without_lcc(evaluate(model, inner_volumes, loss_fn, runtime, progress=progress))
     apply_lcc = inner[True]["mean"] > inner[False]["mean"]
-    outer = {lcc: evaluate(model, outer_volumes, loss_fn, runtime, progress=progress, largest_component=lcc)
-             for lcc in (True, False)}
+    outer = _with_and_without_lcc(evaluate(model, outer_volumes, loss_fn, runtime, progress=progress))
     chosen = outer[apply_lcc]
     print(f"inner selection: largest-component rule {'applied' if apply_lcc else 'not applied'} (inner mean "
           f"{inner[True]['mean']:.4f} with, {inner[False]['mean']:.4f} without); outer validation mean "
@@ -262,7 +298,14 @@ def select_and_evaluate_outer(best_path: Path, inner_volumes: list[CaseVolume], 
             "inner_mean_dsc": inner[apply_lcc]["mean"], "largest_component_applied": apply_lcc,
             "inner_mean_dsc_with_lcc": inner[True]["mean"], "inner_mean_dsc_without_lcc": inner[False]["mean"],
             "val_mean_dsc_with_lcc": outer[True]["mean"], "val_mean_dsc_without_lcc": outer[False]["mean"],
-            "outer_mean": chosen["mean"], "outer_median": chosen["median"], "outer_per_case": chosen["per_case"]}
+            "outer_mean": chosen["mean"], "outer_median": chosen["median"], "outer_per_case": chosen["per_case"],
+            "per_case_without_lcc": outer[False]["per_case"]}
+
+
+def _with_and_without_lcc(result: dict) -> dict[bool, dict]:
+    """``{True: summary with the largest-component rule, False: without}`` of an :func:`evaluate` result."""
+    return {lcc: {**summarize(per_case), "per_case": per_case}
+            for lcc, per_case in ((True, result["per_case"]), (False, result["per_case_without_lcc"]))}
 
 
 def default_run_name(config: TrainConfig) -> str:
@@ -287,33 +330,38 @@ class RunLogger:
     COLUMNS = ["epoch", "train_loss", "val_loss", "val_mean_dsc", "val_median_dsc", "lr",
                "train_images_per_s", "epoch_seconds", "elapsed_seconds"]
 
-    def __init__(self, log_dir: Path, config: TrainConfig, rows: list[dict] | None = None, purge_step: int = 1):
-        """``rows``: history of a resumed run; TensorBoard events from ``purge_step`` on are dropped."""
+    def __init__(self, log_dir: Path, config: TrainConfig, rows: list[dict] | None = None, purge_step: int = 1,
+                 active: bool = True):
+        """``rows``: history of a resumed run; TensorBoard events from ``purge_step`` on are dropped.
+        ``active=False`` (ranks other than 0) keeps the rows in memory and writes nothing."""
         from torch.utils.tensorboard import SummaryWriter
 
-        self.log_dir = log_dir
+        self.log_dir, self.active = log_dir, active
+        self.rows: list[dict] = list(rows or [])
+        if not active:
+            return
         log_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(log_dir / "config.json", config.to_dict())
-        self.rows: list[dict] = list(rows or [])
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step if rows else None)
 
     def log_epoch(self, row: dict) -> None:
         self.rows.append(row)
+        if not self.active:
+            return
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=self.COLUMNS)
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(self.log_dir / "history.csv", buffer.getvalue())
         step = row["epoch"]
-        self.writer.add_scalar("loss/train", row["train_loss"], step)
-        self.writer.add_scalar("loss/val", row["val_loss"], step)
-        self.writer.add_scalar("dsc/val_mean", row["val_mean_dsc"], step)
-        self.writer.add_scalar("dsc/val_median", row["val_median_dsc"], step)
-        self.writer.add_scalar("lr", row["lr"], step)
+        for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"), ("dsc/val_mean", "val_mean_dsc"),
+                         ("dsc/val_median", "val_median_dsc"), ("lr", "lr")):
+            if not math.isnan(row[key]):  # epochs without validation (val_every > 1) have no val figures
+                self.writer.add_scalar(tag, row[key], step)
 
     def log_outlines(self, volumes: list[CaseVolume], probs: dict, picks: list[tuple[int, int]], step: int) -> None:
         """FLAIR with truth (green) and prediction (red) outlines, on the 256 grid."""
-        if not picks:
+        if not picks or not self.active:
             return
         images = []
         for c, s in picks:
@@ -323,10 +371,11 @@ class RunLogger:
         self.writer.add_images("val/outlines", np.stack(images), step, dataformats="NHWC")
 
     def close(self) -> None:
-        self.writer.close()
+        if self.active:
+            self.writer.close()
 
 
-def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: bool = False) -> dict:
+def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: bool = False) -> dict | None:
     """Train ``config`` end to end and write every output of the run.
 
     Args:
@@ -335,7 +384,8 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
             same seed, a run killed and resumed ends with the history of an uninterrupted run.
 
     Returns:
-        The run's metrics (also written to ``logs/<run>/metrics.json``).
+        The run's metrics (also written to ``logs/<run>/metrics.json``); ``None`` on the ranks
+        other than 0 of a torchrun job.
 
     Raises:
         DatasetError: the dataset is missing or malformed.
@@ -348,6 +398,12 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
     run_name = config.run_name or default_run_name(config)
     log_dir, weights_dir = Path(config.logs_dir) / run_name, Path(config.weights_dir) / run_name
     device = select_device(config.device)
+    dist = init_distributed(device.type)  # one process unless started by torchrun
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    if config.batch_size % dist.world_size:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {dist.world_size} processes")
+    progress = progress and dist.is_main
     runtime = Runtime(device, config.amp, config.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -360,9 +416,13 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
     data_start = time.perf_counter()
     data_kwargs = dict(image_size=config.image_size, data_dir=config.data_dir or None,
                        cache_dir=config.cache_dir or None, progress=progress)
+    if not dist.is_main:
+        dist.barrier()  # rank 0 builds the cache first; the others then read it
     train_volumes = load_volumes(train_ids, **data_kwargs)
     val_volumes = load_volumes(val_ids, **data_kwargs)
     outer_volumes = load_volumes(outer_ids, **data_kwargs) if config.selection == "inner" else val_volumes
+    if dist.is_main:
+        dist.barrier()
     data_seconds = time.perf_counter() - data_start
 
     seed_everything(config.seed)
@@ -373,15 +433,18 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
     train_set = SliceDataset(train_volumes, JointAugment(config.aug_scale, config.aug_angle, config.flip_prob))
     sampler_generator = torch.Generator().manual_seed(config.seed)
     sampler = make_sampler(train_set, config.sampler, sampler_generator)
+    if dist.enabled:  # the same order on every rank (same seed); each rank takes every N-th sample
+        sampler = ShardedSampler(sampler, dist.rank, dist.world_size)
     # Workers are started anew each epoch and seeded from the global torch RNG, whose state is in
     # last.pt: this is what makes a resumed run repeat an uninterrupted one.
-    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(train_set, batch_size=config.batch_size // dist.world_size, sampler=sampler,
+                        num_workers=config.workers, pin_memory=device.type == "cuda")
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, len(loader))
     best = {"val_mean_dsc": -1.0, "epoch": 0}
     history: list[dict] = []
-    start_epoch, previous_wall, train_images, train_seconds = 1, 0.0, 0, 0.0
+    start_epoch, previous_wall, train_images, train_seconds, val_seconds = 1, 0.0, 0, 0.0, 0.0
+    metrics: dict = {}
     if resume:
         checkpoint = load_checkpoint(weights_dir / "last.pt")
         if "rng" not in checkpoint:
@@ -394,9 +457,11 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
         start_epoch = checkpoint["epoch"] + 1
         previous_wall, train_images, train_seconds = (checkpoint["progress"][k] for k in
                                                       ("wall_s", "train_images", "train_seconds"))
+        val_seconds, metrics = checkpoint["progress"].get("val_seconds", 0.0), checkpoint["metrics"]
         print(f"resuming {run_name} after epoch {checkpoint['epoch']} (best {best['val_mean_dsc']:.4f} "
               f"at epoch {best['epoch']})")
-    logger = RunLogger(log_dir, config, history, purge_step=start_epoch)
+    logger = RunLogger(log_dir, config, history, purge_step=start_epoch, active=dist.is_main)
+    train_model = wrap_model(model, dist, device)  # DDP in a torchrun job; saved and evaluated unwrapped
     picks = _vis_slices(val_volumes, config.vis_slices)
     params = count_parameters(model)
     print(f"run {run_name}: {config.model} ({params / 1e6:.2f} M parameters), {config.loss} loss, "
@@ -404,48 +469,75 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
           f"{config.image_size} px, device {device}, data ready in {data_seconds:.1f} s")
 
     stopped_early = False
+    say = (lambda text: tqdm.write(text, file=sys.stdout)) if dist.is_main else _silent
     epochs = tqdm(range(start_epoch, config.epochs + 1), desc="epochs", unit="epoch", disable=not progress,
                   initial=start_epoch - 1, total=config.epochs)
     try:
         for epoch in epochs:
             epoch_start = time.perf_counter()
-            stats = train_one_epoch(model, loader, loss_fn, optimizer, scheduler, runtime, progress)
+            stats = train_one_epoch(train_model, loader, loss_fn, optimizer, scheduler, runtime, progress,
+                                    all_finite=lambda finite: all_ranks(finite, dist))
             train_images += stats["images"]
             train_seconds += stats["seconds"]
-            val = evaluate(model, val_volumes, loss_fn, runtime, progress=progress)
+            # stop when the next epoch (training, and validation at worst) would cross max_minutes
+            after_train = previous_wall + time.perf_counter() - wall_start
+            stopped_early = dist.broadcast(bool(config.max_minutes) and epoch < config.epochs and (
+                after_train + val_seconds + stats["seconds"] + val_seconds > config.max_minutes * 60))
+            val = None
+            if stopped_early or epoch == config.epochs or epoch % config.val_every == 0:
+                val_start = time.perf_counter()
+                sync_buffers(model, dist)
+                val = evaluate_across_ranks(model, val_volumes, loss_fn, runtime, dist, progress,
+                                            keep_probs={val_volumes[c].case_id for c, _ in picks})
+                val_seconds = time.perf_counter() - val_start
             elapsed = previous_wall + time.perf_counter() - wall_start
-            row = {"epoch": epoch, "train_loss": stats["loss"], "val_loss": val["loss"],
-                   "val_mean_dsc": val["mean"], "val_median_dsc": val["median"],
+            row = {"epoch": epoch, "train_loss": stats["loss"],
+                   **{f"val_{k}": val[key] if val else math.nan
+                      for k, key in (("loss", "loss"), ("mean_dsc", "mean"), ("median_dsc", "median"))},
                    "lr": optimizer.param_groups[0]["lr"],
                    "train_images_per_s": stats["images"] / stats["seconds"],
                    "epoch_seconds": time.perf_counter() - epoch_start,
                    "elapsed_seconds": elapsed}
             logger.log_epoch(row)
-            logger.log_outlines(val_volumes, val["probs"], picks, epoch)
-            metrics = {"val_mean_dsc": val["mean"], "val_median_dsc": val["median"], "per_case": val["per_case"]}
-            if val["mean"] > best["val_mean_dsc"]:
-                best = {"val_mean_dsc": val["mean"], "val_median_dsc": val["median"], "epoch": epoch,
-                        "per_case": val["per_case"]}
-                save_checkpoint(weights_dir / "best.pt", model, config, epoch, metrics, config.image_size)
+            if val:
+                logger.log_outlines(val_volumes, val["probs"], picks, epoch)
+                metrics = {"val_mean_dsc": val["mean"], "val_median_dsc": val["median"], "per_case": val["per_case"]}
+                if config.selection == "last" or val["mean"] > best["val_mean_dsc"]:
+                    best = {"val_mean_dsc": val["mean"], "val_median_dsc": val["median"], "epoch": epoch,
+                            "per_case": val["per_case"], "per_case_without_lcc": val["per_case_without_lcc"]}
+                    if dist.is_main:
+                        save_checkpoint(weights_dir / "best.pt", model, config, epoch, metrics, config.image_size)
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "rng": rng_state(sampler_generator), "best": best, "history": logger.rows,
-                     "progress": {"wall_s": elapsed, "train_images": train_images, "train_seconds": train_seconds}}
-            save_checkpoint(weights_dir / "last.pt", model, config, epoch, metrics, config.image_size, **state)
-            tqdm.write(f"epoch {epoch:3d}/{config.epochs}  train loss {stats['loss']:.4f}  val loss {val['loss']:.4f}  "
-                       f"val DSC mean {val['mean']:.4f} median {val['median']:.4f}  "
-                       f"{row['train_images_per_s']:.1f} img/s  {elapsed / 60:.1f} min", file=sys.stdout)
-            if config.max_minutes and epoch < config.epochs:
-                projected = elapsed + row["epoch_seconds"]
-                if projected > config.max_minutes * 60:
-                    stopped_early = True
-                    tqdm.write(f"stopping: another epoch would end after {projected / 60:.1f} min, "
-                               f"past max_minutes={config.max_minutes}", file=sys.stdout)
-                    break
+                     "progress": {"wall_s": elapsed, "train_images": train_images, "train_seconds": train_seconds,
+                                  "val_seconds": val_seconds}}
+            if dist.is_main:
+                save_checkpoint(weights_dir / "last.pt", model, config, epoch, metrics, config.image_size, **state)
+            say(f"epoch {epoch:3d}/{config.epochs}  train loss {stats['loss']:.4f}  "
+                + (f"val loss {val['loss']:.4f}  val DSC mean {val['mean']:.4f} median {val['median']:.4f}  "
+                   if val else "")
+                + f"{row['train_images_per_s']:.1f} img/s  {elapsed / 60:.1f} min")
+            if stopped_early:
+                say(f"stopping: another epoch would end after max_minutes={config.max_minutes}")
+                break
     finally:
         logger.close()
+    if dist.enabled:
+        sync_buffers(model, dist)
+        if not ranks_agree(model, dist):
+            raise RuntimeError("the processes ended with different weights; DistributedDataParallel lost sync")
+        print(f"rank {dist.rank}/{dist.world_size}: weights agree across ranks")
+        shutdown(dist)
+        if not dist.is_main:
+            return None
 
     selection = {"selection": "best epoch by mean DSC on the validation cases themselves (reference protocol, optimistic)"}
-    if config.selection == "inner":
+    if config.selection == "last":
+        selection = {"selection": "last: the final epoch's model, nothing chosen on evaluated cases"}
+    if config.selection != "inner" and "per_case_without_lcc" in best:
+        selection["per_case_without_lcc"] = best["per_case_without_lcc"]
+        selection["val_mean_dsc_without_lcc"] = summarize(best["per_case_without_lcc"])["mean"]
+    elif config.selection == "inner":
         selection = select_and_evaluate_outer(weights_dir / "best.pt", val_volumes, outer_volumes, loss_fn, runtime,
                                               progress)
         best = {**best, "val_mean_dsc": selection.pop("outer_mean"), "val_median_dsc": selection.pop("outer_median"),
@@ -470,7 +562,8 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
         "stopped_early": stopped_early,
         "wall_time_s": round(wall, 1),
         "data_prep_s": round(data_seconds, 1),
-        "train_images_per_s": round(train_images / train_seconds, 2),
+        "train_images_per_s": round(train_images * dist.world_size / train_seconds, 2),  # all processes
+        "processes": dist.world_size,
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "parameters": params,
         "train_cases": len(train_ids),

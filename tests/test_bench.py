@@ -1,14 +1,69 @@
+import pytest
 import torch
 
 import brainseg
-from brainseg.bench import matmul_gflops, train_images_per_s
+from brainseg.bench import goals, goals_table, matmul_gflops, model_speed, pipeline_images_per_s, synthetic_volumes
 from brainseg.train import Runtime
 
 
-def test_train_speed_is_measured_in_every_mode():
+def test_speed_and_flops_are_measured_in_every_mode():
     for amp, channels_last in ((False, False), (True, True)):
         runtime = Runtime(torch.device("cpu"), amp=amp, channels_last=channels_last)
-        assert train_images_per_s("unet", 4, 32, runtime, batch_size=2, warmup=1, steps=1) > 0
+        speed = model_speed("unet", 4, 32, runtime, batch_size=2, warmup=1, steps=1)
+        assert speed["train_images_per_s"] > 0 and speed["infer_images_per_s"] > 0
+    # FLOPs are per image: the same for any batch size
+    other = model_speed("unet", 4, 32, runtime, batch_size=4, warmup=1, steps=1)
+    assert other["train_gflop_per_image"] == pytest.approx(speed["train_gflop_per_image"], rel=1e-6)
+
+
+def test_flops_of_one_convolution_forward_and_backward(monkeypatch):
+    from brainseg import bench
+
+    class OneConv(torch.nn.Module):
+        def __init__(self, features=4):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    monkeypatch.setattr(bench, "create_model", lambda name, features: OneConv())
+    speed = model_speed("one", 4, 16, Runtime(torch.device("cpu"), False, False), batch_size=2, warmup=1, steps=1)
+    forward = 2 * 9 * 3 * 1 * 16 * 16  # multiply-adds of a 3x3, 3 -> 1 convolution per image
+    # backward: the weight gradient costs one forward; the input is a leaf without grad
+    assert speed["train_gflop_per_image"] * 1e9 == pytest.approx(2 * forward)
+
+
+def test_process_tree_memory_is_measured():
+    from brainseg.bench import MemorySampler, tree_pss_mb
+
+    assert tree_pss_mb() > 10  # this Python process with torch loaded
+    with MemorySampler(interval=0.01) as sampler:
+        block = bytearray(200 * 2**20)  # 200 MiB touched
+        import time
+        time.sleep(0.1)
+    assert sampler.peak_mb > 200 and block
+
+
+def test_input_pipeline_rate_on_random_volumes():
+    assert pipeline_images_per_s(synthetic_volumes(2, 4, 32), workers=0, batch_size=4, batches=3) > 0
+
+
+def test_goals_compare_measured_ratios():
+    speed = [{"model": "unet", "features": 32, "image_size": 256, "mode": mode, "train_images_per_s": rate,
+              "peak_fraction": fraction, "train_gflop_per_s": 100.0}
+             for mode, rate, fraction in (("fp32 NCHW (reference)", 2.0, 0.1), ("fp32 channels_last", 3.0, 0.2),
+                                          ("bf16 autocast + channels_last", 8.0, 0.75))]
+    rows = goals({"speed": speed, "matmul_gflops": {"bfloat16": 130.0}, "pipeline": [
+        {"image_size": 256, "images_per_s": 20.0}], "data": {"cases": 110, "image_size": 256, "first_start_s": 130.0,
+                                                             "cached_start_s": 1.0},
+                  "training_memory": {"features": 32, "peak_memory_mb": 3000.0}})
+    met = {row["goal"].split(",")[0].split(" (")[0]: row["met"] for row in rows}
+    assert [row["met"] for row in rows if "channels_last / fp32" in row["goal"]] == [False, True]  # 1.5x, 4x
+    assert met["bf16 GFLOP/s at 256 px / bf16 matmul peak"] is True
+    assert met["input pipeline / fastest model training at 256 px"] is False  # 20 / 8 = 2.5x
+    assert met["first start"] is False and met["cached start"] is True and met["peak memory of training at 256 px"]
+    assert goals_table(rows).count("\n") == len(rows) + 1
 
 
 def test_matmul_gflops_positive():

@@ -50,7 +50,8 @@ def test_export_carries_history_and_compare_builds_table_and_figure(tmp_path):
         (run_dir / "history.csv").write_text("epoch,train_loss,val_loss,val_mean_dsc,val_median_dsc\n"
                                              f"1,0.5,0.6,{dsc - 0.1},{dsc}\n2,0.4,0.5,{dsc},{dsc}\n")
         values = metrics(name, dsc)
-        values.update(preset="cpu", parameters=1_000_000, config={"model": "unet", "loss": "dice", "image_size": 128})
+        values.update(preset="cpu", split="reference", parameters=1_000_000,
+                      config={"model": "unet", "loss": "dice", "image_size": 128})
         if name == "r1":
             (run_dir / "metrics.json").write_text(json.dumps(values))
     target = export_run(tmp_path / "logs" / "r1", tmp_path / "results")
@@ -62,6 +63,12 @@ def test_export_carries_history_and_compare_builds_table_and_figure(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert [r["name"] for r in runs_from_results(tmp_path / "results", "cpu")] == ["r1"]
     assert runs_from_results(tmp_path / "results", "gpu") == []
+    reduced = {**json.loads(target.read_text()), "run": "short"}
+    reduced["config"] = {**reduced["config"], "max_train_cases": 30}  # a short reproduction: not the same budget
+    (tmp_path / "results" / "short.json").write_text(json.dumps(reduced))
+    cv = {**json.loads(target.read_text()), "run": "cv", "split": "cv5"}
+    (tmp_path / "results" / "cv.json").write_text(json.dumps(cv))
+    assert [r["name"] for r in runs_from_results(tmp_path / "results", "cpu")] == ["r1"]
     readme = tmp_path / "README.md"
     readme.write_text("<!-- comparison-table:start -->\n<!-- comparison-table:end -->\n")
     assert main(["results", "compare", "--results-dir", str(tmp_path / "results"), "--figure",

@@ -1,0 +1,84 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from brainseg.cv import bootstrap_interval, pool_folds, run_cv, write_folds
+from brainseg.splits import folds_from_file
+from test_train import synthetic_config
+
+
+def test_bootstrap_interval_brackets_the_statistic_and_narrows_with_more_cases():
+    rng = np.random.default_rng(1)
+    small, large = rng.uniform(0.6, 1.0, 20), rng.uniform(0.6, 1.0, 2000)
+    low, high = bootstrap_interval(small)
+    assert low < small.mean() < high
+    low_l, high_l = bootstrap_interval(large)
+    assert high_l - low_l < (high - low) / 5  # the width shrinks like 1 / sqrt(n)
+    assert bootstrap_interval([0.5, 0.5, 0.5]) == (0.5, 0.5)
+    assert bootstrap_interval(small, seed=3) == bootstrap_interval(small, seed=3)
+    with pytest.raises(ValueError, match="at least one value"):
+        bootstrap_interval([])
+
+
+def test_folds_file_is_written_once_and_checked(tmp_path):
+    cases = [f"case{i:02d}" for i in range(11)]
+    folds = write_folds(tmp_path / "folds.json", cases, 5, seed=0)
+    assert sorted(c for f in folds for c in f) == cases and {len(f) for f in folds} == {2, 3}
+    assert write_folds(tmp_path / "folds.json", cases, 5, seed=99) == folds  # an existing file wins
+    with pytest.raises(ValueError, match="holds 5 folds, not 3"):
+        write_folds(tmp_path / "folds.json", cases, 3, seed=0)
+    train, val = folds_from_file(tmp_path / "folds.json", cases, 2)
+    assert val == sorted(folds[2]) and sorted(train + val) == cases
+    with pytest.raises(ValueError, match="every case of the dataset once"):
+        folds_from_file(tmp_path / "folds.json", cases + ["case99"], 0)
+
+
+def test_pool_folds_rejects_a_case_in_two_folds():
+    fold = {"per_case": {"a": 1.0}, "per_case_without_lcc": {"a": 1.0}, "run": "x", "val_mean_dsc": 1.0,
+            "val_median_dsc": 1.0, "wall_time_s": 1.0, "epochs": 2, "stopped_early": False}
+    with pytest.raises(ValueError, match="case a is in two folds"):
+        pool_folds([fold, fold], "x", "")
+
+
+def test_cv_refuses_reduced_runs(synthetic_data, tmp_path):
+    with pytest.raises(ValueError, match="max_train_cases and max_val_cases must be 0"):
+        run_cv(synthetic_config(synthetic_data, tmp_path, max_val_cases=2), folds=3, progress=False)
+
+
+def test_cv_predicts_every_case_once_and_resumes_fold_wise(synthetic_data, tmp_path, capsys):
+    base = synthetic_config(synthetic_data, tmp_path, epochs=2)
+    results = tmp_path / "results"
+    assert run_cv(base, folds=3, name="cv", only_fold=1, results_dir=results, progress=False) is None
+    assert "folds [0, 2] not trained yet" in capsys.readouterr().out
+    fold1 = json.loads((tmp_path / "logs" / "cv-fold1" / "metrics.json").read_text())
+    result = run_cv(base, folds=3, name="cv", results_dir=results, command="cmd", progress=False)
+    assert "fold 2/3" not in capsys.readouterr().out  # fold 1 was read back, not trained again
+    assert result["split"] == "cv3" and len(result["per_case"]) == 12 == len(result["per_case_without_lcc"])
+    assert result["folds"][1]["val_mean_dsc"] == fold1["val_mean_dsc"]
+    assert result["val_mean_dsc"] == pytest.approx(np.mean(list(result["per_case"].values())))
+    low, high = result["val_mean_dsc_ci95"]
+    assert low <= result["val_mean_dsc"] <= high
+    saved = json.loads((results / "cv.json").read_text())
+    assert saved["per_case"] == result["per_case"] and saved["command"] == "cmd"
+    with open(results / "cv-per-case.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12 and {r["fold"] for r in rows} == {"0", "1", "2"}
+    folds = json.loads((results / "cv-folds.json").read_text())["folds"]
+    assert all(result["fold_of_case"][case] == k for k, fold in enumerate(folds) for case in fold)
+    # each fold's model is the final one and predicted only the cases it did not train on
+    for k in range(3):
+        metrics = json.loads((tmp_path / "logs" / f"cv-fold{k}" / "metrics.json").read_text())
+        assert metrics["selection"].startswith("last") and metrics["best_epoch"] == 2
+        assert sorted(metrics["per_case"]) == sorted(folds[k])
+
+
+def test_validation_every_n_epochs_keeps_the_final_one(synthetic_data, tmp_path):
+    from brainseg.train import fit
+
+    result = fit(synthetic_config(synthetic_data, tmp_path, epochs=3, val_every=2, selection="last"), progress=False)
+    with open(tmp_path / "logs" / "synthetic" / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["val_mean_dsc"] == "nan" for r in rows] == [True, False, False]
+    assert result["best_epoch"] == 3 and "val_mean_dsc_without_lcc" in result
