@@ -103,15 +103,21 @@ def model_speed(model_name: str, features: int, image_size: int, runtime: Runtim
             "train_gflop_per_image": flops / batch_size / 1e9}
 
 
-def pipeline_images_per_s(volumes: list, workers: int, batch_size: int = 16, batches: int = 40) -> float:
-    """Images/s of the training input pipeline alone: cached volumes -> random slice -> joint
-    augmentation -> collated batch, with ``workers`` DataLoader processes (as in ``fit``)."""
+def _training_loader(volumes: list, workers: int, batch_size: int = 16) -> DataLoader:
+    """The training input of ``fit`` with default augmentation: mask-weighted slices, joint
+    augmentation, ``workers`` DataLoader processes."""
     from .dataset import SliceDataset, make_sampler
     from .transforms import JointAugment
 
     dataset = SliceDataset(volumes, JointAugment(0.05, 15.0, 0.5))
     sampler = make_sampler(dataset, "weighted", torch.Generator().manual_seed(0))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
+
+
+def pipeline_images_per_s(volumes: list, workers: int, batch_size: int = 16, batches: int = 40) -> float:
+    """Images/s of the training input pipeline alone: cached volumes -> random slice -> joint
+    augmentation -> collated batch, with ``workers`` DataLoader processes (as in ``fit``)."""
+    loader = _training_loader(volumes, workers, batch_size)
     iterator = iter(loader)
     next(iterator)  # start-up of the workers is not throughput
     start, images = time.perf_counter(), 0
@@ -185,15 +191,11 @@ def _training_memory_child(image_size: int, features: int, steps: int, data_dir:
     (sampled PSS, shared pages counted once) and, as an upper bound, the sum of their peak RSS."""
     from .cache import load_volumes
     from .data import discover_cases
-    from .dataset import SliceDataset, make_sampler
     from .splits import reference_split
-    from .transforms import JointAugment
 
     train_ids, _ = reference_split(sorted(discover_cases(data_dir)))
     volumes = load_volumes(train_ids, image_size, data_dir, progress=False)
-    dataset = SliceDataset(volumes, JointAugment(0.05, 15.0, 0.5))
-    loader = DataLoader(dataset, batch_size=16, num_workers=workers,
-                        sampler=make_sampler(dataset, "weighted", torch.Generator().manual_seed(0)))
+    loader = _training_loader(volumes, workers)
     runtime = Runtime(torch.device("cpu"), amp=False, channels_last=True)
     model = create_model("unet", features=features).to(memory_format=torch.channels_last)
     optimizer, loss_fn = torch.optim.AdamW(model.parameters()), create_loss("dice")
@@ -203,7 +205,7 @@ def _training_memory_child(image_size: int, features: int, steps: int, data_dir:
             training_step(model, runtime.to_input(image), mask, loss_fn, optimizer, runtime)
         del batches  # joins the workers, so that their peak RSS counts among finished children
     return {"image_size": image_size, "features": features, "train_cases": len(train_ids),
-            "train_slices": len(dataset), "steps": steps, "workers": workers, "peak_memory_mb": round(sampler.peak_mb, 1),
+            "train_slices": len(loader.dataset), "steps": steps, "workers": workers, "peak_memory_mb": round(sampler.peak_mb, 1),
             "peak_rss_sum_mb": round(peak_memory_mb(), 1)}
 
 
