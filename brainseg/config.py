@@ -29,7 +29,7 @@ class TrainConfig:
             validation cases themselves (the reference's way, optimistic). ``last``: the final
             epoch's model, no choice made on any evaluated case (used by cross-validation). ``inner``: by an inner
             validation set of ``inner_val_cases`` training cases (seeded by ``split_seed``), which
-            also decides whether the largest-component rule is applied; the validation cases are
+            also decides whether flip TTA and the largest-component rule are applied; the validation cases are
             then evaluated once (PROTOCOL section 5). The per-epoch validation columns of
             ``history.csv`` are then those of the inner cases.
         val_every: validate every N epochs (the final epoch always); with ``selection="last"``

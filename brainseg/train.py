@@ -275,31 +275,44 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 def select_and_evaluate_outer(best_path: Path, inner_volumes: list[CaseVolume], outer_volumes: list[CaseVolume],
                               loss_fn: nn.Module, runtime: Runtime, progress: bool = True) -> dict:
     """Held-out selection: the checkpoint was chosen on the inner cases; decide the post-processing
-    there too (largest component only if it raises the inner mean DSC, as nnU-Net decides it),
-    then evaluate the outer validation cases once with that choice.
+    and test-time augmentation there too, then evaluate the outer validation cases with that choice.
+
+    The four combinations of flip TTA (off/on) and the largest-component rule (off/on) are scored
+    on the inner cases; the one with the highest inner mean DSC wins, ties going to the simpler
+    (no TTA, then no rule), as nnU-Net decides its post-processing. The outer cases are scored under
+    all four for the record, but only the chosen one is the result.
 
     Returns:
-        ``selection`` description, the inner figures, the outer mean/median/per-case with the chosen
-        post-processing (``outer_*``) and the outer mean with and without the largest-component rule.
+        ``selection`` description, ``flip_tta_applied``, ``largest_component_applied``, the inner
+        figures, the outer mean/median/per-case under the choice (``outer_*``), the outer mean with
+        and without the largest-component rule under the chosen TTA, and ``outer_grid`` (outer mean
+        of every combination, keyed ``"tta=<bool>,lcc=<bool>"``).
     """
     model, _ = load_model(best_path, runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    inner = _with_and_without_lcc(evaluate(model, inner_volumes, loss_fn, runtime, progress=progress))
-    apply_lcc = inner[True]["mean"] > inner[False]["mean"]
-    outer = _with_and_without_lcc(evaluate(model, outer_volumes, loss_fn, runtime, progress=progress))
-    chosen = outer[apply_lcc]
-    print(f"inner selection: largest-component rule {'applied' if apply_lcc else 'not applied'} (inner mean "
-          f"{inner[True]['mean']:.4f} with, {inner[False]['mean']:.4f} without); outer validation mean "
-          f"{chosen['mean']:.4f}, median {chosen['median']:.4f}")
-    return {"selection": f"inner: checkpoint and post-processing chosen on {len(inner_volumes)} inner validation "
-                         "cases carved from the training cases; validation cases evaluated once",
+
+    def scores(volumes: list[CaseVolume]) -> dict[tuple[bool, bool], dict]:
+        by_tta = {tta: _with_and_without_lcc(evaluate(model, volumes, loss_fn, runtime, progress=progress,
+                                                      flip_tta=tta)) for tta in (False, True)}
+        return {(tta, lcc): by_tta[tta][lcc] for tta in (False, True) for lcc in (False, True)}
+
+    inner, outer = scores(inner_volumes), scores(outer_volumes)
+    tta, lcc = max(inner, key=lambda choice: inner[choice]["mean"])  # the first maximum: the simpler choice
+    chosen = outer[(tta, lcc)]
+    print(f"inner selection: flip TTA {'on' if tta else 'off'}, largest-component rule {'on' if lcc else 'off'} "
+          f"(inner means: " + ", ".join(f"tta={t} lcc={c} {r['mean']:.4f}" for (t, c), r in inner.items()) +
+          f"); outer validation mean {chosen['mean']:.4f}, median {chosen['median']:.4f}")
+    return {"selection": f"inner: checkpoint, flip TTA and post-processing chosen on {len(inner_volumes)} inner "
+                         "validation cases carved from the training cases; validation cases evaluated once",
             "inner_cases": [v.case_id for v in inner_volumes],
-            "inner_mean_dsc": inner[apply_lcc]["mean"], "largest_component_applied": apply_lcc,
-            "inner_mean_dsc_with_lcc": inner[True]["mean"], "inner_mean_dsc_without_lcc": inner[False]["mean"],
-            "val_mean_dsc_with_lcc": outer[True]["mean"], "val_mean_dsc_without_lcc": outer[False]["mean"],
+            "inner_mean_dsc": inner[(tta, lcc)]["mean"], "flip_tta_applied": tta, "largest_component_applied": lcc,
+            "inner_mean_dsc_with_lcc": inner[(tta, True)]["mean"],
+            "inner_mean_dsc_without_lcc": inner[(tta, False)]["mean"],
+            "val_mean_dsc_with_lcc": outer[(tta, True)]["mean"], "val_mean_dsc_without_lcc": outer[(tta, False)]["mean"],
+            "outer_grid": {f"tta={t},lcc={c}": r["mean"] for (t, c), r in outer.items()},
             "outer_mean": chosen["mean"], "outer_median": chosen["median"], "outer_per_case": chosen["per_case"],
-            "per_case_without_lcc": outer[False]["per_case"]}
+            "per_case_without_lcc": outer[(tta, False)]["per_case"]}
 
 
 def _with_and_without_lcc(result: dict) -> dict[bool, dict]:
