@@ -11,6 +11,7 @@ from .checkpoint import load_model
 from .config import TrainConfig
 from .losses import create_loss
 from .models import create_model
-from .train import evaluate, fit, train_one_epoch
+from .train import fit, train_one_epoch
+from .validation import evaluate
 
 __all__ = ["TrainConfig", "create_loss", "create_model", "evaluate", "fit", "load_model", "train_one_epoch"]

@@ -24,7 +24,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .losses import create_loss
 from .models import create_model
-from .train import Runtime, peak_memory_mb, select_device, training_step
+from .runtime import Runtime, peak_memory_mb, select_device
+from .train import training_step
 
 MODES = {
     "fp32 NCHW (reference)": dict(amp=False, channels_last=False),

@@ -23,7 +23,9 @@ from .io import atomic_write_text
 from .losses import create_loss
 from .metrics import THRESHOLD, binarize_volume, to_metric_grid
 from .report import METRIC_COLUMNS, case_metrics, case_overlays, dsc_chart, write_overlays
-from .train import Runtime, evaluate, select_device, split_cases
+from .runtime import Runtime, select_device
+from .train import split_cases
+from .validation import evaluate
 
 SPLITS = ("reference", "kfold", "all")
 

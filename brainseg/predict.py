@@ -21,7 +21,8 @@ from .io import atomic_write
 from .metrics import THRESHOLD, binarize_volume
 from .preprocess import preprocess_case, restore_geometry
 from .report import case_overlays, write_overlays
-from .train import Runtime, predict_volume, select_device
+from .runtime import Runtime, select_device
+from .validation import predict_volume
 
 
 def predict_case(weights: str, case_dir: str, out_dir: str, device: str = "auto", flip_tta: bool = False,

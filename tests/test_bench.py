@@ -3,7 +3,7 @@ import torch
 
 import brainseg
 from brainseg.bench import goals, goals_table, matmul_gflops, model_speed, pipeline_images_per_s, synthetic_volumes
-from brainseg.train import Runtime
+from brainseg.runtime import Runtime
 
 
 def test_speed_and_flops_are_measured_in_every_mode():

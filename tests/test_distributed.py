@@ -11,7 +11,8 @@ from torch.utils.data import SequentialSampler
 from brainseg.distributed import Distributed, ShardedSampler, ranks_agree, sync_buffers, wrap_model
 from brainseg.losses import create_loss
 from brainseg.models import create_model
-from brainseg.train import Runtime, training_step
+from brainseg.runtime import Runtime
+from brainseg.train import training_step
 
 
 def test_sharded_sampler_deals_one_order_to_the_ranks():

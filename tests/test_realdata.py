@@ -18,7 +18,8 @@ from brainseg.checkpoint import load_model
 from brainseg.cli import main
 from brainseg.data import discover_cases, read_case
 from brainseg.preprocess import preprocess_case
-from brainseg.train import Runtime, predict_volume
+from brainseg.runtime import Runtime
+from brainseg.validation import predict_volume
 
 pytestmark = pytest.mark.realdata
 CASE = "TCGA_CS_4944_20010208"  # a reference validation case

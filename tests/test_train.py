@@ -1,7 +1,5 @@
 import csv
 import json
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -96,26 +94,3 @@ def test_inner_selection_evaluates_the_outer_cases_once(synthetic_data, tmp_path
     assert set(result["outer_grid"]) == {f"tta={t},lcc={c}" for t in (False, True) for c in (False, True)}
     assert result["val_mean_dsc"] == pytest.approx(result["outer_grid"][grid_key])
     assert "final_inner_mean_dsc" in result and "final_val_mean_dsc" not in result
-
-
-@pytest.mark.parametrize("inner_means, expected", [
-    ({(False, False): 0.8, (False, True): 0.8, (True, False): 0.8, (True, True): 0.8}, (False, False)),  # ties: simplest
-    ({(False, False): 0.7, (False, True): 0.8, (True, False): 0.75, (True, True): 0.8}, (False, True)),
-    ({(False, False): 0.7, (False, True): 0.8, (True, False): 0.75, (True, True): 0.85}, (True, True)),
-])
-def test_inner_selection_chooses_tta_and_lcc_on_inner_cases_only(monkeypatch, inner_means, expected):
-    """The choice follows the inner means alone; the outer figures (made to disagree) never steer it."""
-    def fake_evaluate(model, volumes, loss_fn, runtime, progress=True, flip_tta=False):
-        outer = volumes[0].case_id == "outer"
-        mean = {lcc: (1.0 - inner_means[(flip_tta, lcc)]) if outer else inner_means[(flip_tta, lcc)]
-                for lcc in (False, True)}
-        return {"per_case": {volumes[0].case_id: mean[True]}, "per_case_without_lcc": {volumes[0].case_id: mean[False]}}
-
-    monkeypatch.setattr(train_module, "evaluate", fake_evaluate)
-    monkeypatch.setattr(train_module, "load_model", lambda path, device: (torch.nn.Identity(), None))
-    runtime = SimpleNamespace(device=torch.device("cpu"), channels_last=False)
-    result = train_module.select_and_evaluate_outer(
-        Path("best.pt"), [SimpleNamespace(case_id="inner")], [SimpleNamespace(case_id="outer")], None, runtime, False)
-    assert (result["flip_tta_applied"], result["largest_component_applied"]) == expected
-    assert result["inner_mean_dsc"] == pytest.approx(inner_means[expected])
-    assert result["outer_mean"] == pytest.approx(1.0 - inner_means[expected])

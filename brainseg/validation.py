@@ -1,0 +1,146 @@
+"""Validation: logits of whole volumes, per-volume DSC (PROTOCOL section 4) of a set of cases,
+the same shared among torchrun ranks, and the held-out selection of TTA and post-processing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .cache import CaseVolume
+from .checkpoint import load_model
+from .distributed import Distributed
+from .metrics import summarize, to_metric_grid, volume_dsc
+from .runtime import Runtime
+
+
+@torch.no_grad()
+def predict_volume(model: nn.Module, images: np.ndarray, runtime: Runtime, batch_size: int = 32,
+                   flip: bool = False) -> torch.Tensor:
+    """Logits of every slice of a case.
+
+    Args:
+        images: (D, 3, S, S) normalised slices (any float dtype).
+        flip: predict on horizontally flipped slices and flip the logits back (for flip TTA).
+
+    Returns:
+        (D, 1, S, S) float32 logits on the CPU.
+    """
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        image = torch.from_numpy(images[start:start + batch_size].astype(np.float32))
+        if flip:
+            image = image.flip(-1)
+        with runtime.autocast():
+            logits = model(runtime.to_input(image)).float().cpu()
+        outputs.append(logits.flip(-1) if flip else logits)
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, runtime: Runtime,
+             batch_size: int = 32, progress: bool = True, flip_tta: bool = False,
+             largest_component: bool = True) -> dict:
+    """Validation loss and per-volume DSC (PROTOCOL section 4) of every case.
+
+    Args:
+        flip_tta: average the probabilities of the slices and of their horizontal mirror images
+            (the loss is always that of the plain prediction).
+        largest_component: apply the protocol's largest-3D-component rule (default).
+
+    Returns:
+        ``{"loss", "mean", "median", "per_case": {case_id: dsc}, "per_case_without_lcc": {case_id: dsc},
+        "probs": {case_id: (D, 256, 256)}}``; ``per_case`` follows ``largest_component``.
+    """
+    per_case, without_lcc, probs_by_case, loss_sum, slices = {}, {}, {}, 0.0, 0
+    for volume in tqdm(volumes, desc="validate", unit="case", leave=False, disable=not progress):
+        logits = predict_volume(model, volume.image, runtime, batch_size)
+        mask = torch.from_numpy(volume.mask[:, None].astype(np.float32))
+        loss_sum += loss_fn(logits, mask).item() * volume.num_slices
+        slices += volume.num_slices
+        probs = torch.sigmoid(logits)
+        if flip_tta:
+            probs = (probs + torch.sigmoid(predict_volume(model, volume.image, runtime, batch_size, flip=True))) / 2
+        probs = to_metric_grid(probs).numpy()
+        without_lcc[volume.case_id] = volume_dsc(probs, volume.metric_mask, largest_component=False)
+        per_case[volume.case_id] = (volume_dsc(probs, volume.metric_mask) if largest_component
+                                    else without_lcc[volume.case_id])
+        probs_by_case[volume.case_id] = probs
+    return {"loss": loss_sum / slices, **summarize(per_case), "per_case": per_case,
+            "per_case_without_lcc": without_lcc, "probs": probs_by_case}
+
+
+def evaluate_across_ranks(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, runtime: Runtime,
+                          dist: Distributed, progress: bool = True, keep_probs: set[str] | None = None) -> dict:
+    """:func:`evaluate` with the cases shared among the ranks of a torchrun job, results gathered.
+
+    Every rank returns the figures of all cases; ``probs`` holds only the cases in ``keep_probs``
+    (all of them in a single process).
+    """
+    if not dist.enabled:
+        return evaluate(model, volumes, loss_fn, runtime, progress=progress)
+    shard = volumes[dist.rank::dist.world_size]
+    mine = (evaluate(model, shard, loss_fn, runtime, progress=progress) if shard
+            else {"loss": 0.0, "per_case": {}, "per_case_without_lcc": {}, "probs": {}})
+    slices = sum(v.num_slices for v in shard)
+    parts = dist.gather({"loss_sum": mine["loss"] * slices if slices else 0.0, "slices": slices,
+                         "per_case": mine["per_case"], "per_case_without_lcc": mine["per_case_without_lcc"],
+                         "probs": {c: p for c, p in mine["probs"].items() if c in (keep_probs or set())}})
+    per_case = {case: dsc for part in parts for case, dsc in part["per_case"].items()}
+    return {"loss": sum(p["loss_sum"] for p in parts) / sum(p["slices"] for p in parts), **summarize(per_case),
+            "per_case": per_case,
+            "per_case_without_lcc": {c: d for part in parts for c, d in part["per_case_without_lcc"].items()},
+            "probs": {c: p for part in parts for c, p in part["probs"].items()}}
+
+
+def select_and_evaluate_outer(best_path: Path, inner_volumes: list[CaseVolume], outer_volumes: list[CaseVolume],
+                              loss_fn: nn.Module, runtime: Runtime, progress: bool = True) -> dict:
+    """Held-out selection: the checkpoint was chosen on the inner cases; decide the post-processing
+    and test-time augmentation there too, then evaluate the outer validation cases with that choice.
+
+    The four combinations of flip TTA (off/on) and the largest-component rule (off/on) are scored
+    on the inner cases; the one with the highest inner mean DSC wins, ties going to the simpler
+    (no TTA, then no rule), as nnU-Net decides its post-processing. The outer cases are scored under
+    all four for the record, but only the chosen one is the result.
+
+    Returns:
+        ``selection`` description, ``flip_tta_applied``, ``largest_component_applied``, the inner
+        figures, the outer mean/median/per-case under the choice (``outer_*``), the outer mean with
+        and without the largest-component rule under the chosen TTA, and ``outer_grid`` (outer mean
+        of every combination, keyed ``"tta=<bool>,lcc=<bool>"``).
+    """
+    model, _ = load_model(best_path, runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    def scores(volumes: list[CaseVolume]) -> dict[tuple[bool, bool], dict]:
+        by_tta = {tta: _with_and_without_lcc(evaluate(model, volumes, loss_fn, runtime, progress=progress,
+                                                      flip_tta=tta)) for tta in (False, True)}
+        return {(tta, lcc): by_tta[tta][lcc] for tta in (False, True) for lcc in (False, True)}
+
+    inner, outer = scores(inner_volumes), scores(outer_volumes)
+    tta, lcc = max(inner, key=lambda choice: inner[choice]["mean"])  # the first maximum: the simpler choice
+    chosen = outer[(tta, lcc)]
+    print(f"inner selection: flip TTA {'on' if tta else 'off'}, largest-component rule {'on' if lcc else 'off'} "
+          f"(inner means: " + ", ".join(f"tta={t} lcc={c} {r['mean']:.4f}" for (t, c), r in inner.items()) +
+          f"); outer validation mean {chosen['mean']:.4f}, median {chosen['median']:.4f}")
+    return {"selection": f"inner: checkpoint, flip TTA and post-processing chosen on {len(inner_volumes)} inner "
+                         "validation cases carved from the training cases; validation cases evaluated once",
+            "inner_cases": [v.case_id for v in inner_volumes],
+            "inner_mean_dsc": inner[(tta, lcc)]["mean"], "flip_tta_applied": tta, "largest_component_applied": lcc,
+            "inner_mean_dsc_with_lcc": inner[(tta, True)]["mean"],
+            "inner_mean_dsc_without_lcc": inner[(tta, False)]["mean"],
+            "val_mean_dsc_with_lcc": outer[(tta, True)]["mean"], "val_mean_dsc_without_lcc": outer[(tta, False)]["mean"],
+            "outer_grid": {f"tta={t},lcc={c}": r["mean"] for (t, c), r in outer.items()},
+            "outer_mean": chosen["mean"], "outer_median": chosen["median"], "outer_per_case": chosen["per_case"],
+            "per_case_without_lcc": outer[(tta, False)]["per_case"]}
+
+
+def _with_and_without_lcc(result: dict) -> dict[bool, dict]:
+    """``{True: summary with the largest-component rule, False: without}`` of an :func:`evaluate` result."""
+    return {lcc: {**summarize(per_case), "per_case": per_case}
+            for lcc, per_case in ((True, result["per_case"]), (False, result["per_case_without_lcc"]))}
