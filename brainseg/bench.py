@@ -228,8 +228,7 @@ def training_memory(image_size: int, features: int, steps: int, data_dir: str | 
     """Peak memory of a CPU training run on the full reference training split (see the child).
 
     A first process builds any missing cache files, so that the measured one starts as a cached
-    training run does; building the cache in the measured process left its freed buffers in the
-    process's heap and counted them as training memory.
+    training run does and the figure is that of training, not of a first start's preprocessing.
     """
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         pool.submit(_warm_cache_child, image_size, data_dir).result()
