@@ -62,12 +62,19 @@ def init_distributed(device_type: str) -> Distributed:
     """Join the ``torchrun`` job described by the environment, if any.
 
     The backend is NCCL for CUDA and gloo for CPU; on CUDA each process uses GPU ``LOCAL_RANK``.
+
+    Raises:
+        ValueError: on CUDA, more processes on this node than visible GPUs (NCCL needs one GPU each).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"process LOCAL_RANK={local_rank} needs GPU {local_rank}, but this node has "
+                             f"{torch.cuda.device_count()} visible GPU(s): start at most that many processes per "
+                             "node (torchrun --nproc_per_node), or add --device cpu to train with gloo on the CPU")
         torch.cuda.set_device(local_rank)
     if not torch_dist.is_initialized():
         torch_dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")

@@ -295,6 +295,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
     best = {"val_mean_dsc": -1.0, "epoch": 0}
     history: list[dict] = []
     start_epoch, previous_wall, train_images, train_seconds, val_seconds = 1, 0.0, 0, 0.0, 0.0
+    commands = [command]  # the run's first command, then one per resume
     metrics: dict = {}
     if resume:
         checkpoint = load_checkpoint(weights_dir / "last.pt")
@@ -309,6 +310,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
         previous_wall, train_images, train_seconds = (checkpoint["progress"][k] for k in
                                                       ("wall_s", "train_images", "train_seconds"))
         val_seconds, metrics = checkpoint["progress"].get("val_seconds", 0.0), checkpoint["metrics"]
+        commands = [*checkpoint["progress"].get("commands", []), command]
         print(f"resuming {run_name} after epoch {checkpoint['epoch']} (best {best['val_mean_dsc']:.4f} "
               f"at epoch {best['epoch']})")
     logger = RunLogger(log_dir, config, history, purge_step=start_epoch, active=dist.is_main)
@@ -361,7 +363,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "rng": rng_state(sampler_generator), "best": best, "history": logger.rows,
                      "progress": {"wall_s": elapsed, "train_images": train_images, "train_seconds": train_seconds,
-                                  "val_seconds": val_seconds}}
+                                  "val_seconds": val_seconds, "commands": commands}}
             if dist.is_main:
                 save_checkpoint(weights_dir / "last.pt", model, config, epoch, metrics, config.image_size, **state)
             say(f"epoch {epoch:3d}/{config.epochs}  train loss {stats['loss']:.4f}  "
@@ -421,8 +423,9 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
         "val_cases": len(outer_ids),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch_version": torch.__version__,
-        "command": command,
+        "command": commands[0],  # the command that started the run
         "resumed": resume,
+        "commands": commands,
         "config": config.to_dict(),
     }
     atomic_write_json(log_dir / "metrics.json", result)

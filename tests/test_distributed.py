@@ -8,7 +8,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import SequentialSampler
 
-from brainseg.distributed import Distributed, ShardedSampler, ranks_agree, sync_buffers, wrap_model
+from brainseg.distributed import Distributed, ShardedSampler, init_distributed, ranks_agree, sync_buffers, wrap_model
 from brainseg.losses import create_loss
 from brainseg.models import create_model
 from brainseg.runtime import Runtime
@@ -67,7 +67,7 @@ def test_torchrun_trains_a_smoke_run_with_two_processes(synthetic_data, tmp_path
                "--cache-dir", str(tmp_path / "cache"), "--logs-dir", str(tmp_path / "logs"),
                "--weights-dir", str(tmp_path / "weights"), "--run-name", "ddp", "--split", "kfold",
                "--folds", "3", "--max-train-cases", "0", "--max-val-cases", "0", "--image-size", "32",
-               "--features", "4", "--epochs", "2"]
+               "--features", "4", "--epochs", "2", "--device", "cpu"]  # gloo, also where a GPU is visible
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -75,3 +75,12 @@ def test_torchrun_trains_a_smoke_run_with_two_processes(synthetic_data, tmp_path
     metrics = json.loads((tmp_path / "logs" / "ddp" / "metrics.json").read_text())
     assert metrics["processes"] == 2 and len(metrics["per_case"]) == 4  # every fold-0 case, gathered from both ranks
     assert (tmp_path / "weights" / "ddp" / "best.pt").is_file()
+
+
+def test_more_cuda_processes_than_gpus_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"LOCAL_RANK=1 needs GPU 1, but this node has 1 visible GPU.*--device cpu"):
+        init_distributed("cuda")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -33,7 +34,7 @@ def config_for(data: Path, root: Path, **overrides) -> TrainConfig:
     values = dict(data_dir=str(data), cache_dir=str(root / "cache"), logs_dir=str(root / "logs"),
                   weights_dir=str(root / "weights"), run_name="r", split="kfold", folds=3, image_size=32,
                   batch_size=4, epochs=3, features=4, workers=1, lr=1e-3, max_train_cases=0, max_val_cases=0,
-                  scheduler="cosine", warmup_epochs=0.5)
+                  scheduler="cosine", warmup_epochs=0.5, device="cpu")  # the claim is CPU determinism
     values.update(overrides)
     return TrainConfig.preset("smoke", **values)
 
@@ -62,7 +63,7 @@ def test_resume_after_sigkill_mid_epoch_repeats_the_uninterrupted_run(longer_dat
             "--logs-dir", str(root / "logs"), "--weights-dir", str(root / "weights"), "--split", "kfold",
             "--folds", "3", "--image-size", "32", "--batch-size", "4", "--epochs", str(epochs), "--features", "4",
             "--workers", "1", "--lr", "0.001", "--max-train-cases", "0", "--max-val-cases", "0",
-            "--scheduler", "cosine", "--warmup-epochs", "0.5"]
+            "--scheduler", "cosine", "--warmup-epochs", "0.5", "--device", "cpu"]
     process = subprocess.Popen([sys.executable, "-m", "brainseg", "train", *args], cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     history_file = root / "logs" / "r" / "history.csv"
@@ -72,7 +73,8 @@ def test_resume_after_sigkill_mid_epoch_repeats_the_uninterrupted_run(longer_dat
             time.sleep(0.2)  # into epoch 3
             break
         time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)  # the run and its DataLoader worker
+    if process.poll() is None:  # a fast machine may have finished already: the assert below says so
+        os.killpg(process.pid, signal.SIGKILL)  # the run and its DataLoader worker
     process.wait()
     done_before_kill = len(history(root))
     assert 1 <= done_before_kill < epochs, "the run was not interrupted mid-way"
@@ -84,6 +86,9 @@ def test_resume_after_sigkill_mid_epoch_repeats_the_uninterrupted_run(longer_dat
     whole = load_checkpoint(tmp_path / "whole" / "weights" / "r" / "last.pt")["state_dict"]
     resumed = load_checkpoint(root / "weights" / "r" / "last.pt")["state_dict"]
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    metrics = json.loads((root / "logs" / "r" / "metrics.json").read_text())
+    assert metrics["command"].startswith("python -m brainseg train --preset smoke")  # the run's own command
+    assert metrics["commands"][1:] == [f"python -m brainseg train --resume {root / 'logs' / 'r'}"]
 
 
 def test_resume_errors(tmp_path, capsys):
