@@ -8,7 +8,14 @@ def test_presets_and_overrides():
     assert (config.image_size, config.batch_size, config.epochs, config.optimizer, config.lr) == (256, 16, 100, "adam", 1e-4)
     assert TrainConfig.preset("cpu", epochs=3).epochs == 3
     assert TrainConfig.preset("smoke").preset == "smoke"
-    assert set(TrainConfig.preset_names()) == set(PRESETS) == {"gpu", "cpu", "smoke"}
+    assert set(TrainConfig.preset_names()) == set(PRESETS) == {"gpu", "cpu", "cpu-fast", "smoke"}
+
+
+def test_cpu_recipe_and_its_fast_variant():
+    cpu, fast = TrainConfig.preset("cpu"), TrainConfig.preset("cpu-fast")
+    assert (cpu.loss, cpu.selection, cpu.image_size, cpu.features, cpu.epochs) == ("bce_dice", "last", 128, 16, 20)
+    differing = {k for k, v in cpu.to_dict().items() if fast.to_dict()[k] != v}
+    assert differing == {"preset", "epochs", "max_minutes"} and (fast.epochs, fast.max_minutes) == (10, 19.0)
 
 
 def test_round_trip_through_dict():
@@ -32,7 +39,7 @@ def test_invalid_values(overrides, message):
 
 
 def test_unknown_preset_and_field():
-    with pytest.raises(ValueError, match="available presets: cpu, gpu, smoke"):
+    with pytest.raises(ValueError, match="available presets: cpu, cpu-fast, gpu, smoke"):
         TrainConfig.preset("tpu")
     with pytest.raises(ValueError, match=r"unknown config fields \['epoch'\]"):
         TrainConfig.preset("cpu", epoch=3)
