@@ -154,6 +154,8 @@ def _add_results_parser(sub) -> None:
     compare = action.add_parser("compare", help="comparison table and curves of the exported runs of one preset")
     compare.add_argument("--results-dir", default="results")
     compare.add_argument("--preset", default="cpu", help="compare only runs of this preset (same budget)")
+    compare.add_argument("--selection", default="reference", choices=["reference", "last", "inner"],
+                         help="compare only runs whose checkpoint was chosen this way (same protocol)")
     compare.add_argument("--figure", default="docs/comparison-cpu.png", help="curves figure (PNG)")
     compare.add_argument("--readme", default=None, help="replace the comparison table between its markers in this file")
 
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.action == "compare":
                 from .compare import comparison_table, plot_curves, runs_from_results
 
-                runs = runs_from_results(args.results_dir, args.preset)
+                runs = runs_from_results(args.results_dir, args.preset, selection=args.selection)
                 table = comparison_table(runs)
                 plot_curves(runs, args.figure)
                 if args.readme:

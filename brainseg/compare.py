@@ -34,16 +34,19 @@ def load_runs(logs_dir: str | Path = "logs") -> list[dict]:
 
 
 def runs_from_results(results_dir: str | Path = "results", preset: str | None = None,
-                      split: str = "reference") -> list[dict]:
+                      split: str = "reference", selection: str = "reference") -> list[dict]:
     """Exported runs (``results/*.json`` with their per-epoch history) in the :func:`load_run` form:
-    those on ``split`` with every training case (reduced runs, e.g. short reproductions, and
-    cross-validations are left out), optionally only those of one preset."""
+    those on ``split`` with every training case and the checkpoint chosen by ``selection`` (reduced
+    runs, e.g. short reproductions, cross-validations and recipe ablations chosen another way are
+    left out), optionally only those of one preset."""
     runs = []
     for path in sorted(Path(results_dir).glob("*.json")):
         metrics = json.loads(path.read_text())
         if "config" not in metrics or (preset and metrics.get("preset") != preset):
             continue
         if metrics.get("split") != split or metrics["config"].get("max_train_cases", 0):
+            continue
+        if metrics["config"].get("selection", "reference") != selection:  # older runs had no choice
             continue
         runs.append({"name": metrics["run"], "config": metrics["config"], "history": metrics.get("history", []),
                      "metrics": metrics})

@@ -68,7 +68,11 @@ def test_export_carries_history_and_compare_builds_table_and_figure(tmp_path):
     (tmp_path / "results" / "short.json").write_text(json.dumps(reduced))
     cv = {**json.loads(target.read_text()), "run": "cv", "split": "cv5"}
     (tmp_path / "results" / "cv.json").write_text(json.dumps(cv))
+    held_out = {**json.loads(target.read_text()), "run": "held_out"}
+    held_out["config"] = {**held_out["config"], "selection": "inner"}  # chosen another way: another protocol
+    (tmp_path / "results" / "held_out.json").write_text(json.dumps(held_out))
     assert [r["name"] for r in runs_from_results(tmp_path / "results", "cpu")] == ["r1"]
+    assert [r["name"] for r in runs_from_results(tmp_path / "results", "cpu", selection="inner")] == ["held_out"]
     readme = tmp_path / "README.md"
     readme.write_text("<!-- comparison-table:start -->\n<!-- comparison-table:end -->\n")
     assert main(["results", "compare", "--results-dir", str(tmp_path / "results"), "--figure",
