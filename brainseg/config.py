@@ -168,4 +168,3 @@ PRESETS: dict[str, dict] = {
     "smoke": dict(image_size=64, batch_size=4, epochs=2, features=8, max_train_cases=3, max_val_cases=2,
                   workers=0, vis_slices=2),
 }
-
