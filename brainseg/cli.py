@@ -37,9 +37,10 @@ _FIELD_HELP = {
     "seed": "random seed", "device": "auto, cpu or cuda",
     "channels_last": "channels_last memory format (true/false)",
     "amp": "bf16 autocast on CPU, AMP on CUDA (true/false)",
+    "compile": "train through torch.compile (true/false; on CPU needs a C++ compiler; compile time counts)",
     "max_minutes": "stop after the epoch that would cross this wall time (0: no limit)",
     "vis_slices": "validation slices drawn as outlines in TensorBoard",
-    "preset": "starting preset",
+    "preset": "starting preset (default: cpu)",
 }
 
 
@@ -70,8 +71,10 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         kind = _bool if f.type in (bool, "bool") else {"int": int, "float": float, "str": str}.get(f.type, f.type)
         default = f.default if f.default is not MISSING else None
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None,
-                            help=f"{_FIELD_HELP.get(f.name, f.name)} (default: preset value, else {default!r})")
+        text = _FIELD_HELP.get(f.name, f.name)
+        if "(default:" not in text:
+            text += f" (default: preset value, else {default!r})"
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None, help=text)
     parser.add_argument("--model-arg", dest="model_args", action="append", type=_key_value, metavar="KEY=VALUE",
                         help="extra model keyword argument, repeatable (e.g. inference=mean); VALUE is read as JSON "
                              "when it parses, else as text")
@@ -83,8 +86,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_train_parser(sub) -> None:
     parser = sub.add_parser("train", help="train a model and report per-volume validation DSC",
                             description="Train a model. Start from --preset, then override any field. "
-                                        "Presets: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()),
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                        "Presets: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
     _add_config_arguments(parser)
     parser.add_argument("--resume", metavar="LOG_DIR", default=None,
                         help="continue logs/<run> from weights/<run>/last.pt with its saved config (other options ignored)")
@@ -101,7 +103,7 @@ def _add_cv_parser(sub) -> None:
                     "--fold K trains only fold K; --split-seed draws the folds, --folds-file reuses saved ones "
                     "(default: logs/<run-name>/folds.json); other flags as in `train`.")
     _add_config_arguments(parser)
-    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--results-dir", default="results", help="where the pooled results go (default: results)")
 
 
 def _config_from_args(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> TrainConfig:

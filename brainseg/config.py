@@ -46,6 +46,8 @@ class TrainConfig:
         seed: seeds model initialisation, sampling and augmentation.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
         channels_last, amp: memory format and bf16 autocast (AMP on CUDA); both on by default.
+        compile: train through ``torch.compile`` (inductor; on CPU it needs a C++ compiler);
+            validation and checkpoints use the eager model, which shares its weights.
         max_minutes: stop training after the epoch that crosses this wall time (0: no limit).
         vis_slices: validation slices drawn as outline images in TensorBoard each epoch.
     """
@@ -88,6 +90,7 @@ class TrainConfig:
     device: str = "auto"
     channels_last: bool = True
     amp: bool = True
+    compile: bool = False
     max_minutes: float = 0.0
     vis_slices: int = 4
 

@@ -315,6 +315,8 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
               f"at epoch {best['epoch']})")
     logger = RunLogger(log_dir, config, history, purge_step=start_epoch, active=dist.is_main)
     train_model = wrap_model(model, dist, device)  # DDP in a torchrun job; saved and evaluated unwrapped
+    if config.compile:  # compiled on the first step; shares the weights with the eager model
+        train_model = torch.compile(train_model)
     picks = _vis_slices(val_volumes, config.vis_slices)
     params = count_parameters(model)
     print(f"run {run_name}: {config.model} ({params / 1e6:.2f} M parameters), {config.loss} loss, "

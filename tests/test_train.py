@@ -94,3 +94,17 @@ def test_inner_selection_evaluates_the_outer_cases_once(synthetic_data, tmp_path
     assert set(result["outer_grid"]) == {f"tta={t},lcc={c}" for t in (False, True) for c in (False, True)}
     assert result["val_mean_dsc"] == pytest.approx(result["outer_grid"][grid_key])
     assert "final_inner_mean_dsc" in result and "final_val_mean_dsc" not in result
+
+
+def test_compiled_training_saves_the_eager_models_weights(synthetic_data, tmp_path):
+    """With compile=True the optimiser still trains the saved model: its checkpoint loads into a plain
+    model (no ``_orig_mod.`` prefix) and differs from the initial weights."""
+    config = synthetic_config(synthetic_data, tmp_path, epochs=1, compile=True)
+    fit(config, progress=False)
+    checkpoint = load_checkpoint(tmp_path / "weights" / "synthetic" / "last.pt")
+    assert not any(key.startswith("_orig_mod.") for key in checkpoint["state_dict"])
+    model, _ = load_model(tmp_path / "weights" / "synthetic" / "last.pt")
+    torch.manual_seed(config.seed)
+    initial = train_module.create_model(config.model, features=config.features)
+    assert all(a.shape == b.shape for a, b in zip(model.parameters(), initial.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), initial.parameters()))
