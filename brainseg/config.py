@@ -42,6 +42,8 @@ class TrainConfig:
         scheduler: ``constant``, ``cosine`` (per step, to 0 after ``warmup_epochs`` of linear warm-up).
         sampler: ``weighted`` (reference mask-area weighting) or ``shuffle``.
         aug_scale, aug_angle, flip_prob: augmentation (0 disables each).
+        augment: where it runs: ``sample`` (torchvision, per slice in the DataLoader workers) or
+            ``batch`` (the same distribution on the whole batch on the training device).
         workers: DataLoader worker processes.
         seed: seeds model initialisation, sampling and augmentation.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
@@ -85,6 +87,7 @@ class TrainConfig:
     aug_scale: float = 0.05
     aug_angle: float = 15.0
     flip_prob: float = 0.5
+    augment: str = "sample"
     workers: int = 2
     seed: int = 42
     device: str = "auto"
@@ -101,7 +104,8 @@ class TrainConfig:
         """Raise ``ValueError`` naming the first field with an impossible value."""
         choices = {"split": ("reference", "kfold"), "optimizer": ("adam", "adamw"),
                    "scheduler": ("constant", "cosine"), "sampler": ("weighted", "shuffle"),
-                   "device": ("auto", "cpu", "cuda"), "selection": ("reference", "last", "inner")}
+                   "augment": ("sample", "batch"), "device": ("auto", "cpu", "cuda"),
+                   "selection": ("reference", "last", "inner")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

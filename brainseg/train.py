@@ -41,7 +41,7 @@ from .models import count_parameters, create_model
 from .plots import outline_overlay
 from .runtime import Runtime, peak_memory_mb, select_device
 from .splits import folds_from_file, inner_split, kfold_split, reference_split
-from .transforms import JointAugment
+from .transforms import BatchAugment, JointAugment
 from .validation import evaluate_across_ranks, select_and_evaluate_outer
 
 class TrainingDiverged(RuntimeError):
@@ -111,8 +111,11 @@ def training_step(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, los
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler, runtime: Runtime, progress: bool = True, check_every: int = 10,
-                    all_finite=lambda finite: finite) -> dict:
+                    all_finite=lambda finite: finite, batch_augment=None) -> dict:
     """One pass over ``loader``.
+
+    ``batch_augment(image, mask)``, if given, augments each batch on the device (see
+    :class:`~brainseg.transforms.BatchAugment`).
 
     ``all_finite(finite)`` combines the finiteness of this process's loss with that of the other
     processes of a torchrun job, so that all stop together.
@@ -128,7 +131,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
     total = torch.zeros((), device=runtime.device)
     bar = tqdm(loader, desc="train", unit="batch", leave=False, disable=not progress)
     for step, (image, mask) in enumerate(bar, 1):
-        image, mask = runtime.to_input(image), mask.to(runtime.device, non_blocking=True)
+        image, mask = image.to(runtime.device, non_blocking=True), mask.to(runtime.device, non_blocking=True)
+        if batch_augment is not None:
+            image, mask = batch_augment(image, mask)
+        image = runtime.to_input(image)
         loss = training_step(model, image, mask, loss_fn, optimizer, runtime)
         scheduler.step()
         total += loss.detach() * image.shape[0]
@@ -281,7 +287,9 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = create_loss(config.loss, **config.loss_args)
-    train_set = SliceDataset(train_volumes, JointAugment(config.aug_scale, config.aug_angle, config.flip_prob))
+    augment_args = (config.aug_scale, config.aug_angle, config.flip_prob)
+    batch_augment = BatchAugment(*augment_args) if config.augment == "batch" else None
+    train_set = SliceDataset(train_volumes, JointAugment(*augment_args) if config.augment == "sample" else None)
     sampler_generator = torch.Generator().manual_seed(config.seed)
     sampler = make_sampler(train_set, config.sampler, sampler_generator)
     if dist.enabled:  # the same order on every rank (same seed); each rank takes every N-th sample
@@ -331,7 +339,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
         for epoch in epochs:
             epoch_start = time.perf_counter()
             stats = train_one_epoch(train_model, loader, loss_fn, optimizer, scheduler, runtime, progress,
-                                    all_finite=lambda finite: all_ranks(finite, dist))
+                                    all_finite=lambda finite: all_ranks(finite, dist), batch_augment=batch_augment)
             train_images += stats["images"]
             train_seconds += stats["seconds"]
             # stop when the next epoch (training, and validation at worst) would cross max_minutes

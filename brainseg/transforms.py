@@ -3,12 +3,15 @@
 The reference's augmentation: scale +-5%, rotation +-15 degrees, horizontal flip with p=0.5,
 applied identically to image and mask. ``tv_tensors.Mask`` makes torchvision resample the mask
 with nearest neighbour while the image is resampled bilinearly; outside pixels become 0, as in
-the reference.
+the reference. :class:`JointAugment` works on one sample (in the DataLoader workers);
+:class:`BatchAugment` draws the same distribution per image and warps a whole batch at once with
+``affine_grid`` / ``grid_sample``, on the training device.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -43,3 +46,57 @@ class JointAugment:
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+
+def affine_matrices(angles: torch.Tensor, scales: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Sampling matrices for :func:`torch.nn.functional.affine_grid`, one per image.
+
+    Each output pixel at normalised position p reads the input at ``A p``, so that the image is
+    rotated by ``angle`` degrees and zoomed by ``scale`` about its centre exactly as torchvision's
+    ``affine`` does (counter-clockwise as displayed), then flipped horizontally where ``flips`` is true.
+
+    Shape:
+        angles, scales, flips: (N,); returns (N, 2, 3) float32 (no translation).
+    """
+    radians = torch.deg2rad(angles.float())
+    cos, sin = torch.cos(radians) / scales, torch.sin(radians) / scales
+    mirror = 1.0 - 2.0 * flips.float()  # -1 flips x of the output
+    theta = torch.zeros(len(angles), 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * mirror, sin  # inverse rotation: output -> input
+    theta[:, 1, 0], theta[:, 1, 1] = -sin * mirror, cos
+    return theta
+
+
+def warp(image: torch.Tensor, mask: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resample a batch with per-image matrices: image bilinear, mask nearest, 0 outside.
+
+    Shape:
+        image (N, C, H, W) float, mask (N, 1, H, W) float, theta (N, 2, 3); outputs keep the
+        input shapes.
+    """
+    grid = F.affine_grid(theta.to(image.device, image.dtype), list(image.shape), align_corners=False)
+    warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    warped_mask = F.grid_sample(mask, grid.to(mask.dtype), mode="nearest", padding_mode="zeros", align_corners=False)
+    return warped, warped_mask
+
+
+class BatchAugment:
+    """The augmentation of :class:`JointAugment`, drawn per image but applied to a whole batch at once.
+
+    It runs where the batch is (the GPU in a CUDA run), so the DataLoader workers only copy
+    slices. Parameters come from the global torch RNG, which the training checkpoint saves.
+
+    Shape:
+        image (N, C, H, W) float, mask (N, 1, H, W) float in {0, 1}; both keep their shapes.
+    """
+
+    def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5):
+        JointAugment(scale, angle, flip_prob)  # the same argument checks
+        self.scale, self.angle, self.flip_prob = scale, angle, flip_prob
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = image.shape[0]
+        angles = (torch.rand(n) * 2 - 1) * self.angle
+        scales = 1 + (torch.rand(n) * 2 - 1) * self.scale
+        flips = torch.rand(n) < self.flip_prob
+        return warp(image, mask, affine_matrices(angles, scales, flips))

@@ -108,3 +108,10 @@ def test_compiled_training_saves_the_eager_models_weights(synthetic_data, tmp_pa
     initial = train_module.create_model(config.model, features=config.features)
     assert all(a.shape == b.shape for a, b in zip(model.parameters(), initial.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), initial.parameters()))
+
+
+def test_batch_augmentation_trains_and_is_recorded(synthetic_data, tmp_path):
+    result = fit(synthetic_config(synthetic_data, tmp_path, epochs=1, augment="batch"), progress=False)
+    assert result["config"]["augment"] == "batch" and result["epochs"] == 1
+    with pytest.raises(ValueError, match="augment must be one of"):
+        synthetic_config(synthetic_data, tmp_path, augment="gpu")

@@ -1,7 +1,9 @@
 import pytest
 import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
-from brainseg.transforms import JointAugment
+from brainseg.transforms import BatchAugment, JointAugment, affine_matrices, warp
 
 
 def test_marker_moves_with_mask():
@@ -33,3 +35,42 @@ def test_flip_only_is_an_exact_mirror():
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         JointAugment(**kwargs)
+
+
+@pytest.mark.parametrize("angle, scale, flip", [(30.0, 1.0, False), (-12.0, 1.04, False), (20.0, 0.96, True),
+                                                (0.0, 1.0, True)])
+def test_batched_warp_matches_torchvision_per_image(angle, scale, flip):
+    """BatchAugment's matrices give torchvision's affine (then flip) of each image, to float precision."""
+    torch.manual_seed(1)
+    image = torch.rand(2, 3, 48, 48)
+    mask = (torch.rand(2, 1, 48, 48) > 0.7).float()
+    theta = affine_matrices(torch.tensor([angle, 0.0]), torch.tensor([scale, 1.0]), torch.tensor([flip, False]))
+    out_image, out_mask = warp(image, mask, theta)
+    expected = TF.affine(image[0], angle=angle, translate=[0, 0], scale=scale, shear=[0.0, 0.0],
+                         interpolation=InterpolationMode.BILINEAR)
+    expected_mask = TF.affine(mask[0], angle=angle, translate=[0, 0], scale=scale, shear=[0.0, 0.0],
+                              interpolation=InterpolationMode.NEAREST)
+    if flip:
+        expected, expected_mask = expected.flip(-1), expected_mask.flip(-1)
+    assert torch.allclose(out_image[0], expected, atol=1e-4)
+    assert (out_mask[0] != expected_mask).float().mean() < 0.005  # nearest ties may round apart
+    assert torch.allclose(out_image[1], image[1], atol=1e-5) and torch.equal(out_mask[1], mask[1])  # identity
+
+
+def test_batch_augment_draws_per_image_and_keeps_masks_binary():
+    torch.manual_seed(0)
+    image = torch.zeros(8, 3, 64, 64)
+    image[:, :, 10:16, 40:46] = 1.0
+    mask = image[:, :1].clone()
+    out_image, out_mask = BatchAugment(scale=0.05, angle=15, flip_prob=0.5)(image, mask)
+    assert out_image.shape == image.shape and out_mask.shape == mask.shape
+    assert set(out_mask.unique().tolist()) <= {0.0, 1.0}
+    centres = [torch.nonzero(m[0]).float().mean(0) for m in out_mask]
+    assert len({tuple(c.round().tolist()) for c in centres}) > 1  # not one transform for the whole batch
+    for img, m in zip(out_image, out_mask):  # image and mask moved together
+        assert torch.allclose(torch.nonzero(img[1] > 0.5).float().mean(0), torch.nonzero(m[0]).float().mean(0), atol=1.0)
+
+
+def test_batch_augment_rejects_bad_ranges():
+    with pytest.raises(ValueError, match="angle must be in"):
+        BatchAugment(angle=200)
