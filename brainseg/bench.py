@@ -399,3 +399,21 @@ def goals_table(rows: list[dict]) -> str:
     lines = ["| goal | target | measured | met |", "|---|---|---|---|"]
     lines += [f"| {r['goal']} | {r['target']} | {r['measured']} | {'yes' if r['met'] else 'no'} |" for r in rows]
     return "\n".join(lines)
+
+
+def speed_table(results: dict) -> str:
+    """Training images/s of every timed model, width and size in each mode, with inference
+    images/s and GFLOP per training image, as a Markdown table."""
+    modes = list(dict.fromkeys(row["mode"] for row in results["speed"]))
+    settings = list(dict.fromkeys((row["model"], row["features"], row["image_size"]) for row in results["speed"]))
+    lines = ["| model | width | size | " + " | ".join(f"train img/s, {m}" for m in modes)
+             + " | inference img/s (fastest mode) | GFLOP per training image |",
+             "|---|---|---|" + "---|" * (len(modes) + 2)]
+    for model, width, size in settings:
+        rows = {r["mode"]: r for r in results["speed"] if (r["model"], r["features"], r["image_size"]) == (model, width, size)}
+        cells = [f"{rows[m]['train_images_per_s']:.2f}" if m in rows else "-" for m in modes]
+        infer = max(r["infer_images_per_s"] for r in rows.values())
+        flops = next(iter(rows.values()))["train_gflop_per_image"]
+        lines.append(f"| {model} | {width} | {size} | " + " | ".join(cells) + f" | {infer:.2f} | {flops:.1f} |")
+    return "\n".join(lines)
+

@@ -177,7 +177,7 @@ def _add_bench_parser(sub) -> None:
                         help="peak memory of training at 256 px on the full training split (needs the dataset)")
     parser.add_argument("--memory-steps", type=int, default=20, help="training steps of the --memory run")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers of the pipeline and memory runs")
-    parser.add_argument("--readme", default=None, help="replace the goals table between its markers in this file")
+    parser.add_argument("--readme", default=None, help="replace the speed and goals tables between their markers in this file")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--data", action="store_true", help="also time first and cached data preparation")
     parser.add_argument("--data-dir", default=None, help="kaggle_3m folder for --data")
@@ -243,10 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             path = compact_checkpoint(args.weights, args.out)
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         elif args.command == "bench":
-            from .bench import run_benchmark
+            from .bench import goals_table, run_benchmark, speed_table
             from .io import atomic_write_json
-
-            from .bench import goals_table
             from .results import write_readme_table
 
             results = run_benchmark(tuple(args.sizes), tuple(args.features), tuple(args.models), args.device, args.data,
@@ -257,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.readme:
                 write_readme_table(args.readme, goals_table(results["goals"]), "<!-- bench-goals:start -->",
                                    "<!-- bench-goals:end -->")
-                print(f"updated the goals table in {args.readme}")
+                write_readme_table(args.readme, speed_table(results), "<!-- bench-speed:start -->",
+                                   "<!-- bench-speed:end -->")
+                print(f"updated the speed and goals tables in {args.readme}")
         elif args.command == "results":
             from . import results
 

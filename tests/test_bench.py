@@ -74,3 +74,14 @@ def test_matmul_gflops_positive():
 
 def test_package_exports():
     assert callable(brainseg.load_model) and callable(brainseg.fit) and brainseg.TrainConfig.preset("smoke")
+
+
+def test_speed_table_has_one_row_per_setting_and_a_column_per_mode():
+    from brainseg.bench import speed_table
+
+    speed = [{"model": model, "features": 32, "image_size": 128, "mode": mode, "train_images_per_s": rate,
+              "infer_images_per_s": 4 * rate, "train_gflop_per_image": 18.0}
+             for model in ("unet", "unet_plus_plus") for mode, rate in (("fp32 NCHW (reference)", 2.0), ("fp32 channels_last", 3.0))]
+    lines = speed_table({"speed": speed}).splitlines()
+    assert len(lines) == 4 and lines[0].count("train img/s") == 2
+    assert lines[3] == "| unet_plus_plus | 32 | 128 | 2.00 | 3.00 | 12.00 | 18.0 |"
