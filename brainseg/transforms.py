@@ -16,6 +16,16 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 
+def check_augment_ranges(scale: float, angle: float, flip_prob: float) -> None:
+    """Raise ``ValueError`` naming the first augmentation parameter out of its range."""
+    if not 0 <= scale < 1:
+        raise ValueError(f"scale must be in [0, 1), got {scale}")
+    if not 0 <= angle <= 180:
+        raise ValueError(f"angle must be in [0, 180], got {angle}")
+    if not 0 <= flip_prob <= 1:
+        raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
+
+
 class JointAugment:
     """Random affine (scale, rotation) and horizontal flip of an image and its mask.
 
@@ -29,12 +39,7 @@ class JointAugment:
     """
 
     def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5):
-        if not 0 <= scale < 1:
-            raise ValueError(f"scale must be in [0, 1), got {scale}")
-        if not 0 <= angle <= 180:
-            raise ValueError(f"angle must be in [0, 180], got {angle}")
-        if not 0 <= flip_prob <= 1:
-            raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
+        check_augment_ranges(scale, angle, flip_prob)
         steps = []
         if scale or angle:
             steps.append(v2.RandomAffine(degrees=angle, scale=(1 - scale, 1 + scale),
@@ -91,7 +96,7 @@ class BatchAugment:
     """
 
     def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5):
-        JointAugment(scale, angle, flip_prob)  # the same argument checks
+        check_augment_ranges(scale, angle, flip_prob)
         self.scale, self.angle, self.flip_prob = scale, angle, flip_prob
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
