@@ -111,7 +111,7 @@ def _training_loader(volumes: list, workers: int, batch_size: int = 16, augment:
     from .dataset import SliceDataset, make_sampler
     from .transforms import JointAugment
 
-    dataset = SliceDataset(volumes, JointAugment(0.05, 15.0, 0.5) if augment == "sample" else None)
+    dataset = SliceDataset(volumes, JointAugment() if augment == "sample" else None)  # the reference ranges
     sampler = make_sampler(dataset, "weighted", torch.Generator().manual_seed(0))
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
 
@@ -124,7 +124,7 @@ def pipeline_images_per_s(volumes: list, workers: int, batch_size: int = 16, bat
     from .transforms import BatchAugment
 
     loader = _training_loader(volumes, workers, batch_size, augment)
-    batch_augment = BatchAugment(0.05, 15.0, 0.5) if augment == "batch" else None
+    batch_augment = BatchAugment() if augment == "batch" else None
     iterator = iter(loader)
     next(iterator)  # start-up of the workers is not throughput
     start, images = time.perf_counter(), 0
@@ -416,4 +416,3 @@ def speed_table(results: dict) -> str:
         flops = next(iter(rows.values()))["train_gflop_per_image"]
         lines.append(f"| {model} | {width} | {size} | " + " | ".join(cells) + f" | {infer:.2f} | {flops:.1f} |")
     return "\n".join(lines)
-
