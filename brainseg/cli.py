@@ -34,6 +34,8 @@ _FIELD_HELP = {
     "sampler": "weighted (reference mask-area weighting) or shuffle",
     "aug_scale": "random scale range (0.05: +-5%%)", "aug_angle": "random rotation range in degrees",
     "flip_prob": "horizontal flip probability",
+    "flair_fill": "probability that a training slice gets its pre-, post-contrast or both channels replaced "
+                  "by FLAIR, as the dataset stores missing scans",
     "augment": "sample (per slice in the DataLoader workers) or batch (whole batches on the training device)",
     "workers": "DataLoader worker processes",
     "seed": "random seed", "device": "auto, cpu or cuda",

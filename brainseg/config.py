@@ -42,6 +42,8 @@ class TrainConfig:
         scheduler: ``constant``, ``cosine`` (per step, to 0 after ``warmup_epochs`` of linear warm-up).
         sampler: ``weighted`` (reference mask-area weighting) or ``shuffle``.
         aug_scale, aug_angle, flip_prob: augmentation (0 disables each).
+        flair_fill: probability that a training slice has its pre-contrast, post-contrast or both
+            channels replaced by its FLAIR channel, as the dataset stores missing scans (0 disables).
         augment: where it runs: ``sample`` (torchvision, per slice in the DataLoader workers) or
             ``batch`` (the same distribution on the whole batch on the training device).
         workers: DataLoader worker processes.
@@ -87,6 +89,7 @@ class TrainConfig:
     aug_scale: float = 0.05
     aug_angle: float = 15.0
     flip_prob: float = 0.5
+    flair_fill: float = 0.0
     augment: str = "sample"
     workers: int = 2
     seed: int = 42
@@ -113,6 +116,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
                 raise ValueError(f"{name} must be a dict with string keys, got {value!r}")
+        from .transforms import check_augment_ranges  # the augmentation's own range check
+
+        check_augment_ranges(self.aug_scale, self.aug_angle, self.flip_prob, self.flair_fill)
         if self.image_size < 16 or self.image_size % 16:
             raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
         for name in ("epochs", "batch_size", "features", "inner_val_cases", "val_every"):

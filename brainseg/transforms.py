@@ -6,6 +6,9 @@ with nearest neighbour while the image is resampled bilinearly; outside pixels b
 the reference. :class:`JointAugment` works on one sample (in the DataLoader workers);
 :class:`BatchAugment` draws the same distribution per image and warps a whole batch at once with
 ``affine_grid`` / ``grid_sample``, on the training device.
+
+Both can also imitate a missing scan (:func:`fill_with_flair`): the dataset stores a case without a
+pre- or post-contrast scan with its FLAIR in that channel, so training does the same at random.
 """
 
 from __future__ import annotations
@@ -16,8 +19,39 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 
-def check_augment_ranges(scale: float, angle: float, flip_prob: float) -> None:
+PRE, FLAIR, POST = 0, 1, 2  # channel order of the dataset's slices (docs/protocol.md, section 1)
+# The channels that fill_with_flair may overwrite, drawn with equal probability: pre-contrast
+# alone, post-contrast alone, or both (the dataset has cases missing post-contrast and cases missing both).
+FLAIR_FILL_CHOICES = ((PRE,), (POST,), (PRE, POST))
+
+
+def fill_with_flair(image: torch.Tensor, prob: float) -> torch.Tensor:
+    """Replace, with probability ``prob`` per image, the pre-contrast, post-contrast or both channels
+    by the FLAIR channel, as the dataset stores cases whose scan is missing.
+
+    Preprocessing maps equal raw channels to equal normalised channels, so copying the normalised
+    FLAIR gives exactly what a missing scan would. Draws come from the global torch RNG, and none
+    are made when ``prob`` is 0.
+
+    Shape:
+        image (3, H, W) or (N, 3, H, W); returns a new tensor of the same shape.
+    """
+    if prob == 0:
+        return image
+    batch = image if image.dim() == 4 else image[None]
+    batch = batch.clone()
+    hit = torch.rand(len(batch)) < prob
+    choice = torch.randint(len(FLAIR_FILL_CHOICES), (len(batch),))
+    for n in torch.nonzero(hit).flatten().tolist():
+        for channel in FLAIR_FILL_CHOICES[int(choice[n])]:
+            batch[n, channel] = batch[n, FLAIR]
+    return batch if image.dim() == 4 else batch[0]
+
+
+def check_augment_ranges(scale: float, angle: float, flip_prob: float, flair_fill: float = 0.0) -> None:
     """Raise ``ValueError`` naming the first augmentation parameter out of its range."""
+    if not 0 <= flair_fill <= 1:
+        raise ValueError(f"flair_fill must be in [0, 1], got {flair_fill}")
     if not 0 <= scale < 1:
         raise ValueError(f"scale must be in [0, 1), got {scale}")
     if not 0 <= angle <= 180:
@@ -33,13 +67,15 @@ class JointAugment:
         scale: relative scale range, e.g. 0.05 for [0.95, 1.05]; 0 disables.
         angle: rotation range in degrees, e.g. 15 for [-15, 15]; 0 disables.
         flip_prob: probability of a horizontal flip.
+        flair_fill: probability of replacing contrast channels by FLAIR (:func:`fill_with_flair`).
 
     Shape:
         image (3, H, W) float, mask (1, H, W) float in {0, 1}; both keep their shapes.
     """
 
-    def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5):
-        check_augment_ranges(scale, angle, flip_prob)
+    def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5, flair_fill: float = 0.0):
+        check_augment_ranges(scale, angle, flip_prob, flair_fill)
+        self.flair_fill = flair_fill
         steps = []
         if scale or angle:
             steps.append(v2.RandomAffine(degrees=angle, scale=(1 - scale, 1 + scale),
@@ -50,7 +86,7 @@ class JointAugment:
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        return fill_with_flair(image.as_subclass(torch.Tensor), self.flair_fill), mask.as_subclass(torch.Tensor)
 
 
 def affine_matrices(angles: torch.Tensor, scales: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
@@ -95,13 +131,14 @@ class BatchAugment:
         image (N, C, H, W) float, mask (N, 1, H, W) float in {0, 1}; both keep their shapes.
     """
 
-    def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5):
-        check_augment_ranges(scale, angle, flip_prob)
-        self.scale, self.angle, self.flip_prob = scale, angle, flip_prob
+    def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5, flair_fill: float = 0.0):
+        check_augment_ranges(scale, angle, flip_prob, flair_fill)
+        self.scale, self.angle, self.flip_prob, self.flair_fill = scale, angle, flip_prob, flair_fill
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = image.shape[0]
         angles = (torch.rand(n) * 2 - 1) * self.angle
         scales = 1 + (torch.rand(n) * 2 - 1) * self.scale
         flips = torch.rand(n) < self.flip_prob
-        return warp(image, mask, affine_matrices(angles, scales, flips))
+        image, mask = warp(image, mask, affine_matrices(angles, scales, flips))
+        return fill_with_flair(image, self.flair_fill), mask
