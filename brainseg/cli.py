@@ -164,6 +164,18 @@ def _add_results_parser(sub) -> None:
                          help="compare only runs whose checkpoint was chosen this way (same protocol)")
     compare.add_argument("--figure", default="docs/comparison-cpu.png", help="curves figure (PNG)")
     compare.add_argument("--readme", default=None, help="replace the comparison table between its markers in this file")
+    paired = action.add_parser("paired", help="compare two cross-validations case by case (paired bootstrap interval)",
+                               description="B - A per case on the same cases: mean difference with a paired "
+                                           "bootstrap 95%% interval, wins/ties/losses, the cases that moved most. "
+                                           "A and B: a results JSON file, a run name in results/, or a CV in "
+                                           "progress (its finished folds in logs/<name>-fold<k>/).")
+    paired.add_argument("a", help="the baseline (A)")
+    paired.add_argument("b", help="the candidate (B)")
+    paired.add_argument("--folds", type=int, nargs="+", default=None, help="keep only the cases of these folds")
+    paired.add_argument("--folds-file", default=None, help="folds JSON for --folds (default: the results' own)")
+    paired.add_argument("--results-dir", default="results")
+    paired.add_argument("--logs-dir", default="logs")
+    paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json)")
 
 
 def _add_bench_parser(sub) -> None:
@@ -266,6 +278,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.action == "export":
                 for run_dir in args.run_dirs:
                     print(f"wrote {results.export_run(run_dir, args.results_dir)}")
+            elif args.action == "paired":
+                from .io import atomic_write_json
+                from .paired import compare_results, paired_report
+
+                result = compare_results(args.a, args.b, args.folds, args.folds_file, args.results_dir, args.logs_dir)
+                out = args.out or f"{args.results_dir}/paired-{result['a']}-vs-{result['b']}.json"
+                atomic_write_json(out, {**result, "command": "python -m brainseg " + shlex.join(argv)})
+                print(paired_report(result))
+                print(f"wrote {out}")
             elif args.action == "compare":
                 from .compare import comparison_table, plot_curves, runs_from_results
 

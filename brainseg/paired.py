@@ -1,0 +1,145 @@
+"""Case-by-case comparison of two recipes on the same cases (docs/protocol.md, section 5).
+
+Two cross-validations on the same saved folds predict every case once each, so the question
+"is B better than A?" is answered by the per-case differences ``B - A``: their mean, a paired
+bootstrap 95% interval (cases resampled with replacement, both recipes kept together), wins,
+ties and losses, and the cases that moved most. B counts as an improvement only when the whole
+interval lies above 0.
+
+``python -m brainseg results paired A B`` runs it on two results (a ``results/*.json`` file, a run
+name in ``results/``, or a cross-validation still in progress, read from its finished folds in
+``logs/<name>-fold<k>/metrics.json``); ``--folds`` keeps the cases of some folds only (screening).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .cv import bootstrap_interval
+
+TIE = 0.01  # per-case differences this small count as ties
+
+
+def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str | Path = "logs") -> dict:
+    """Per-case DSC and fold of each case of one result.
+
+    Args:
+        spec: a JSON file with ``per_case``; or a name: ``<results_dir>/<name>.json``, else the
+            finished folds ``<logs_dir>/<name>-fold<k>/metrics.json`` of a cross-validation.
+
+    Returns:
+        ``{"name", "per_case": {case: dsc}, "fold_of_case": {case: k} (may be empty), "source"}``.
+
+    Raises:
+        FileNotFoundError: nothing of that name, with the places looked at.
+    """
+    path = Path(spec)
+    if not path.is_file():
+        path = Path(results_dir) / f"{spec}.json"
+    if path.is_file():
+        result = json.loads(path.read_text())
+        if "per_case" not in result:
+            raise ValueError(f"{path}: no per_case table; pass a run or cross-validation result")
+        return {"name": result.get("run", path.stem), "per_case": result["per_case"],
+                "fold_of_case": result.get("fold_of_case", {}), "source": str(path)}
+    fold_files = sorted(Path(logs_dir).glob(f"{spec}-fold*/metrics.json"))
+    if not fold_files:
+        raise FileNotFoundError(f"{spec}: not a file, no {results_dir}/{spec}.json and no finished folds "
+                                f"{logs_dir}/{spec}-fold<k>/metrics.json")
+    per_case, fold_of = {}, {}
+    for file in fold_files:
+        fold = json.loads(file.read_text())
+        per_case.update(fold["per_case"])
+        fold_of.update({case: fold["config"]["fold"] for case in fold["per_case"]})
+    return {"name": spec, "per_case": per_case, "fold_of_case": fold_of,
+            "source": ", ".join(str(f) for f in fold_files)}
+
+
+def cases_of_folds(folds: list[int], *results: dict, folds_file: str | Path | None = None) -> set[str]:
+    """The cases of ``folds``, read from ``folds_file`` or else from the results' ``fold_of_case``."""
+    if folds_file:
+        groups = json.loads(Path(folds_file).read_text())["folds"]
+        return {case for k in folds for case in groups[k]}
+    fold_of = {}
+    for result in results:
+        fold_of.update(result["fold_of_case"])
+    if not fold_of:
+        raise ValueError("--folds needs the folds: pass --folds-file (e.g. results/<cv>-folds.json)")
+    return {case for case, k in fold_of.items() if k in folds}
+
+
+def paired_difference(a: dict[str, float], b: dict[str, float], resamples: int = 10_000, seed: int = 0,
+                      tie: float = TIE, top: int = 5) -> dict:
+    """Compare per-case values ``b`` against ``a`` on the same cases.
+
+    Args:
+        a, b: ``{case: dsc}`` with exactly the same cases.
+        tie: ``|b - a|`` at or below this counts as a tie.
+        top: how many of the most improved and most worsened cases to list.
+
+    Returns:
+        ``mean_difference`` (b - a), ``ci95`` (paired bootstrap), ``improvement`` (the interval
+        lies above 0), ``wins`` / ``ties`` / ``losses`` of b, means and medians of both,
+        ``most_improved`` / ``most_worsened`` as ``[case, a, b]`` rows.
+
+    Raises:
+        ValueError: the case sets differ (naming a few cases on one side only).
+    """
+    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    if only_a or only_b:
+        raise ValueError(f"the two results hold different cases ({len(a)} and {len(b)}): only in the first "
+                         f"{only_a[:3]}{'...' if len(only_a) > 3 else ''}, only in the second {only_b[:3]}"
+                         f"{'...' if len(only_b) > 3 else ''}; compare the same folds (--folds)")
+    if not a:
+        raise ValueError("no cases to compare")
+    cases = sorted(a)
+    va, vb = np.array([a[c] for c in cases]), np.array([b[c] for c in cases])
+    diff = vb - va
+    low, high = bootstrap_interval(diff, np.mean, resamples=resamples, seed=seed)
+    order = np.argsort(diff)
+    row = lambda i: [cases[i], round(float(va[i]), 4), round(float(vb[i]), 4)]  # noqa: E731
+    return {
+        "cases": len(cases), "mean_difference": float(diff.mean()), "ci95": [low, high],
+        "improvement": bool(low > 0), "worse": bool(high < 0),
+        "wins": int((diff > tie).sum()), "ties": int((np.abs(diff) <= tie).sum()), "losses": int((diff < -tie).sum()),
+        "tie": tie, "mean_a": float(va.mean()), "mean_b": float(vb.mean()),
+        "median_a": float(np.median(va)), "median_b": float(np.median(vb)),
+        "most_improved": [row(i) for i in order[::-1][:top] if diff[i] > tie],
+        "most_worsened": [row(i) for i in order[:top] if diff[i] < -tie],
+    }
+
+
+def compare_results(spec_a: str, spec_b: str, folds: list[int] | None = None, folds_file: str | None = None,
+                    results_dir: str | Path = "results", logs_dir: str | Path = "logs") -> dict:
+    """Load two results, keep the cases of ``folds`` (all when ``None``) and compare them case by case."""
+    a, b = (load_per_case(s, results_dir, logs_dir) for s in (spec_a, spec_b))
+    per_a, per_b = a["per_case"], b["per_case"]
+    if folds is not None:
+        keep = cases_of_folds(folds, a, b, folds_file=folds_file)
+        per_a = {c: v for c, v in per_a.items() if c in keep}
+        per_b = {c: v for c, v in per_b.items() if c in keep}
+    result = paired_difference(per_a, per_b)
+    return {"a": a["name"], "b": b["name"], "source_a": a["source"], "source_b": b["source"],
+            "folds": "all" if folds is None else folds, **result}
+
+
+def paired_report(result: dict) -> str:
+    """The comparison as a short Markdown table plus the verdict and the cases that moved most."""
+    low, high = result["ci95"]
+    verdict = ("B better (interval above 0)" if result["improvement"] else
+               "B worse (interval below 0)" if result["worse"] else "no difference shown (interval contains 0)")
+    lines = [f"A = {result['a']}", f"B = {result['b']}",
+             f"folds: {result['folds']}, {result['cases']} cases", "",
+             "| | A | B |", "|---|---|---|",
+             f"| mean DSC | {result['mean_a']:.4f} | {result['mean_b']:.4f} |",
+             f"| median DSC | {result['median_a']:.4f} | {result['median_b']:.4f} |", "",
+             f"B - A per case: mean {result['mean_difference']:+.4f}, paired bootstrap 95% CI "
+             f"{low:+.4f} to {high:+.4f}: {verdict}",
+             f"wins / ties / losses of B (tie: |difference| <= {result['tie']}): "
+             f"{result['wins']} / {result['ties']} / {result['losses']}"]
+    for title, rows in (("most improved", result["most_improved"]), ("most worsened", result["most_worsened"])):
+        lines.append(f"{title}: " + (", ".join(f"{c} {x:.3f} -> {y:.3f}" for c, x, y in rows) or "none"))
+    return "\n".join(lines)

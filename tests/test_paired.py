@@ -1,0 +1,101 @@
+"""Paired comparison of two recipes on synthetic per-case tables with known differences."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from brainseg.cli import main
+from brainseg.paired import compare_results, load_per_case, paired_difference
+
+
+def _tables(n: int, shift: float, noise: float, seed: int = 0) -> tuple[dict, dict]:
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.3, 0.95, n)
+    cases = [f"case{i:03d}" for i in range(n)]
+    return dict(zip(cases, base)), dict(zip(cases, base + shift + rng.normal(0, noise, n)))
+
+
+def test_a_constant_shift_is_found_exactly_with_wins_and_no_losses():
+    a, b = _tables(40, 0.05, 0.0)
+    result = paired_difference(a, b)
+    assert result["mean_difference"] == pytest.approx(0.05)
+    assert result["ci95"] == pytest.approx([0.05, 0.05])
+    assert result["improvement"] and not result["worse"]
+    assert (result["wins"], result["ties"], result["losses"]) == (40, 0, 0)
+    assert result["mean_b"] - result["mean_a"] == pytest.approx(0.05)
+
+
+def test_the_interval_covers_the_true_difference_and_excludes_zero_only_when_it_should():
+    covered = 0
+    for seed in range(40):
+        a, b = _tables(110, 0.03, 0.05, seed)
+        low, high = paired_difference(a, b, resamples=2000, seed=seed)["ci95"]
+        covered += low <= 0.03 <= high
+    assert covered >= 34  # a 95% interval misses about 2 of 40 times
+    a, b = _tables(110, 0.03, 0.05, seed=1)
+    assert paired_difference(a, b)["improvement"]
+    a, b = _tables(110, 0.0, 0.05, seed=1)
+    result = paired_difference(a, b)
+    assert result["ci95"][0] < 0 < result["ci95"][1] and not result["improvement"] and not result["worse"]
+
+
+def test_ties_and_the_cases_that_moved_most():
+    a = {"x": 0.5, "y": 0.8, "z": 0.9, "w": 0.7}
+    b = {"x": 0.9, "y": 0.805, "z": 0.6, "w": 0.75}
+    result = paired_difference(a, b)
+    assert (result["wins"], result["ties"], result["losses"]) == (2, 1, 1)
+    assert result["most_improved"] == [["x", 0.5, 0.9], ["w", 0.7, 0.75]]
+    assert result["most_worsened"] == [["z", 0.9, 0.6]]
+    assert result["worse"] is False and result["mean_difference"] == pytest.approx(0.03875)
+
+
+def test_mismatched_case_sets_are_a_clear_error():
+    with pytest.raises(ValueError, match=r"different cases \(2 and 2\).*\['b'\].*\['c'\].*--folds"):
+        paired_difference({"a": 0.5, "b": 0.6}, {"a": 0.5, "c": 0.6})
+    with pytest.raises(ValueError, match="no cases to compare"):
+        paired_difference({}, {})
+
+
+def _write_cv(results_dir, name, per_case, fold_of_case):
+    results_dir.mkdir(exist_ok=True)
+    (results_dir / f"{name}.json").write_text(json.dumps({"run": name, "per_case": per_case,
+                                                          "fold_of_case": fold_of_case}))
+
+
+def _write_fold(logs_dir, name, fold, per_case):
+    folder = logs_dir / f"{name}-fold{fold}"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"per_case": per_case, "config": {"fold": fold}}))
+
+
+def test_a_cross_validation_in_progress_is_compared_on_its_finished_folds(tmp_path):
+    a, b = _tables(10, 0.02, 0.0)
+    cases = sorted(a)
+    fold_of = {case: i % 2 for i, case in enumerate(cases)}
+    _write_cv(tmp_path / "results", "base", a, fold_of)
+    _write_fold(tmp_path / "logs", "new", 1, {c: b[c] for c in cases if fold_of[c] == 1})
+    loaded = load_per_case("new", tmp_path / "results", tmp_path / "logs")
+    assert len(loaded["per_case"]) == 5 and set(loaded["fold_of_case"].values()) == {1}
+    with pytest.raises(ValueError, match="different cases"):
+        compare_results("base", "new", results_dir=tmp_path / "results", logs_dir=tmp_path / "logs")
+    result = compare_results("base", "new", folds=[1], results_dir=tmp_path / "results", logs_dir=tmp_path / "logs")
+    assert result["cases"] == 5 and result["mean_difference"] == pytest.approx(0.02) and result["folds"] == [1]
+    with pytest.raises(FileNotFoundError, match="no finished folds"):
+        load_per_case("missing", tmp_path / "results", tmp_path / "logs")
+
+
+def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
+    a, b = _tables(30, -0.04, 0.0)
+    folds = {case: 0 for case in a}
+    _write_cv(tmp_path, "old", a, folds)
+    _write_cv(tmp_path, "new", b, folds)
+    assert main(["results", "paired", "old", "new", "--results-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "B - A per case: mean -0.0400" in printed and "B worse (interval below 0)" in printed
+    saved = json.loads((tmp_path / "paired-old-vs-new.json").read_text())
+    assert saved["losses"] == 30 and saved["command"].startswith("python -m brainseg results paired")
+    assert main(["results", "paired", "old", "nothing", "--results-dir", str(tmp_path)]) == 2
+    assert "nothing: not a file" in capsys.readouterr().err
