@@ -99,7 +99,7 @@ def _add_train_parser(sub) -> None:
 def _add_cv_parser(sub) -> None:
     parser = sub.add_parser(
         "cv", help="patient-level k-fold cross-validation over all cases, with bootstrap intervals",
-        description="Patient-level k-fold cross-validation (PROTOCOL section 5): --folds runs named "
+        description="Patient-level k-fold cross-validation (docs/protocol.md, section 5): --folds runs named "
                     "<run-name>-fold<k>, each fold's final model predicts the cases it did not train on, and "
                     "results/<run-name>.json and -per-case.csv pool all cases with bootstrap 95%% intervals. "
                     "Finished folds are read back and interrupted ones resumed, so the same command can be "
