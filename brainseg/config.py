@@ -165,7 +165,7 @@ class TrainConfig:
 # project's 2-core CPU (no AMX): bf16 autocast trains slower than fp32 there (a bf16 matmul
 # reaches about half the fp32 rate), so this recipe keeps fp32 with channels_last; a 16-feature
 # U-Net at 128 px trains about 4x faster than the 32-feature one. BCE+Dice and the final model
-# (nothing chosen on the validation cases) since the ablations (README, "The cpu recipe");
+# (nothing chosen on the validation cases) since the ablations (docs/results.md, "The cpu recipe");
 # runs before that used Dice and --selection reference.
 _CPU_RECIPE = dict(image_size=128, features=16, batch_size=16, epochs=20, optimizer="adamw", lr=2e-3,
                    weight_decay=1e-4, scheduler="cosine", warmup_epochs=0.3, amp=False, workers=1,
