@@ -33,7 +33,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: TrainConf
         "model": config.model,
         "model_kwargs": {"features": config.features, **config.model_args},
         "image_size": geometry_size,
-        "preprocessing": {"protocol": "reference (PROTOCOL section 2)", "image_size": geometry_size,
+        "preprocessing": {"protocol": "reference (docs/protocol.md, section 2)", "image_size": geometry_size,
                           "metric_size": 256},
         "config": config.to_dict(),
         "epoch": epoch,

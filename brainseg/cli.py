@@ -99,7 +99,7 @@ def _add_train_parser(sub) -> None:
 def _add_cv_parser(sub) -> None:
     parser = sub.add_parser(
         "cv", help="patient-level k-fold cross-validation over all cases, with bootstrap intervals",
-        description="Patient-level k-fold cross-validation (PROTOCOL section 5): --folds runs named "
+        description="Patient-level k-fold cross-validation (docs/protocol.md, section 5): --folds runs named "
                     "<run-name>-fold<k>, each fold's final model predicts the cases it did not train on, and "
                     "results/<run-name>.json and -per-case.csv pool all cases with bootstrap 95%% intervals. "
                     "Finished folds are read back and interrupted ones resumed, so the same command can be "
@@ -149,21 +149,23 @@ def _add_compact_parser(sub) -> None:
 
 
 def _add_results_parser(sub) -> None:
-    parser = sub.add_parser("results", help="keep run metrics in results/ and rebuild the README table")
+    parser = sub.add_parser("results", help="keep run metrics in results/ and rebuild the docs tables")
     action = parser.add_subparsers(dest="action", required=True)
     export = action.add_parser("export", help="copy logs/<run>/metrics.json to results/<run>.json")
     export.add_argument("run_dirs", nargs="+", help="run folders under logs/")
     export.add_argument("--results-dir", default="results")
-    table = action.add_parser("table", help="print the results table, or write it into README.md")
+    table = action.add_parser("table", help="print the results table, or write it into docs/results.md")
     table.add_argument("--results-dir", default="results")
-    table.add_argument("--readme", default=None, help="replace the table between the markers in this file")
+    table.add_argument("--doc", metavar="PATH", default=None,
+                       help="replace the table between its markers in this file (docs/results.md)")
     compare = action.add_parser("compare", help="comparison table and curves of the exported runs of one preset")
     compare.add_argument("--results-dir", default="results")
     compare.add_argument("--preset", default="cpu", help="compare only runs of this preset (same budget)")
     compare.add_argument("--selection", default="reference", choices=["reference", "last", "inner"],
                          help="compare only runs whose checkpoint was chosen this way (same protocol)")
     compare.add_argument("--figure", default="docs/comparison-cpu.png", help="curves figure (PNG)")
-    compare.add_argument("--readme", default=None, help="replace the comparison table between its markers in this file")
+    compare.add_argument("--doc", metavar="PATH", default=None,
+                         help="replace the comparison table between its markers in this file (docs/models.md)")
     paired = action.add_parser("paired", help="compare two cross-validations case by case (paired bootstrap interval)",
                                description="B - A per case on the same cases: mean difference with a paired "
                                            "bootstrap 95%% interval, wins/ties/losses, the cases that moved most. "
@@ -191,7 +193,8 @@ def _add_bench_parser(sub) -> None:
                         help="peak memory of training at 256 px on the full training split (needs the dataset)")
     parser.add_argument("--memory-steps", type=int, default=20, help="training steps of the --memory run")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers of the pipeline and memory runs")
-    parser.add_argument("--readme", default=None, help="replace the speed and goals tables between their markers in this file")
+    parser.add_argument("--doc", metavar="PATH", default=None,
+                        help="replace the speed and goals tables between their markers in this file (docs/speed.md)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--data", action="store_true", help="also time first and cached data preparation")
     parser.add_argument("--data-dir", default=None, help="kaggle_3m folder for --data")
@@ -266,12 +269,12 @@ def main(argv: list[str] | None = None) -> int:
                                     args.memory_steps, args.workers)
             atomic_write_json(args.out, {**results, "command": "python -m brainseg " + shlex.join(argv)})
             print(f"wrote {args.out}")
-            if args.readme:
-                write_readme_table(args.readme, goals_table(results["goals"]), "<!-- bench-goals:start -->",
+            if args.doc:
+                write_readme_table(args.doc, goals_table(results["goals"]), "<!-- bench-goals:start -->",
                                    "<!-- bench-goals:end -->")
-                write_readme_table(args.readme, speed_table(results), "<!-- bench-speed:start -->",
+                write_readme_table(args.doc, speed_table(results), "<!-- bench-speed:start -->",
                                    "<!-- bench-speed:end -->")
-                print(f"updated the speed and goals tables in {args.readme}")
+                print(f"updated the speed and goals tables in {args.doc}")
         elif args.command == "results":
             from . import results
 
@@ -293,16 +296,16 @@ def main(argv: list[str] | None = None) -> int:
                 runs = runs_from_results(args.results_dir, args.preset, selection=args.selection)
                 table = comparison_table(runs)
                 plot_curves(runs, args.figure)
-                if args.readme:
-                    results.write_readme_table(args.readme, table, results.COMPARE_START, results.COMPARE_END)
-                    print(f"updated the comparison table in {args.readme}")
+                if args.doc:
+                    results.write_readme_table(args.doc, table, results.COMPARE_START, results.COMPARE_END)
+                    print(f"updated the comparison table in {args.doc}")
                 print(table)
                 print(f"wrote {args.figure}")
             else:
                 table = results.results_table(args.results_dir)
-                if args.readme:
-                    results.write_readme_table(args.readme, table)
-                    print(f"updated the results table in {args.readme}")
+                if args.doc:
+                    results.write_readme_table(args.doc, table)
+                    print(f"updated the results table in {args.doc}")
                 else:
                     print(table)
     except (DatasetError, ValueError, FileNotFoundError) as exc:

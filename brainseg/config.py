@@ -1,4 +1,4 @@
-"""One typed training configuration and its presets (PROTOCOL section 6).
+"""One typed training configuration and its presets (docs/protocol.md, section 6).
 
 A notebook builds :class:`TrainConfig` directly (``TrainConfig.preset("cpu", epochs=5)``); the
 CLI fills it from flags. It is saved beside every run (``config.json``) and in every checkpoint.
@@ -23,14 +23,14 @@ class TrainConfig:
             keyword arguments of the model (e.g. ``{"inference": "mean"}`` for UNet++).
         loss: registered loss name; ``loss_args``: its keyword arguments (e.g. ``{"alpha": 0.3}``).
         image_size: training side S (multiple of 16); the metric is always on the 256 grid.
-        split: ``reference`` (PROTOCOL section 3) or ``kfold``; ``folds``, ``fold``, ``split_seed``
+        split: ``reference`` (docs/protocol.md, section 3) or ``kfold``; ``folds``, ``fold``, ``split_seed``
             select the k-fold side.
         selection: how the checkpoint is chosen. ``reference``: by validation mean DSC on the
             validation cases themselves (the reference's way, optimistic). ``last``: the final
             epoch's model, no choice made on any evaluated case (used by cross-validation). ``inner``: by an inner
             validation set of ``inner_val_cases`` training cases (seeded by ``split_seed``), which
             also decides whether flip TTA and the largest-component rule are applied; the validation cases are
-            then evaluated once (PROTOCOL section 5). The per-epoch validation columns of
+            then evaluated once (docs/protocol.md, section 5). The per-epoch validation columns of
             ``history.csv`` are then those of the inner cases.
         val_every: validate every N epochs (the final epoch always); with ``selection="last"``
             the other validations are only curves, so they can be thinned out to save time.
@@ -165,7 +165,7 @@ class TrainConfig:
 # project's 2-core CPU (no AMX): bf16 autocast trains slower than fp32 there (a bf16 matmul
 # reaches about half the fp32 rate), so this recipe keeps fp32 with channels_last; a 16-feature
 # U-Net at 128 px trains about 4x faster than the 32-feature one. BCE+Dice and the final model
-# (nothing chosen on the validation cases) since the ablations (README, "The cpu recipe");
+# (nothing chosen on the validation cases) since the ablations (docs/results.md, "The cpu recipe");
 # runs before that used Dice and --selection reference.
 _CPU_RECIPE = dict(image_size=128, features=16, batch_size=16, epochs=20, optimizer="adamw", lr=2e-3,
                    weight_decay=1e-4, scheduler="cosine", warmup_epochs=0.3, amp=False, workers=1,

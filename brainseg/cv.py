@@ -1,4 +1,4 @@
-"""Patient-level k-fold cross-validation (PROTOCOL section 5), one training run a fold.
+"""Patient-level k-fold cross-validation (docs/protocol.md, section 5), one training run a fold.
 
 ``python -m brainseg cv --folds 5 --preset cpu`` writes the folds to ``logs/<name>/folds.json``
 (reused by any later call), trains fold 0..k-1 as runs ``<name>-fold<k>`` with the final model

@@ -1,6 +1,6 @@
 """Finding and reading the Kaggle LGG dataset (``kaggle_3m``).
 
-Layout (PROTOCOL section 1)::
+Layout (docs/protocol.md, section 1)::
 
     kaggle_3m/
       TCGA_CS_4941_19960909/

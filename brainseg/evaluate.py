@@ -72,7 +72,7 @@ def evaluation_cases(config: TrainConfig, split: str, data_dir: str | None) -> l
 def evaluate_checkpoint(weights: str, split: str | None = None, data_dir: str | None = None,
                         cache_dir: str | None = None, out_dir: str | None = None, device: str = "auto",
                         flip_tta: bool = False, overlays: bool = True, progress: bool = True) -> dict:
-    """Evaluate a checkpoint on a split's validation cases (PROTOCOL section 4) and write the report.
+    """Evaluate a checkpoint on a split's validation cases (docs/protocol.md, section 4) and write the report.
 
     Args:
         weights: checkpoint path (``weights/<run>/best.pt``).

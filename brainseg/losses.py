@@ -193,7 +193,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "focal_tversky": FocalTverskyLoss,
 }
 
-# Not losses to use: the two defects of the course study the README analyses, selectable by
+# Not losses to use: the two defects of the course study docs/models.md analyses, selectable by
 # name (``--loss study_raw_dice``) so that their failures can be reproduced.
 STUDY_DEFECTS: dict[str, type[nn.Module]] = {
     "study_raw_dice": RawOutputDiceLoss,

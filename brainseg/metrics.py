@@ -1,4 +1,4 @@
-"""The protocol metric: per-volume Dice similarity coefficient (PROTOCOL section 4)."""
+"""The protocol metric: per-volume Dice similarity coefficient (docs/protocol.md, section 4)."""
 
 from __future__ import annotations
 

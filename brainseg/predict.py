@@ -3,7 +3,7 @@
 The case is normalised as a whole volume, exactly as in training (a single slice normalised on
 its own gives different intensities and bad masks); the model's probabilities are mapped back
 through the inverse of resize, padding and crop to every slice's original grid, thresholded at
-0.5, and the largest 3D component is kept (PROTOCOL section 4). Outputs in ``--out``:
+0.5, and the largest 3D component is kept (docs/protocol.md, section 4). Outputs in ``--out``:
 ``<case>_<n>_mask.tif`` (uint8, 0 or 255) for every slice, overlay PNGs and a GIF.
 """
 

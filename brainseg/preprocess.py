@@ -1,4 +1,4 @@
-"""The reference preprocessing of one case volume (PROTOCOL section 2).
+"""The reference preprocessing of one case volume (docs/protocol.md, section 2).
 
 In order: drop the first and last slice; zero voxels below 10% of the volume maximum and crop
 to the bounding box of what remains (slices, rows, columns); pad rows/columns to a centred

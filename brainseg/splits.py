@@ -14,7 +14,7 @@ REFERENCE_VALIDATION = (
     "TCGA_DU_5851_19950428", "TCGA_DU_6404_19850629", "TCGA_DU_6408_19860521",
     "TCGA_DU_7014_19860618", "TCGA_HT_7616_19940813", "TCGA_HT_7692_19960724",
     "TCGA_HT_7879_19981009",
-)  # PROTOCOL section 3
+)  # docs/protocol.md, section 3
 
 
 def reference_split(case_ids: list[str], seed: int = 42, validation_cases: int = 10
@@ -33,7 +33,8 @@ def reference_split(case_ids: list[str], seed: int = 42, validation_cases: int =
     random.seed(seed)
     validation = sorted(random.sample(cases, k=validation_cases))
     if len(cases) == 110 and (seed, validation_cases) == (42, 10) and tuple(validation) != REFERENCE_VALIDATION:
-        raise ValueError(f"reference split {validation} differs from PROTOCOL section 3 {list(REFERENCE_VALIDATION)}")
+        raise ValueError(f"reference split {validation} differs from docs/protocol.md, section 3 "
+                         f"{list(REFERENCE_VALIDATION)}")
     return [c for c in cases if c not in validation], validation
 
 
@@ -61,7 +62,7 @@ def inner_split(train_ids: list[str], cases: int, seed: int = 0) -> tuple[list[s
     """Carve an inner validation set of ``cases`` training cases (seeded, by case).
 
     Used to choose the checkpoint and post-processing without looking at the outer validation
-    cases (PROTOCOL section 5).
+    cases (docs/protocol.md, section 5).
 
     Returns:
         (inner train, inner validation) case ids, each sorted.

@@ -1,4 +1,4 @@
-"""Validation: logits of whole volumes, per-volume DSC (PROTOCOL section 4) of a set of cases,
+"""Validation: logits of whole volumes, per-volume DSC (docs/protocol.md, section 4) of a set of cases,
 the same shared among torchrun ranks, and the held-out selection of TTA and post-processing."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def predict_volume(model: nn.Module, images: np.ndarray, runtime: Runtime, batch
 def evaluate(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, runtime: Runtime,
              batch_size: int = 32, progress: bool = True, flip_tta: bool = False,
              largest_component: bool = True) -> dict:
-    """Validation loss and per-volume DSC (PROTOCOL section 4) of every case.
+    """Validation loss and per-volume DSC (docs/protocol.md, section 4) of every case.
 
     Args:
         flip_tta: average the probabilities of the slices and of their horizontal mirror images

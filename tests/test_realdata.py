@@ -26,7 +26,7 @@ CASE = "TCGA_CS_4944_20010208"  # a reference validation case
 
 
 def reference_preprocessing(image: np.ndarray, mask: np.ndarray, size: int):
-    """PROTOCOL section 2, written independently in float64 with the reference's skimage calls."""
+    """docs/protocol.md, section 2, written independently in float64 with the reference's skimage calls."""
     volume, labels = image[1:-1].astype(np.float64), mask[1:-1]
     volume[volume < np.max(volume) * 0.1] = 0
     nonzero = [np.nonzero(volume.max(axis=tuple(a for a in range(4) if a != axis)))[0] for axis in range(3)]

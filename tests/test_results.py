@@ -76,5 +76,5 @@ def test_export_carries_history_and_compare_builds_table_and_figure(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("<!-- comparison-table:start -->\n<!-- comparison-table:end -->\n")
     assert main(["results", "compare", "--results-dir", str(tmp_path / "results"), "--figure",
-                 str(tmp_path / "cmp.png"), "--readme", str(readme)]) == 0
+                 str(tmp_path / "cmp.png"), "--doc", str(readme)]) == 0
     assert "| r1 | unet |" in readme.read_text() and (tmp_path / "cmp.png").is_file()
