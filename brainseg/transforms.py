@@ -82,11 +82,13 @@ class JointAugment:
                                          interpolation=v2.InterpolationMode.BILINEAR))
         if flip_prob:
             steps.append(v2.RandomHorizontalFlip(flip_prob))
-        self.transform = v2.Compose(steps)
+        self.transform = v2.Compose(steps) if steps else None  # torchvision refuses an empty Compose
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
-        return fill_with_flair(image.as_subclass(torch.Tensor), self.flair_fill), mask.as_subclass(torch.Tensor)
+        if self.transform is not None:
+            image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        return fill_with_flair(image, self.flair_fill), mask
 
 
 def affine_matrices(angles: torch.Tensor, scales: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:

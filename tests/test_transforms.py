@@ -3,7 +3,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from brainseg.transforms import BatchAugment, JointAugment, affine_matrices, warp
+from brainseg.transforms import FLAIR, POST, PRE, BatchAugment, JointAugment, affine_matrices, fill_with_flair, warp
 
 
 def test_marker_moves_with_mask():
@@ -74,3 +74,43 @@ def test_batch_augment_draws_per_image_and_keeps_masks_binary():
 def test_batch_augment_rejects_bad_ranges():
     with pytest.raises(ValueError, match="angle must be in"):
         BatchAugment(angle=200)
+
+
+def _channels_copied(image: torch.Tensor) -> list[tuple[bool, bool]]:
+    """Per image of (N, 3, H, W): whether pre- and post-contrast equal FLAIR."""
+    return [(torch.equal(x[PRE], x[FLAIR]), torch.equal(x[POST], x[FLAIR])) for x in image]
+
+
+def test_fill_with_flair_copies_pre_post_or_both_at_the_given_rate():
+    torch.manual_seed(0)
+    image = torch.randn(3000, 3, 4, 4)
+    original = image.clone()
+    filled = fill_with_flair(image, 0.5)
+    counts = {pattern: _channels_copied(filled).count(pattern) for pattern in
+              [(False, False), (True, False), (False, True), (True, True)]}
+    assert abs(counts[(False, False)] / 3000 - 0.5) < 0.04  # half untouched
+    for pattern in [(True, False), (False, True), (True, True)]:  # each kind about a sixth
+        assert abs(counts[pattern] / 3000 - 1 / 6) < 0.03
+    assert torch.equal(filled[:, FLAIR], image[:, FLAIR])  # FLAIR itself never changes
+    assert torch.equal(image, original)  # the input is not modified
+
+
+def test_fill_with_flair_at_zero_draws_nothing_and_one_always_fills():
+    image = torch.randn(2, 3, 4, 4)
+    state = torch.get_rng_state()
+    assert fill_with_flair(image, 0.0) is image
+    assert torch.equal(torch.get_rng_state(), state)  # no draw: runs without it reproduce
+    assert all(any(pattern) for pattern in _channels_copied(fill_with_flair(image, 1.0)))
+    single = fill_with_flair(image[0], 1.0)  # one (3, H, W) slice
+    assert single.shape == (3, 4, 4) and any(_channels_copied(single[None])[0])
+
+
+def test_both_augmentations_fill_with_flair_and_keep_the_mask():
+    torch.manual_seed(0)
+    image, mask = torch.randn(4, 3, 32, 32), (torch.rand(4, 1, 32, 32) > 0.5).float()
+    out, out_mask = BatchAugment(0, 0, 0, flair_fill=1.0)(image, mask)
+    assert torch.equal(out_mask, mask) and all(any(p) for p in _channels_copied(out))
+    out, out_mask = JointAugment(0, 0, 0, flair_fill=1.0)(image[0], mask[0])
+    assert torch.equal(out_mask, mask[0]) and any(_channels_copied(out[None])[0])
+    with pytest.raises(ValueError, match=r"flair_fill must be in \[0, 1\], got 1.5"):
+        JointAugment(flair_fill=1.5)
