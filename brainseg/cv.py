@@ -4,8 +4,9 @@
 (reused by any later call), trains fold 0..k-1 as runs ``<name>-fold<k>`` with the final model
 (nothing is chosen on the fold's cases), and pools the per-case DSC of all 110 cases into
 ``results/<name>.json`` and ``results/<name>-per-case.csv`` with bootstrap 95% intervals.
-A finished fold is read back, an interrupted one resumed from its ``last.pt``: the command can
-be stopped and repeated until every fold is done, across sessions.
+A finished fold is read back (from ``logs/`` or from its export ``results/<name>-fold<k>.json``),
+an interrupted one resumed from its ``last.pt``: the command can be stopped and repeated until
+every fold is done, across sessions and fresh clones.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .config import TrainConfig
 from .data import discover_cases
 from .io import atomic_write_json, atomic_write_text
 from .metrics import summarize
+from .results import export_run
 from .splits import kfold_split
 
 
@@ -121,6 +123,15 @@ def per_case_csv(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def finished_fold(config: TrainConfig, results_dir: str | Path) -> dict | None:
+    """The metrics of a fold that already finished: ``logs/<run>/metrics.json``, else its export
+    ``<results_dir>/<run>.json`` (committed, so a CV can be finished from a fresh clone); else ``None``."""
+    for path in (Path(config.logs_dir) / config.run_name / "metrics.json", Path(results_dir) / f"{config.run_name}.json"):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
+
+
 def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", only_fold: int | None = None,
            folds_file: str | Path | None = None, results_dir: str | Path = "results", command: str = "",
            progress: bool = True) -> dict | None:
@@ -154,16 +165,14 @@ def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", onl
     for k in range(folds):
         config = replace(base, split="kfold", folds=folds, fold=k, split_seed=seed, folds_file=str(folds_path),
                          selection="last", run_name=f"{name}-fold{k}")
-        metrics_path = Path(config.logs_dir) / config.run_name / "metrics.json"
-        if metrics_path.is_file():
-            fold_results.append(json.loads(metrics_path.read_text()))
-            continue
-        if only_fold is not None and k != only_fold:
-            fold_results.append(None)
+        finished = finished_fold(config, results_dir)
+        if finished is not None or (only_fold is not None and k != only_fold):
+            fold_results.append(finished)
             continue
         resume = (Path(config.weights_dir) / config.run_name / "last.pt").is_file()
         print(f"cv {name}: fold {k + 1}/{folds}" + (" (resuming)" if resume else ""))
         fold_results.append(fit(config, command=command, progress=progress, resume=resume))
+        export_run(Path(config.logs_dir) / config.run_name, results_dir)  # a later clone finds the fold
     missing = [k for k, r in enumerate(fold_results) if r is None]
     if missing:
         print(f"cv {name}: folds {missing} not trained yet; run the command again without --fold to finish")

@@ -8,7 +8,7 @@ interval lies above 0.
 
 ``python -m brainseg results paired A B`` runs it on two results (a ``results/*.json`` file, a run
 name in ``results/``, or a cross-validation still in progress, read from its finished folds in
-``logs/<name>-fold<k>/metrics.json``); ``--folds`` keeps the cases of some folds only (screening).
+``logs/<name>-fold<k>/metrics.json`` or ``results/<name>-fold<k>.json``); ``--folds`` keeps the cases of some folds only (screening).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str 
 
     Args:
         spec: a JSON file with ``per_case``; or a name: ``<results_dir>/<name>.json``, else the
-            finished folds ``<logs_dir>/<name>-fold<k>/metrics.json`` of a cross-validation.
+            finished folds of a cross-validation, ``<logs_dir>/<name>-fold<k>/metrics.json`` or
+            their exports ``<results_dir>/<name>-fold<k>.json``.
 
     Returns:
         ``{"name", "per_case": {case: dsc}, "fold_of_case": {case: k} (may be empty), "source"}``.
@@ -45,10 +46,11 @@ def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str 
             raise ValueError(f"{path}: no per_case table; pass a run or cross-validation result")
         return {"name": result.get("run", path.stem), "per_case": result["per_case"],
                 "fold_of_case": result.get("fold_of_case", {}), "source": str(path)}
-    fold_files = sorted(Path(logs_dir).glob(f"{spec}-fold*/metrics.json"))
+    fold_files = sorted(Path(logs_dir).glob(f"{spec}-fold*/metrics.json")) or sorted(
+        Path(results_dir).glob(f"{spec}-fold*.json"))
     if not fold_files:
         raise FileNotFoundError(f"{spec}: not a file, no {results_dir}/{spec}.json and no finished folds "
-                                f"{logs_dir}/{spec}-fold<k>/metrics.json")
+                                f"{logs_dir}/{spec}-fold<k>/metrics.json or {results_dir}/{spec}-fold<k>.json")
     per_case, fold_of = {}, {}
     for file in fold_files:
         fold = json.loads(file.read_text())

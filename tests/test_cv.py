@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -53,6 +54,8 @@ def test_cv_predicts_every_case_once_and_resumes_fold_wise(synthetic_data, tmp_p
     assert run_cv(base, folds=3, name="cv", only_fold=1, results_dir=results, progress=False) is None
     assert "folds [0, 2] not trained yet" in capsys.readouterr().out
     fold1 = json.loads((tmp_path / "logs" / "cv-fold1" / "metrics.json").read_text())
+    assert json.loads((results / "cv-fold1.json").read_text())["per_case"] == fold1["per_case"]  # exported
+    shutil.rmtree(tmp_path / "logs" / "cv-fold1")  # a fresh clone: only the committed export is left
     result = run_cv(base, folds=3, name="cv", results_dir=results, command="cmd", progress=False)
     assert "fold 2/3" not in capsys.readouterr().out  # fold 1 was read back, not trained again
     assert result["split"] == "cv3" and len(result["per_case"]) == 12 == len(result["per_case_without_lcc"])
@@ -69,7 +72,7 @@ def test_cv_predicts_every_case_once_and_resumes_fold_wise(synthetic_data, tmp_p
     assert all(result["fold_of_case"][case] == k for k, fold in enumerate(folds) for case in fold)
     # each fold's model is the final one and predicted only the cases it did not train on
     for k in range(3):
-        metrics = json.loads((tmp_path / "logs" / f"cv-fold{k}" / "metrics.json").read_text())
+        metrics = json.loads((results / f"cv-fold{k}.json").read_text())
         assert metrics["selection"].startswith("last") and metrics["best_epoch"] == 2
         assert sorted(metrics["per_case"]) == sorted(folds[k])
 

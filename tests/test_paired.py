@@ -83,6 +83,9 @@ def test_a_cross_validation_in_progress_is_compared_on_its_finished_folds(tmp_pa
         compare_results("base", "new", results_dir=tmp_path / "results", logs_dir=tmp_path / "logs")
     result = compare_results("base", "new", folds=[1], results_dir=tmp_path / "results", logs_dir=tmp_path / "logs")
     assert result["cases"] == 5 and result["mean_difference"] == pytest.approx(0.02) and result["folds"] == [1]
+    exported = tmp_path / "results" / "new-fold1.json"  # what cv writes beside the logs
+    exported.write_text((tmp_path / "logs" / "new-fold1" / "metrics.json").read_text())
+    assert load_per_case("new", tmp_path / "results", tmp_path / "elsewhere")["per_case"] == loaded["per_case"]
     with pytest.raises(FileNotFoundError, match="no finished folds"):
         load_per_case("missing", tmp_path / "results", tmp_path / "logs")
 
