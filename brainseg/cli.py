@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from .config import PRESETS, TrainConfig
 
@@ -178,6 +179,20 @@ def _add_results_parser(sub) -> None:
     paired.add_argument("--results-dir", default="results")
     paired.add_argument("--logs-dir", default="logs")
     paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json)")
+    failures = action.add_parser("failures", help="profile, classify and draw the cases a cross-validation fails on",
+                                 description="Every case below --below: lesion size, FLAIR copies (missing scans), "
+                                             "lesion FLAIR contrast, components, the largest-component rule, a "
+                                             "cause and a figure; predictions from weights/<cv>-fold<k>/best.pt "
+                                             "where present.")
+    failures.add_argument("cv", help="cross-validation result: JSON file, name in results/, or a CV in progress")
+    failures.add_argument("--below", type=float, default=0.6, help="DSC under which a case is analysed")
+    failures.add_argument("--results-dir", default="results")
+    failures.add_argument("--logs-dir", default="logs")
+    failures.add_argument("--weights-dir", default="weights")
+    failures.add_argument("--figures", default="docs/failures", help="folder of the per-case figures")
+    failures.add_argument("--doc", metavar="PATH", default=None,
+                          help="replace the text between <!-- failures:<cv>:start/end --> in this file")
+    failures.add_argument("--data-dir", default=None, help="kaggle_3m folder (default: as for training)")
 
 
 def _add_bench_parser(sub) -> None:
@@ -226,7 +241,6 @@ def main(argv: list[str] | None = None) -> int:
             from .train import fit
 
             if args.resume:
-                from pathlib import Path
 
                 saved = Path(args.resume) / "config.json"
                 if not saved.is_file():
@@ -290,6 +304,18 @@ def main(argv: list[str] | None = None) -> int:
                 atomic_write_json(out, {**result, "command": "python -m brainseg " + shlex.join(argv)})
                 print(paired_report(result))
                 print(f"wrote {out}")
+            elif args.action == "failures":
+                from .failures import analyse_failures, failures_markdown
+
+                rows = analyse_failures(args.cv, args.below, args.results_dir, args.logs_dir, args.weights_dir,
+                                        args.figures, args.data_dir)
+                doc_dir = Path(args.doc).parent if args.doc else Path(args.figures).parent
+                table = failures_markdown(rows, doc_dir)
+                if args.doc:
+                    results.write_readme_table(args.doc, table, f"<!-- failures:{args.cv}:start -->",
+                                               f"<!-- failures:{args.cv}:end -->")
+                    print(f"updated the failure table of {args.cv} in {args.doc}")
+                print(table)
             elif args.action == "compare":
                 from .compare import comparison_table, plot_curves, runs_from_results
 
