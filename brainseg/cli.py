@@ -8,13 +8,15 @@ import shlex
 import sys
 from dataclasses import MISSING, fields
 
+from . import paths
 from .config import PRESETS, TrainConfig
 
 _FIELD_HELP = {
     "run_name": "run folder name under logs/ and weights/ (default: preset-model-loss-size-timestamp)",
-    "data_dir": "kaggle_3m folder (default: $BRAINSEG_DATA, else data/kaggle_3m)",
+    "data_dir": "kaggle_3m folder (default: $BRAINSEG_DATA, else the repository's data/kaggle_3m)",
     "cache_dir": "preprocessed-volume cache (default: $BRAINSEG_CACHE, else ~/.cache/brainseg)",
-    "logs_dir": "root of run logs", "weights_dir": "root of checkpoints",
+    "logs_dir": "root of run logs (default: the repository's logs/)",
+    "weights_dir": "root of checkpoints (default: the repository's weights/)",
     "model": "registered model name", "features": "channels of the first U-Net level",
     "loss": "registered loss name", "image_size": "training image side in pixels (multiple of 16)",
     "split": "reference (10 published validation cases) or kfold",
@@ -107,7 +109,8 @@ def _add_cv_parser(sub) -> None:
                     "--fold K trains only fold K; --split-seed draws the folds, --folds-file reuses saved ones "
                     "(default: logs/<run-name>/folds.json); other flags as in `train`.")
     _add_config_arguments(parser)
-    parser.add_argument("--results-dir", default="results", help="where the pooled results go (default: results)")
+    parser.add_argument("--results-dir", default=None,
+                        help="where the pooled results go (default: the repository's results/)")
 
 
 def _config_from_args(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> TrainConfig:
@@ -119,13 +122,15 @@ def _config_from_args(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> T
 def _add_evaluate_parser(sub) -> None:
     parser = sub.add_parser("evaluate", help="per-case metrics, DSC chart and outline overlays of a checkpoint",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint, e.g. weights/<run>/best.pt")
+    parser.add_argument("--weights", default=None,
+                        help="checkpoint, e.g. weights/<run>/best.pt (default: the shipped "
+                             "weights/cpu-unet-dice-reference.pt)")
     parser.add_argument("--split", default=None, choices=["reference", "kfold", "all"],
                         help="validation cases of this split, or every case of the data folder "
                              "(default: the checkpoint's own split)")
     parser.add_argument("--data", dest="data_dir", default=None, help="kaggle_3m folder")
     parser.add_argument("--cache-dir", default=None, help="preprocessed-volume cache")
-    parser.add_argument("--out-dir", default=None, help="output folder (default: predictions/<run>)")
+    parser.add_argument("--out-dir", default=None, help="output folder (default: the repository's predictions/<run>)")
     parser.add_argument("--tta", action="store_true", help="average with horizontally flipped predictions")
     parser.add_argument("--no-overlays", action="store_true", help="skip per-slice PNG overlays and GIFs")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -184,7 +189,7 @@ def _add_bench_parser(sub) -> None:
     parser.add_argument("--data", action="store_true", help="also time first and cached data preparation")
     parser.add_argument("--data-dir", default=None, help="kaggle_3m folder for --data")
     parser.add_argument("--data-size", type=int, default=256, help="image size for --data")
-    parser.add_argument("--out", default="logs/bench.json", help="JSON output")
+    parser.add_argument("--out", default=None, help="JSON output (default: the repository's logs/bench.json)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,11 +254,12 @@ def main(argv: list[str] | None = None) -> int:
             from .io import atomic_write_json
             from .results import write_readme_table
 
+            out = args.out or paths.logs_dir() / "bench.json"
             results = run_benchmark(tuple(args.sizes), tuple(args.features), tuple(args.models), args.device, args.data,
                                     args.data_dir, args.data_size, args.steps, args.compile, args.memory,
                                     args.memory_steps, args.workers)
-            atomic_write_json(args.out, {**results, "command": "python -m brainseg " + shlex.join(argv)})
-            print(f"wrote {args.out}")
+            atomic_write_json(out, {**results, "command": "python -m brainseg " + shlex.join(argv)})
+            print(f"wrote {out}")
             if args.readme:
                 write_readme_table(args.readme, goals_table(results["goals"]), "<!-- bench-goals:start -->",
                                    "<!-- bench-goals:end -->")

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from . import paths
+
 DATA_ENV_VAR = "BRAINSEG_DATA"
-DEFAULT_DATA_DIR = Path("data") / "kaggle_3m"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DOWNLOAD_HELP = f"""\
 The Kaggle LGG MRI segmentation dataset (mateuszbuda/lgg-mri-segmentation) is needed.
@@ -37,7 +37,7 @@ Download it, for example with kagglehub (needs a Kaggle account and API token):
 then point brainseg at the kaggle_3m folder inside the printed path, in one of these ways:
   - pass it explicitly (--data DIR on the command line, data_dir=... in Python),
   - set the environment variable {DATA_ENV_VAR}=/path/to/kaggle_3m,
-  - or move it to data/kaggle_3m in the repository."""
+  - or move it to data/kaggle_3m in the repository (found from any working directory)."""
 
 _SLICE_NAME = re.compile(r"^(?P<case>.+)_(?P<number>\d+)(?P<mask>_mask)?\.tiff?$")
 
@@ -66,7 +66,8 @@ class CaseFiles:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """Return the ``kaggle_3m`` folder: ``data_dir``, else ``$BRAINSEG_DATA``, else ``data/kaggle_3m``.
+    """Return the ``kaggle_3m`` folder: ``data_dir``, else ``$BRAINSEG_DATA``, else the repository's
+    ``data/kaggle_3m`` (:func:`brainseg.paths.data_dir`).
 
     Raises:
         DatasetError: nothing usable at any of those places; the message lists where it looked
@@ -77,7 +78,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     elif os.environ.get(DATA_ENV_VAR):
         candidates = [(f"${DATA_ENV_VAR}", Path(os.environ[DATA_ENV_VAR]))]
     else:
-        candidates = [("default", DEFAULT_DATA_DIR), ("default", REPO_ROOT / DEFAULT_DATA_DIR)]
+        candidates = [("default", paths.data_dir())]
     for _, path in candidates:
         if path.is_dir():
             return path.resolve()

@@ -253,7 +253,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
     if resume and not config.run_name:
         raise ValueError("resume needs the run_name of the run to continue")
     run_name = config.run_name or default_run_name(config)
-    log_dir, weights_dir = Path(config.logs_dir) / run_name, Path(config.weights_dir) / run_name
+    log_dir, weights_dir = config.run_dirs(run_name)
     device = select_device(config.device)
     dist = init_distributed(device.type)  # one process unless started by torchrun
     if dist.enabled and device.type == "cuda":
