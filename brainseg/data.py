@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,6 +171,17 @@ def read_tiff(path: Path, kind: str, expected_hw: tuple[int, int] | None = None)
     if kind == "mask" and not np.isin(array, (0, 255)).all():
         raise DatasetError(f"{path}: a mask must hold only 0 and 255, found values {np.unique(array)[:8].tolist()}")
     return array
+
+
+@contextmanager
+def naming_the_case(files: CaseFiles):
+    """Turn a ``ValueError`` raised inside the block about a case's content (a flat volume, too few
+    slices: preprocessing does not know which case it holds) into a :class:`DatasetError` that names
+    the case and where its files are."""
+    try:
+        yield
+    except ValueError as exc:
+        raise DatasetError(f"{files.case_id}: {exc}; check the case's TIFFs at {files.folder}") from exc
 
 
 def read_case(files: CaseFiles) -> tuple[np.ndarray, np.ndarray | None]:
