@@ -105,12 +105,14 @@ def evaluate_checkpoint(weights: str | None = None, split: str | None = None, da
     run = Path(weights).resolve().parent.name if Path(weights).name in ("best.pt", "last.pt") else Path(weights).stem
     out = paths.or_default(out_dir, paths.predictions_dir() / (run + ("-tta" if flip_tta else "")))
     rows = {}
-    for volume in tqdm(volumes, desc="report", unit="case", disable=not progress):
-        probs = result["probs"][volume.case_id]
-        rows[volume.case_id] = case_metrics(probs, volume.metric_mask)
-        if overlays:
-            frames = case_overlays(flair_on_metric_grid(volume), volume.metric_mask, binarize_volume(probs, THRESHOLD))
-            write_overlays(frames, out / volume.case_id, out / f"{volume.case_id}.gif")
+    with tqdm(volumes, desc="report", unit="case", disable=not progress) as bar:  # closed on errors too
+        for volume in bar:
+            probs = result["probs"][volume.case_id]
+            rows[volume.case_id] = case_metrics(probs, volume.metric_mask)
+            if overlays:
+                frames = case_overlays(flair_on_metric_grid(volume), volume.metric_mask,
+                                       binarize_volume(probs, THRESHOLD))
+                write_overlays(frames, out / volume.case_id, out / f"{volume.case_id}.gif")
     atomic_write_text(out / "metrics.csv", metrics_csv(rows))
     per_case = {case: row["dsc"] for case, row in rows.items()}
     dsc_chart(per_case, out / "dsc.png", title=f"{run}{' + flip TTA' if flip_tta else ''}: per-volume DSC")
