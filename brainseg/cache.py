@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import CaseFiles, DatasetError, discover_cases, read_case, resolve_data_dir
+from .data import CaseFiles, DatasetError, discover_cases, naming_the_case, read_case, resolve_data_dir
 from .io import atomic_write
 from .preprocess import Geometry, crop_and_pad, normalize_volume, resize_slices
 
@@ -73,11 +73,13 @@ def cache_folder(cache_dir: Path, data_dir: Path, image_size: int) -> Path:
 def _build(files: CaseFiles, image_size: int) -> CaseVolume:
     image, mask = read_case(files)
     if mask is None:
-        raise DatasetError(f"{files.folder}: case has no masks")
-    volume, labels, geometry = crop_and_pad(image, mask)
-    train_mask = resize_slices(labels, image_size, order=0)
-    metric_mask = train_mask if image_size == METRIC_SIZE else resize_slices(labels, METRIC_SIZE, order=0)
-    volume = normalize_volume(resize_slices(volume, image_size, order=2))  # (D, S, S, 3)
+        raise DatasetError(f"{files.folder}: case has no masks ('{files.case_id}_<n>_mask.tif'); training and "
+                           "evaluation need them")
+    with naming_the_case(files):
+        volume, labels, geometry = crop_and_pad(image, mask)
+        train_mask = resize_slices(labels, image_size, order=0)
+        metric_mask = train_mask if image_size == METRIC_SIZE else resize_slices(labels, METRIC_SIZE, order=0)
+        volume = normalize_volume(resize_slices(volume, image_size, order=2))  # (D, S, S, 3)
     image16 = np.ascontiguousarray(volume.transpose(0, 3, 1, 2), dtype=np.float16)
     return CaseVolume(files.case_id, image16, train_mask, metric_mask, replace(geometry, size=image_size))
 
@@ -128,7 +130,9 @@ def load_volumes(case_ids: list[str], image_size: int, data_dir: str | os.PathLi
         workers: processes for building missing cases (default: all cores).
 
     Raises:
-        DatasetError: missing dataset, unknown case id or a bad file (named in the message).
+        DatasetError: missing dataset, unknown case id, a bad file or a case that cannot be
+            preprocessed (the file or case is named in the message, which starts on a line of its
+            own: the progress bar is closed first).
     """
     data_root = resolve_data_dir(data_dir)
     all_cases = discover_cases(data_root)
@@ -144,10 +148,9 @@ def load_volumes(case_ids: list[str], image_size: int, data_dir: str | os.PathLi
     jobs = [(all_cases[c], image_size, folder / f"{c}.npz") for c in case_ids if c not in cases]
     if jobs:
         workers = min(workers or os.cpu_count() or 1, len(jobs))
-        bar = tqdm(total=len(jobs), desc=f"preprocessing {image_size}px", unit="case", disable=not progress)
-        with ProcessPoolExecutor(max_workers=workers) as pool:  # processes start only when used
+        with (tqdm(total=len(jobs), desc=f"preprocessing {image_size}px", unit="case", disable=not progress) as bar,
+              ProcessPoolExecutor(max_workers=workers) as pool):  # processes start only when used
             for case in (pool.map(_build_and_store, jobs) if workers > 1 else map(_build_and_store, jobs)):
                 cases[case.case_id] = case
                 bar.update()
-        bar.close()
     return [cases[c] for c in case_ids]

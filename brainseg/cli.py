@@ -9,13 +9,15 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from . import paths
 from .config import PRESETS, TrainConfig
 
 _FIELD_HELP = {
     "run_name": "run folder name under logs/ and weights/ (default: preset-model-loss-size-timestamp)",
-    "data_dir": "kaggle_3m folder (default: $BRAINSEG_DATA, else data/kaggle_3m)",
+    "data_dir": "kaggle_3m folder (default: $BRAINSEG_DATA, else the repository's data/kaggle_3m)",
     "cache_dir": "preprocessed-volume cache (default: $BRAINSEG_CACHE, else ~/.cache/brainseg)",
-    "logs_dir": "root of run logs", "weights_dir": "root of checkpoints",
+    "logs_dir": "root of run logs (default: the repository's logs/)",
+    "weights_dir": "root of checkpoints (default: the repository's weights/)",
     "model": "registered model name", "features": "channels of the first U-Net level",
     "loss": "registered loss name", "image_size": "training image side in pixels (multiple of 16)",
     "split": "reference (10 published validation cases) or kfold",
@@ -108,7 +110,8 @@ def _add_cv_parser(sub) -> None:
                     "--fold K trains only fold K; --split-seed draws the folds, --folds-file reuses saved ones "
                     "(default: logs/<run-name>/folds.json); other flags as in `train`.")
     _add_config_arguments(parser)
-    parser.add_argument("--results-dir", default="results", help="where the pooled results go (default: results)")
+    parser.add_argument("--results-dir", default=None,
+                        help="where the pooled results go (default: the repository's results/)")
 
 
 def _config_from_args(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> TrainConfig:
@@ -120,13 +123,15 @@ def _config_from_args(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> T
 def _add_evaluate_parser(sub) -> None:
     parser = sub.add_parser("evaluate", help="per-case metrics, DSC chart and outline overlays of a checkpoint",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint, e.g. weights/<run>/best.pt")
+    parser.add_argument("--weights", default=None,
+                        help="checkpoint, e.g. weights/<run>/best.pt (default: the shipped "
+                             "weights/cpu-unet-dice-reference.pt)")
     parser.add_argument("--split", default=None, choices=["reference", "kfold", "all"],
                         help="validation cases of this split, or every case of the data folder "
                              "(default: the checkpoint's own split)")
     parser.add_argument("--data", dest="data_dir", default=None, help="kaggle_3m folder")
     parser.add_argument("--cache-dir", default=None, help="preprocessed-volume cache")
-    parser.add_argument("--out-dir", default=None, help="output folder (default: predictions/<run>)")
+    parser.add_argument("--out-dir", default=None, help="output folder (default: the repository's predictions/<run>)")
     parser.add_argument("--tta", action="store_true", help="average with horizontally flipped predictions")
     parser.add_argument("--no-overlays", action="store_true", help="skip per-slice PNG overlays and GIFs")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -154,17 +159,18 @@ def _add_results_parser(sub) -> None:
     action = parser.add_subparsers(dest="action", required=True)
     export = action.add_parser("export", help="copy logs/<run>/metrics.json to results/<run>.json")
     export.add_argument("run_dirs", nargs="+", help="run folders under logs/")
-    export.add_argument("--results-dir", default="results")
+    export.add_argument("--results-dir", default=str(paths.results_dir()))
     table = action.add_parser("table", help="print the results table, or write it into docs/results.md")
-    table.add_argument("--results-dir", default="results")
+    table.add_argument("--results-dir", default=str(paths.results_dir()))
     table.add_argument("--doc", metavar="PATH", default=None,
                        help="replace the table between its markers in this file (docs/results.md)")
     compare = action.add_parser("compare", help="comparison table and curves of the exported runs of one preset")
-    compare.add_argument("--results-dir", default="results")
+    compare.add_argument("--results-dir", default=str(paths.results_dir()))
     compare.add_argument("--preset", default="cpu", help="compare only runs of this preset (same budget)")
     compare.add_argument("--selection", default="reference", choices=["reference", "last", "inner"],
                          help="compare only runs whose checkpoint was chosen this way (same protocol)")
-    compare.add_argument("--figure", default="docs/comparison-cpu.png", help="curves figure (PNG)")
+    compare.add_argument("--figure", default=str(paths.project_root() / "docs" / "comparison-cpu.png"),
+                         help="curves figure (PNG; default: docs/comparison-cpu.png)")
     compare.add_argument("--doc", metavar="PATH", default=None,
                          help="replace the comparison table between its markers in this file (docs/models.md)")
     paired = action.add_parser("paired", help="compare two cross-validations case by case (paired bootstrap interval)",
@@ -176,8 +182,8 @@ def _add_results_parser(sub) -> None:
     paired.add_argument("b", help="the candidate (B)")
     paired.add_argument("--folds", type=int, nargs="+", default=None, help="keep only the cases of these folds")
     paired.add_argument("--folds-file", default=None, help="folds JSON for --folds (default: the results' own)")
-    paired.add_argument("--results-dir", default="results")
-    paired.add_argument("--logs-dir", default="logs")
+    paired.add_argument("--results-dir", default=str(paths.results_dir()))
+    paired.add_argument("--logs-dir", default=str(paths.logs_dir()))
     paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json)")
     failures = action.add_parser("failures", help="profile, classify and draw the cases a cross-validation fails on",
                                  description="Every case below --below: lesion size, FLAIR copies (missing scans), "
@@ -186,10 +192,11 @@ def _add_results_parser(sub) -> None:
                                              "where present.")
     failures.add_argument("cv", help="cross-validation result: JSON file, name in results/, or a CV in progress")
     failures.add_argument("--below", type=float, default=0.6, help="DSC under which a case is analysed")
-    failures.add_argument("--results-dir", default="results")
-    failures.add_argument("--logs-dir", default="logs")
-    failures.add_argument("--weights-dir", default="weights")
-    failures.add_argument("--figures", default="docs/failures", help="folder of the per-case figures")
+    failures.add_argument("--results-dir", default=str(paths.results_dir()))
+    failures.add_argument("--logs-dir", default=str(paths.logs_dir()))
+    failures.add_argument("--weights-dir", default=str(paths.weights_dir()))
+    failures.add_argument("--figures", default=str(paths.project_root() / "docs" / "failures"),
+                          help="folder of the per-case figures (default: docs/failures)")
     failures.add_argument("--doc", metavar="PATH", default=None,
                           help="replace the text between <!-- failures:<cv>:start/end --> in this file")
     failures.add_argument("--data-dir", default=None, help="kaggle_3m folder (default: as for training)")
@@ -214,7 +221,7 @@ def _add_bench_parser(sub) -> None:
     parser.add_argument("--data", action="store_true", help="also time first and cached data preparation")
     parser.add_argument("--data-dir", default=None, help="kaggle_3m folder for --data")
     parser.add_argument("--data-size", type=int, default=256, help="image size for --data")
-    parser.add_argument("--out", default="logs/bench.json", help="JSON output")
+    parser.add_argument("--out", default=None, help="JSON output (default: the repository's logs/bench.json)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,11 +285,12 @@ def main(argv: list[str] | None = None) -> int:
             from .io import atomic_write_json
             from .results import write_readme_table
 
+            out = args.out or paths.logs_dir() / "bench.json"
             results = run_benchmark(tuple(args.sizes), tuple(args.features), tuple(args.models), args.device, args.data,
                                     args.data_dir, args.data_size, args.steps, args.compile, args.memory,
                                     args.memory_steps, args.workers)
-            atomic_write_json(args.out, {**results, "command": "python -m brainseg " + shlex.join(argv)})
-            print(f"wrote {args.out}")
+            atomic_write_json(out, {**results, "command": "python -m brainseg " + shlex.join(argv)})
+            print(f"wrote {out}")
             if args.doc:
                 write_readme_table(args.doc, goals_table(results["goals"]), "<!-- bench-goals:start -->",
                                    "<!-- bench-goals:end -->")

@@ -1,4 +1,5 @@
-"""Compare runs under ``logs/``: a table of their settings and results, and their training curves."""
+"""Compare runs under the repository's ``logs/``: a table of their settings and results, and their
+training curves."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from . import paths
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -28,19 +31,28 @@ def load_run(run_dir: str | Path) -> dict:
             "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None}
 
 
-def load_runs(logs_dir: str | Path = "logs") -> list[dict]:
-    """Every run folder under ``logs_dir`` (those with a ``config.json``), sorted by name."""
-    return [load_run(p) for p in sorted(Path(logs_dir).iterdir()) if (p / "config.json").is_file()]
+def load_runs(logs_dir: str | Path | None = None) -> list[dict]:
+    """Every run folder under ``logs_dir`` (default: the repository's ``logs/``) with a ``config.json``,
+    sorted by name.
+
+    Raises:
+        FileNotFoundError: ``logs_dir`` does not exist.
+    """
+    logs_dir = paths.or_default(logs_dir, paths.logs_dir())
+    if not logs_dir.is_dir():
+        raise FileNotFoundError(f"{logs_dir}: no such folder; runs are written to the repository's logs/ "
+                                "by train.ipynb or 'python -m brainseg train'")
+    return [load_run(p) for p in sorted(logs_dir.iterdir()) if (p / "config.json").is_file()]
 
 
-def runs_from_results(results_dir: str | Path = "results", preset: str | None = None,
+def runs_from_results(results_dir: str | Path | None = None, preset: str | None = None,
                       split: str = "reference", selection: str = "reference") -> list[dict]:
-    """Exported runs (``results/*.json`` with their per-epoch history) in the :func:`load_run` form:
-    those on ``split`` with every training case and the checkpoint chosen by ``selection`` (reduced
+    """Exported runs (``<results_dir>/*.json``, default the repository's ``results/``, with their
+    per-epoch history) in the :func:`load_run` form: those on ``split`` with every training case and the checkpoint chosen by ``selection`` (reduced
     runs, e.g. short reproductions, cross-validations and recipe ablations chosen another way are
     left out), optionally only those of one preset."""
     runs = []
-    for path in sorted(Path(results_dir).glob("*.json")):
+    for path in sorted(paths.or_default(results_dir, paths.results_dir()).glob("*.json")):
         metrics = json.loads(path.read_text())
         if "config" not in metrics or (preset and metrics.get("preset") != preset):
             continue

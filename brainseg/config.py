@@ -7,6 +7,9 @@ CLI fills it from flags. It is saved beside every run (``config.json``) and in e
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from . import paths
 
 
 @dataclass
@@ -16,9 +19,11 @@ class TrainConfig:
     Attributes:
         preset: the preset this config started from (``gpu``, ``cpu``, ``cpu-fast``, ``smoke`` or ``custom``).
         run_name: folder name under ``logs/`` and ``weights/``; empty: generated from the settings.
-        data_dir: the ``kaggle_3m`` folder; empty: ``$BRAINSEG_DATA``, else ``data/kaggle_3m``.
+        data_dir: the ``kaggle_3m`` folder; empty: ``$BRAINSEG_DATA``, else the repository's
+            ``data/kaggle_3m``.
         cache_dir: preprocessed-volume cache; empty: ``$BRAINSEG_CACHE``, else ``~/.cache/brainseg``.
-        logs_dir, weights_dir: output roots.
+        logs_dir, weights_dir: output roots; empty: the repository's ``logs/`` and ``weights/``
+            whatever the working directory (see :mod:`brainseg.paths`).
         model: registered model name; ``features``: its first-level width; ``model_args``: other
             keyword arguments of the model (e.g. ``{"inference": "mean"}`` for UNet++).
         loss: registered loss name; ``loss_args``: its keyword arguments (e.g. ``{"alpha": 0.3}``).
@@ -60,8 +65,8 @@ class TrainConfig:
     run_name: str = ""
     data_dir: str = ""
     cache_dir: str = ""
-    logs_dir: str = "logs"
-    weights_dir: str = "weights"
+    logs_dir: str = ""
+    weights_dir: str = ""
     model: str = "unet"
     features: int = 32
     model_args: dict = field(default_factory=dict)
@@ -150,6 +155,12 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config fields {unknown}; valid fields: {', '.join(sorted(known))}")
         return replace(cls(preset=name, **PRESETS[name]), **overrides)
+
+    def run_dirs(self, run_name: str) -> tuple[Path, Path]:
+        """(log folder, checkpoint folder) of the run ``run_name``: ``<logs_dir>/<run_name>`` and
+        ``<weights_dir>/<run_name>``, under the repository's ``logs/`` and ``weights/`` when those are empty."""
+        return (paths.or_default(self.logs_dir, paths.logs_dir()) / run_name,
+                paths.or_default(self.weights_dir, paths.weights_dir()) / run_name)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import paths
 from .config import TrainConfig
 from .data import discover_cases
 from .io import atomic_write_json, atomic_write_text
@@ -123,17 +124,17 @@ def per_case_csv(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def finished_fold(config: TrainConfig, results_dir: str | Path) -> dict | None:
-    """The metrics of a fold that already finished: ``logs/<run>/metrics.json``, else its export
-    ``<results_dir>/<run>.json`` (committed, so a CV can be finished from a fresh clone); else ``None``."""
-    for path in (Path(config.logs_dir) / config.run_name / "metrics.json", Path(results_dir) / f"{config.run_name}.json"):
+def finished_fold(log_dir: Path, export: Path) -> dict | None:
+    """The metrics of a fold that already finished: ``<log_dir>/metrics.json``, else its export
+    ``results/<run>.json`` (committed, so a CV can be finished from a fresh clone); else ``None``."""
+    for path in (log_dir / "metrics.json", export):
         if path.is_file():
             return json.loads(path.read_text())
     return None
 
 
 def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", only_fold: int | None = None,
-           folds_file: str | Path | None = None, results_dir: str | Path = "results", command: str = "",
+           folds_file: str | Path | None = None, results_dir: str | Path | None = None, command: str = "",
            progress: bool = True) -> dict | None:
     """Train (or resume, or read back) every fold and pool them once all are done.
 
@@ -144,6 +145,7 @@ def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", onl
             result is written by whichever call finds every fold finished.
         folds_file: reuse these folds (e.g. ``results/<name>-folds.json``); default
             ``logs/<name>/folds.json``, drawn from ``seed`` on the first call.
+        results_dir: where the pooled result goes; default the repository's ``results/``.
 
     Returns:
         The pooled result, or ``None`` while folds are missing.
@@ -158,30 +160,32 @@ def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", onl
         raise ValueError("cv pools every case of every fold: max_train_cases and max_val_cases must be 0")
     name = name or f"{base.preset}-{base.model}-{base.loss}-cv{folds}"
     case_ids = sorted(discover_cases(base.data_dir or None))
-    folds_path = Path(folds_file) if folds_file else Path(base.logs_dir) / name / "folds.json"
+    folds_path = Path(folds_file) if folds_file else base.run_dirs(name)[0] / "folds.json"
     write_folds(folds_path, case_ids, folds, seed)
+    results_dir = paths.or_default(results_dir, paths.results_dir())
     start = time.perf_counter()
     fold_results: list[dict | None] = []
     for k in range(folds):
         config = replace(base, split="kfold", folds=folds, fold=k, split_seed=seed, folds_file=str(folds_path),
                          selection="last", run_name=f"{name}-fold{k}")
-        finished = finished_fold(config, results_dir)
+        log_dir, weights_dir = config.run_dirs(config.run_name)
+        finished = finished_fold(log_dir, results_dir / f"{config.run_name}.json")
         if finished is not None or (only_fold is not None and k != only_fold):
             fold_results.append(finished)
             continue
-        resume = (Path(config.weights_dir) / config.run_name / "last.pt").is_file()
+        resume = (weights_dir / "last.pt").is_file()
         print(f"cv {name}: fold {k + 1}/{folds}" + (" (resuming)" if resume else ""))
         fold_results.append(fit(config, command=command, progress=progress, resume=resume))
-        export_run(Path(config.logs_dir) / config.run_name, results_dir)  # a later clone finds the fold
+        export_run(log_dir, results_dir)  # a later clone finds the fold
     missing = [k for k, r in enumerate(fold_results) if r is None]
     if missing:
         print(f"cv {name}: folds {missing} not trained yet; run the command again without --fold to finish")
         return None
     result = pool_folds(fold_results, name, command, seed)
-    result["folds_file"] = f"{results_dir}/{name}-folds.json"
-    atomic_write_text(Path(results_dir) / f"{name}-folds.json", folds_path.read_text())
-    atomic_write_json(Path(results_dir) / f"{name}.json", result)
-    atomic_write_text(Path(results_dir) / f"{name}-per-case.csv", per_case_csv(result))
+    result["folds_file"] = paths.relative_to_root(results_dir / f"{name}-folds.json")
+    atomic_write_text(results_dir / f"{name}-folds.json", folds_path.read_text())
+    atomic_write_json(results_dir / f"{name}.json", result)
+    atomic_write_text(results_dir / f"{name}-per-case.csv", per_case_csv(result))
     low, high = result["val_mean_dsc_ci95"]
     print(f"cv {name}: {len(result['per_case'])} cases, mean DSC {result['val_mean_dsc']:.4f} "
           f"(95% CI {low:.4f}-{high:.4f}), median {result['val_median_dsc']:.4f}; without the largest-component "

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
+from . import paths
+
 DATA_ENV_VAR = "BRAINSEG_DATA"
-DEFAULT_DATA_DIR = Path("data") / "kaggle_3m"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DOWNLOAD_HELP = f"""\
 The Kaggle LGG MRI segmentation dataset (mateuszbuda/lgg-mri-segmentation) is needed.
@@ -37,7 +38,7 @@ Download it, for example with kagglehub (needs a Kaggle account and API token):
 then point brainseg at the kaggle_3m folder inside the printed path, in one of these ways:
   - pass it explicitly (--data DIR on the command line, data_dir=... in Python),
   - set the environment variable {DATA_ENV_VAR}=/path/to/kaggle_3m,
-  - or move it to data/kaggle_3m in the repository."""
+  - or move it to data/kaggle_3m in the repository (found from any working directory)."""
 
 _SLICE_NAME = re.compile(r"^(?P<case>.+)_(?P<number>\d+)(?P<mask>_mask)?\.tiff?$")
 
@@ -66,7 +67,8 @@ class CaseFiles:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """Return the ``kaggle_3m`` folder: ``data_dir``, else ``$BRAINSEG_DATA``, else ``data/kaggle_3m``.
+    """Return the ``kaggle_3m`` folder: ``data_dir``, else ``$BRAINSEG_DATA``, else the repository's
+    ``data/kaggle_3m`` (:func:`brainseg.paths.data_dir`).
 
     Raises:
         DatasetError: nothing usable at any of those places; the message lists where it looked
@@ -77,7 +79,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     elif os.environ.get(DATA_ENV_VAR):
         candidates = [(f"${DATA_ENV_VAR}", Path(os.environ[DATA_ENV_VAR]))]
     else:
-        candidates = [("default", DEFAULT_DATA_DIR), ("default", REPO_ROOT / DEFAULT_DATA_DIR)]
+        candidates = [("default", paths.data_dir())]
     for _, path in candidates:
         if path.is_dir():
             return path.resolve()
@@ -169,6 +171,17 @@ def read_tiff(path: Path, kind: str, expected_hw: tuple[int, int] | None = None)
     if kind == "mask" and not np.isin(array, (0, 255)).all():
         raise DatasetError(f"{path}: a mask must hold only 0 and 255, found values {np.unique(array)[:8].tolist()}")
     return array
+
+
+@contextmanager
+def naming_the_case(files: CaseFiles):
+    """Turn a ``ValueError`` raised inside the block about a case's content (a flat volume, too few
+    slices: preprocessing does not know which case it holds) into a :class:`DatasetError` that names
+    the case and where its files are."""
+    try:
+        yield
+    except ValueError as exc:
+        raise DatasetError(f"{files.case_id}: {exc}; check the case's TIFFs at {files.folder}") from exc
 
 
 def read_case(files: CaseFiles) -> tuple[np.ndarray, np.ndarray | None]:

@@ -1,8 +1,9 @@
 """Evaluate a checkpoint: per-case metrics table and CSV, the DSC chart, outline overlays and GIFs.
 
-Outputs under ``predictions/<run>/`` (or ``--out-dir``): ``metrics.csv`` (one row per case, then
-mean and median rows), ``dsc.png``, and with overlays ``<case>/<slice>.png`` and ``<case>.gif``
-(FLAIR in grey, truth outline in green, prediction outline in red, on the 256x256 metric grid).
+Outputs under the repository's ``predictions/<run>/`` (or ``--out-dir``): ``metrics.csv`` (one row
+per case, then mean and median rows), ``dsc.png``, and with overlays ``<case>/<slice>.png`` and
+``<case>.gif`` (FLAIR in grey, truth outline in green, prediction outline in red, on the 256x256
+metric grid).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import paths
 from .cache import CaseVolume, load_volumes
 from .checkpoint import load_checkpoint, load_model
 from .config import TrainConfig
@@ -69,23 +71,26 @@ def evaluation_cases(config: TrainConfig, split: str, data_dir: str | None) -> l
     return split_cases(eval_config)[1]
 
 
-def evaluate_checkpoint(weights: str, split: str | None = None, data_dir: str | None = None,
+def evaluate_checkpoint(weights: str | None = None, split: str | None = None, data_dir: str | None = None,
                         cache_dir: str | None = None, out_dir: str | None = None, device: str = "auto",
                         flip_tta: bool = False, overlays: bool = True, progress: bool = True) -> dict:
     """Evaluate a checkpoint on a split's validation cases (docs/protocol.md, section 4) and write the report.
 
     Args:
-        weights: checkpoint path (``weights/<run>/best.pt``).
+        weights: checkpoint path (``weights/<run>/best.pt``); default the shipped checkpoint
+            (:func:`brainseg.paths.shipped_checkpoint`).
         split: ``reference``, ``kfold`` (the checkpoint's fold settings) or ``all`` (every case
             in the data folder); default: the checkpoint's own split.
         data_dir, cache_dir: dataset and cache folders (default: as for training).
-        out_dir: output folder; default ``predictions/<run>`` (``<run>-tta`` with ``flip_tta``).
+        out_dir: output folder; default the repository's ``predictions/<run>`` (``<run>-tta`` with
+            ``flip_tta``).
         flip_tta: average with horizontally flipped predictions.
         overlays: write per-slice PNG overlays and a GIF per case.
 
     Returns:
         ``{"mean", "median", "per_case" (DSC), "rows" (all metrics per case), "out_dir"}``.
     """
+    weights = weights or paths.shipped_checkpoint()
     torch_device = select_device(device)
     model, config = load_model(weights, torch_device)
     image_size = load_checkpoint(weights)["image_size"]
@@ -98,14 +103,16 @@ def evaluate_checkpoint(weights: str, split: str | None = None, data_dir: str | 
     result = evaluate(model, volumes, loss_fn, runtime, progress=progress, flip_tta=flip_tta)
 
     run = Path(weights).resolve().parent.name if Path(weights).name in ("best.pt", "last.pt") else Path(weights).stem
-    out = Path(out_dir) if out_dir else Path("predictions") / (run + ("-tta" if flip_tta else ""))
+    out = paths.or_default(out_dir, paths.predictions_dir() / (run + ("-tta" if flip_tta else "")))
     rows = {}
-    for volume in tqdm(volumes, desc="report", unit="case", disable=not progress):
-        probs = result["probs"][volume.case_id]
-        rows[volume.case_id] = case_metrics(probs, volume.metric_mask)
-        if overlays:
-            frames = case_overlays(flair_on_metric_grid(volume), volume.metric_mask, binarize_volume(probs, THRESHOLD))
-            write_overlays(frames, out / volume.case_id, out / f"{volume.case_id}.gif")
+    with tqdm(volumes, desc="report", unit="case", disable=not progress) as bar:  # closed on errors too
+        for volume in bar:
+            probs = result["probs"][volume.case_id]
+            rows[volume.case_id] = case_metrics(probs, volume.metric_mask)
+            if overlays:
+                frames = case_overlays(flair_on_metric_grid(volume), volume.metric_mask,
+                                       binarize_volume(probs, THRESHOLD))
+                write_overlays(frames, out / volume.case_id, out / f"{volume.case_id}.gif")
     atomic_write_text(out / "metrics.csv", metrics_csv(rows))
     per_case = {case: row["dsc"] for case, row in rows.items()}
     dsc_chart(per_case, out / "dsc.png", title=f"{run}{' + flip TTA' if flip_tta else ''}: per-volume DSC")

@@ -1,6 +1,9 @@
-"""Pictures of results: outline overlays (FLAIR in grey, truth in green, prediction in red)."""
+"""Pictures of results: outline overlays (FLAIR in grey, truth in green, prediction in red), a data
+preview, and a slice browser for notebooks."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from skimage.segmentation import find_boundaries
@@ -58,3 +61,57 @@ def data_preview(volumes, per_case: int = 1):
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def slice_figure(frames: np.ndarray, index: int, title: str = ""):
+    """One slice of a case's outline overlays, with its number in the title.
+
+    Args:
+        frames: (D, H, W, 3) uint8 overlays (FLAIR in grey, truth outline in green, prediction
+            outline in red), e.g. from :func:`brainseg.report.read_overlays`.
+        index: 0-based slice index.
+        title: shown before the slice number, e.g. the case id.
+
+    Raises:
+        IndexError: ``index`` outside ``0 .. D-1``.
+    """
+    from matplotlib.figure import Figure
+
+    if not 0 <= index < len(frames):
+        raise IndexError(f"slice index {index} out of range: the case has {len(frames)} slices (0 .. {len(frames) - 1})")
+    fig = Figure(figsize=(5, 5.4))
+    ax = fig.subplots()
+    ax.imshow(frames[index])
+    ax.set_title(f"{title + ': ' if title else ''}slice {index + 1}/{len(frames)}\n"
+                 "truth outlined in green, prediction in red", fontsize=9)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def slice_browser(case_dir: str | Path):
+    """A slider over the slices of one evaluated case, each drawn by :func:`slice_figure`.
+
+    Without ipywidgets installed, the case's animated GIF instead (the same frames, played).
+
+    Args:
+        case_dir: the case's overlay folder written by :func:`brainseg.evaluate.evaluate_checkpoint`,
+            ``<out_dir>/<case>`` (its GIF ``<out_dir>/<case>.gif`` lies beside it).
+
+    Returns:
+        An ipywidgets ``interactive`` widget, or an ``IPython.display.Image`` of the GIF; a notebook
+        displays either.
+    """
+    from .report import read_overlays  # report draws with this module's outline_overlay
+
+    case_dir = Path(case_dir)
+    try:
+        import ipywidgets
+    except ImportError:
+        from IPython.display import Image
+
+        return Image(filename=str(case_dir.parent / f"{case_dir.name}.gif"))
+    frames = read_overlays(case_dir)
+    slider = ipywidgets.IntSlider(value=len(frames) // 2 + 1, min=1, max=len(frames), description="slice")
+    return ipywidgets.interactive(lambda number: slice_figure(frames, number - 1, case_dir.name),
+                                  {"auto_display": True}, number=slider)

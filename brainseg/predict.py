@@ -16,7 +16,7 @@ import tifffile
 import torch
 
 from .checkpoint import load_checkpoint, load_model
-from .data import list_case_files, read_case
+from .data import list_case_files, naming_the_case, read_case
 from .io import atomic_write
 from .metrics import THRESHOLD, binarize_volume
 from .preprocess import preprocess_case, restore_geometry
@@ -39,14 +39,16 @@ def predict_case(weights: str, case_dir: str, out_dir: str, device: str = "auto"
         (D, H, W) uint8 predicted mask in {0, 255}, in the original slice geometry.
 
     Raises:
-        DatasetError: missing slices, wrong shape or channel count, unreadable files.
+        DatasetError: missing slices, wrong shape or channel count, unreadable files, a volume
+            that cannot be preprocessed (the file or case is named).
     """
     files = list_case_files(case_dir, require_masks=False)
     image, truth = read_case(files)
     torch_device = select_device(device)
     model, config = load_model(weights, torch_device)
     size = load_checkpoint(weights)["image_size"]
-    volume, _, geometry = preprocess_case(image, None, size)
+    with naming_the_case(files):
+        volume, _, geometry = preprocess_case(image, None, size)
     runtime = Runtime(torch_device, amp=config.amp, channels_last=config.channels_last)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)

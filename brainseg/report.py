@@ -105,3 +105,16 @@ def write_overlays(frames: np.ndarray, folder: str | Path, gif_path: str | Path,
     for i, frame in enumerate(frames, 1):
         atomic_write(folder / f"{i:02d}.png", lambda f, frame=frame: iio.imwrite(f, frame, extension=".png"))
     atomic_write(gif_path, lambda f: iio.imwrite(f, list(frames), extension=".gif", duration=1000 / fps, loop=0))
+
+
+def read_overlays(folder: str | Path) -> np.ndarray:
+    """The per-slice PNGs written by :func:`write_overlays`, in slice order: (D, H, W, 3) uint8.
+
+    Raises:
+        FileNotFoundError: ``folder`` holds no ``<slice>.png`` (the evaluation ran without overlays).
+    """
+    files = sorted((path for path in Path(folder).glob("*.png") if path.stem.isdigit()), key=lambda path: int(path.stem))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no slice overlays (01.png, 02.png, ...); evaluate the checkpoint "
+                                "with overlays (without --no-overlays)")
+    return np.stack([iio.imread(path)[..., :3] for path in files])

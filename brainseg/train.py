@@ -129,21 +129,21 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
     model.train()
     start, images = time.perf_counter(), 0
     total = torch.zeros((), device=runtime.device)
-    bar = tqdm(loader, desc="train", unit="batch", leave=False, disable=not progress)
-    for step, (image, mask) in enumerate(bar, 1):
-        image, mask = image.to(runtime.device, non_blocking=True), mask.to(runtime.device, non_blocking=True)
-        if batch_augment is not None:
-            image, mask = batch_augment(image, mask)
-        image = runtime.to_input(image)
-        loss = training_step(model, image, mask, loss_fn, optimizer, runtime)
-        scheduler.step()
-        total += loss.detach() * image.shape[0]
-        images += image.shape[0]
-        if step % check_every == 0 or step == len(loader):
-            value = loss.item()  # one sync every check_every steps keeps CUDA busy
-            if not all_finite(math.isfinite(value)):
-                raise TrainingDiverged(f"loss became {value} at step {step}; lower the learning rate")
-            bar.set_postfix(loss=f"{value:.4f}")
+    with tqdm(loader, desc="train", unit="batch", leave=False, disable=not progress) as bar:  # closed on errors too
+        for step, (image, mask) in enumerate(bar, 1):
+            image, mask = image.to(runtime.device, non_blocking=True), mask.to(runtime.device, non_blocking=True)
+            if batch_augment is not None:
+                image, mask = batch_augment(image, mask)
+            image = runtime.to_input(image)
+            loss = training_step(model, image, mask, loss_fn, optimizer, runtime)
+            scheduler.step()
+            total += loss.detach() * image.shape[0]
+            images += image.shape[0]
+            if step % check_every == 0 or step == len(loader):
+                value = loss.item()  # one sync every check_every steps keeps CUDA busy
+                if not all_finite(math.isfinite(value)):
+                    raise TrainingDiverged(f"loss became {value} at step {step}; lower the learning rate")
+                bar.set_postfix(loss=f"{value:.4f}")
     return {"loss": total.item() / max(images, 1), "images": images, "seconds": time.perf_counter() - start}
 
 
@@ -246,14 +246,15 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
 
     Raises:
         DatasetError: the dataset is missing or malformed.
-        TrainingDiverged: NaN/inf loss; ``best.pt`` keeps the best model so far.
+        TrainingDiverged: NaN/inf loss; ``best.pt`` keeps the best model so far. The message names
+            the run, the epoch and that checkpoint.
     """
     wall_start = time.perf_counter()
     config.validate()
     if resume and not config.run_name:
         raise ValueError("resume needs the run_name of the run to continue")
     run_name = config.run_name or default_run_name(config)
-    log_dir, weights_dir = Path(config.logs_dir) / run_name, Path(config.weights_dir) / run_name
+    log_dir, weights_dir = config.run_dirs(run_name)
     device = select_device(config.device)
     dist = init_distributed(device.type)  # one process unless started by torchrun
     if dist.enabled and device.type == "cuda":
@@ -383,7 +384,12 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
             if stopped_early:
                 say(f"stopping: another epoch would end after max_minutes={config.max_minutes}")
                 break
+    except TrainingDiverged as exc:  # say which run, and what it kept
+        best_path = weights_dir / "best.pt"
+        kept = f"the best model so far is in {best_path}" if best_path.is_file() else "no checkpoint was saved yet"
+        raise TrainingDiverged(f"run {run_name}, epoch {epoch}: {exc}; {kept}") from exc
     finally:
+        epochs.close()  # before any error message, so that it starts on a line of its own
         logger.close()
     if dist.enabled:
         sync_buffers(model, dist)

@@ -57,19 +57,20 @@ def evaluate(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, ru
         "probs": {case_id: (D, 256, 256)}}``; ``per_case`` follows ``largest_component``.
     """
     per_case, without_lcc, probs_by_case, loss_sum, slices = {}, {}, {}, 0.0, 0
-    for volume in tqdm(volumes, desc="validate", unit="case", leave=False, disable=not progress):
-        logits = predict_volume(model, volume.image, runtime, batch_size)
-        mask = torch.from_numpy(volume.mask[:, None].astype(np.float32))
-        loss_sum += loss_fn(logits, mask).item() * volume.num_slices
-        slices += volume.num_slices
-        probs = torch.sigmoid(logits)
-        if flip_tta:
-            probs = (probs + torch.sigmoid(predict_volume(model, volume.image, runtime, batch_size, flip=True))) / 2
-        probs = to_metric_grid(probs).numpy()
-        without_lcc[volume.case_id] = volume_dsc(probs, volume.metric_mask, largest_component=False)
-        per_case[volume.case_id] = (volume_dsc(probs, volume.metric_mask) if largest_component
-                                    else without_lcc[volume.case_id])
-        probs_by_case[volume.case_id] = probs
+    with tqdm(volumes, desc="validate", unit="case", leave=False, disable=not progress) as bar:  # closed on errors
+        for volume in bar:
+            logits = predict_volume(model, volume.image, runtime, batch_size)
+            mask = torch.from_numpy(volume.mask[:, None].astype(np.float32))
+            loss_sum += loss_fn(logits, mask).item() * volume.num_slices
+            slices += volume.num_slices
+            probs = torch.sigmoid(logits)
+            if flip_tta:
+                probs = (probs + torch.sigmoid(predict_volume(model, volume.image, runtime, batch_size, flip=True))) / 2
+            probs = to_metric_grid(probs).numpy()
+            without_lcc[volume.case_id] = volume_dsc(probs, volume.metric_mask, largest_component=False)
+            per_case[volume.case_id] = (volume_dsc(probs, volume.metric_mask) if largest_component
+                                        else without_lcc[volume.case_id])
+            probs_by_case[volume.case_id] = probs
     return {"loss": loss_sum / slices, **summarize(per_case), "per_case": per_case,
             "per_case_without_lcc": without_lcc, "probs": probs_by_case}
 

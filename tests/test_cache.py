@@ -1,8 +1,12 @@
+import re
+
 import numpy as np
 import pytest
+import tifffile
 
 from brainseg import cache
 from brainseg.cache import load_volumes
+from brainseg.cli import main
 from brainseg.data import DatasetError, discover_cases, read_case
 from brainseg.preprocess import preprocess_case
 
@@ -52,3 +56,31 @@ def test_changed_files_and_damaged_entries_are_rebuilt(synthetic_data, tmp_path)
 def test_unknown_case(synthetic_data, tmp_path):
     with pytest.raises(DatasetError, match="unknown case ids"):
         load_volumes(["TCGA_NOPE"], 32, synthetic_data, tmp_path, progress=False)
+
+
+def make_flat(case_folder):
+    """Blacken every slice of a case, as a broken export would."""
+    for path in case_folder.glob("*.tif"):
+        if not path.stem.endswith("_mask"):
+            tifffile.imwrite(path, np.zeros_like(tifffile.imread(path)))
+
+
+def test_a_flat_case_is_named_with_its_folder(synthetic_data, tmp_path):
+    case = sorted(discover_cases(synthetic_data))[0]
+    make_flat(synthetic_data / case)
+    message = (rf"^{case}: volume has no intensity range \(p10=0.0, p99=0.0\); "
+               rf"check the case's TIFFs at {re.escape(str(synthetic_data.resolve() / case))}$")
+    with pytest.raises(DatasetError, match=message):
+        load_volumes([case], 32, synthetic_data, tmp_path / "cache", workers=1, progress=False)
+
+
+def test_a_preprocessing_error_prints_on_its_own_line_after_the_progress_bar(synthetic_data, tmp_path, capsys):
+    for case in discover_cases(synthetic_data):
+        make_flat(synthetic_data / case)
+    code = main(["train", "--preset", "smoke", "--data", str(synthetic_data), "--cache-dir", str(tmp_path / "cache"),
+                 "--logs-dir", str(tmp_path / "logs"), "--weights-dir", str(tmp_path / "weights"),
+                 "--split", "kfold", "--folds", "3", "--image-size", "32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "preprocessing 32px" in err  # the bar was drawn, and the error came while it was open
+    [line] = [line for line in err.split("\n") if "no intensity range" in line]
+    assert re.match(r"error: TCGA_XX_\d{4}_20000101: volume has no intensity range", line), repr(line)

@@ -1,18 +1,23 @@
-"""The three notebooks: committed without outputs, and executed top to bottom on real data with smoke settings."""
+"""The three notebooks: committed without outputs, and executed top to bottom as Jupyter runs them
+(the kernel in ``notebooks/``) on real data with smoke settings, their outputs landing in the
+repository's top-level folders."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+NAMES = ["train", "inference", "compare"]
 
 
-@pytest.mark.parametrize("name", ["train", "inference", "compare"])
+@pytest.mark.parametrize("name", NAMES)
 def test_notebook_committed_without_outputs_and_with_parameters(name):
     book = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
     code = [c for c in book["cells"] if c["cell_type"] == "code"]
@@ -20,28 +25,59 @@ def test_notebook_committed_without_outputs_and_with_parameters(name):
     assert "parameters" in code[0]["metadata"].get("tags", []), f"{name}.ipynb: first code cell must be tagged 'parameters'"
 
 
-def run_notebook(name: str, parameters: dict, workdir: Path) -> nbformat.NotebookNode:
-    """Execute a notebook with ``parameters`` injected after its parameters cell (as papermill does)."""
-    book = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+def copy_of_repository(target: Path, data: Path) -> Path:
+    """What a notebook run reads in a checkout, copied to ``target``: the package, ``pyproject.toml``,
+    the notebooks, the samples and the shipped checkpoint; ``data/kaggle_3m`` links to ``data``."""
+    shutil.copytree(ROOT / "brainseg", target / "brainseg", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", target)
+    (target / "notebooks").mkdir()
+    for name in NAMES:
+        shutil.copy(NOTEBOOKS / f"{name}.ipynb", target / "notebooks")
+    shutil.copytree(ROOT / "samples", target / "samples")
+    (target / "weights").mkdir()
+    shutil.copy(ROOT / "weights" / "cpu-unet-dice-reference.pt", target / "weights")
+    (target / "data").mkdir()
+    (target / "data" / "kaggle_3m").symlink_to(data.resolve(), target_is_directory=True)
+    return target
+
+
+def run_notebook(repo: Path, name: str, parameters: dict) -> nbformat.NotebookNode:
+    """Execute ``repo/notebooks/<name>.ipynb`` with its kernel in ``repo/notebooks`` (as Jupyter does),
+    ``parameters`` injected after its parameters cell (as papermill does)."""
+    book = nbformat.read(repo / "notebooks" / f"{name}.ipynb", as_version=4)
     index = next(i for i, c in enumerate(book.cells) if "parameters" in c.metadata.get("tags", []))
     source = "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
     book.cells.insert(index + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
-    NotebookClient(book, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
+    resources = {"metadata": {"path": str(repo / "notebooks")}}
+    NotebookClient(book, timeout=900, kernel_name="python3", resources=resources).execute()
     return book
 
 
+def outputs_of(book: nbformat.NotebookNode) -> list[dict]:
+    return [o for c in book.cells if c.cell_type == "code" for o in c.outputs]
+
+
 @pytest.mark.realdata
-def test_notebooks_run_end_to_end(real_data, tmp_path):
-    overrides = {"logs_dir": str(tmp_path / "logs"), "weights_dir": str(tmp_path / "weights"),
-                 "cache_dir": str(tmp_path / "cache"), "run_name": "notebook-smoke"}
-    run_notebook("train", {"PRESET": "smoke", "OVERRIDES": overrides, "DATA_DIR": str(real_data)}, tmp_path)
-    weights = tmp_path / "weights" / "notebook-smoke" / "best.pt"
-    assert weights.is_file()
-    book = run_notebook("inference", {"WEIGHTS": str(weights), "DATA_DIR": str(real_data),
-                                      "OUT_DIR": str(tmp_path / "predictions")}, tmp_path)
-    assert (tmp_path / "predictions" / "metrics.csv").is_file()
-    outputs = [o for c in book.cells if c.cell_type == "code" for o in c.outputs]
-    assert any("image/png" in o.get("data", {}) for o in outputs), "the DSC chart was not displayed"
-    book = run_notebook("compare", {"LOGS_DIR": str(tmp_path / "logs")}, tmp_path)
-    text = json.dumps([o for c in book.cells if c.cell_type == "code" for o in c.outputs])
-    assert "notebook-smoke" in text
+def test_notebooks_with_default_folders_write_to_the_top_level(real_data, tmp_path, monkeypatch):
+    repo = copy_of_repository(tmp_path / "repo", real_data)
+    monkeypatch.setenv("PYTHONPATH", str(repo))  # the kernel imports the copy's brainseg, as a checkout's does
+    monkeypatch.delenv("BRAINSEG_DATA", raising=False)  # the dataset comes from the default, the copy's data/kaggle_3m
+    monkeypatch.setenv("BRAINSEG_CACHE", str(tmp_path / "cache"))
+
+    run_notebook(repo, "train", {"PRESET": "smoke"})
+    [run] = [p.name for p in (repo / "logs").iterdir()]
+    assert (repo / "logs" / run / "metrics.json").is_file() and (repo / "weights" / run / "best.pt").is_file()
+
+    # the shipped checkpoint by default; only the data shrunk to the two committed samples
+    book = run_notebook(repo, "inference", {"DATA_DIR": str(repo / "samples" / "kaggle_3m"), "SPLIT": "all"})
+    out = repo / "predictions" / "cpu-unet-dice-reference"
+    assert (out / "metrics.csv").is_file() and (out / "dsc.png").is_file()
+    kinds = {kind for o in outputs_of(book) for kind in o.get("data", {})}
+    assert "image/png" in kinds, "the DSC chart was not displayed"
+    assert "application/vnd.jupyter.widget-view+json" in kinds, "the slice browser was not displayed"
+
+    book = run_notebook(repo, "compare", {})
+    assert run in json.dumps(outputs_of(book))
+
+    assert sorted(p.name for p in (repo / "notebooks").iterdir()) == sorted(f"{n}.ipynb" for n in NAMES), \
+        "a notebook wrote under notebooks/"

@@ -37,3 +37,12 @@ def test_predict_bad_input(tmp_path, checkpoint, capsys):
     tifffile.imwrite(folder / "TCGA_XX_0001_20000101_2.tif", np.zeros((64, 64, 4), np.uint8))
     assert main(["predict", "--weights", str(checkpoint), "--case", str(folder), "--out", str(tmp_path / "o")]) == 2
     assert "TCGA_XX_0001_20000101_2.tif: expected an image of shape (H, W, 3)" in capsys.readouterr().err
+
+
+def test_predict_names_a_case_that_cannot_be_preprocessed(tmp_path, checkpoint, capsys):
+    folder = write_case(tmp_path / "data", "TCGA_XX_0001_20000101", slices=6)
+    for path in folder.glob("*.tif"):
+        tifffile.imwrite(path, np.zeros_like(tifffile.imread(path)))
+    assert main(["predict", "--weights", str(checkpoint), "--case", str(folder), "--out", str(tmp_path / "o")]) == 2
+    assert (f"error: TCGA_XX_0001_20000101: volume has no intensity range (p10=0.0, p99=0.0); check the case's TIFFs "
+            f"at {folder}") in capsys.readouterr().err

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from medpy.metric.binary import assd, hd95
 
-from brainseg.report import case_metrics, case_overlays, dsc_chart, write_overlays
+from brainseg.report import case_metrics, case_overlays, dsc_chart, read_overlays, write_overlays
 
 
 def two_boxes():
@@ -50,3 +50,12 @@ def test_chart_overlays_and_gif(tmp_path):
     write_overlays(frames, tmp_path / "case", tmp_path / "case.gif")
     assert sorted(p.name for p in (tmp_path / "case").iterdir()) == ["01.png", "02.png", "03.png", "04.png"]
     assert len(iio.imread(tmp_path / "case.gif", index=None)) == 4
+
+
+def test_overlays_read_back_in_slice_order(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (11, 8, 8, 3), dtype=np.uint8)
+    write_overlays(frames, tmp_path / "case", tmp_path / "case.gif")
+    np.testing.assert_array_equal(read_overlays(tmp_path / "case"), frames)  # 10.png after 09.png
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no slice overlays .*without --no-overlays"):
+        read_overlays(tmp_path / "empty")

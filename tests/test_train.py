@@ -6,6 +6,7 @@ import torch
 
 from brainseg import train as train_module
 from brainseg.checkpoint import load_checkpoint, load_model
+from brainseg.cli import main
 from brainseg.config import TrainConfig
 from brainseg.train import TrainingDiverged, fit, make_scheduler
 
@@ -44,12 +45,29 @@ def test_nan_loss_stops_training_and_keeps_best(synthetic_data, tmp_path, monkey
             return value * float("nan") if self.calls > 20 else value
 
     monkeypatch.setattr(train_module, "create_loss", lambda name, **kw: NanAfterFirstEpoch())
-    with pytest.raises(TrainingDiverged, match="loss became nan"):
+    with pytest.raises(TrainingDiverged, match=r"^run synthetic, epoch \d: loss became nan at step \d+; lower the "
+                                               r"learning rate; the best model so far is in .*synthetic/best.pt$"):
         fit(synthetic_config(synthetic_data, tmp_path, epochs=5), progress=False)
     best = tmp_path / "weights" / "synthetic" / "best.pt"
     model, _ = load_model(best)
     assert load_checkpoint(best)["epoch"] >= 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_divergence_is_reported_on_its_own_line_after_the_progress_bars(synthetic_data, tmp_path, monkeypatch,
+                                                                        capsys):
+    real_create_loss = train_module.create_loss
+    monkeypatch.setattr(train_module, "create_loss",
+                        lambda name, **kw: lambda logits, target: real_create_loss("dice")(logits, target) * float("nan"))
+    args = ["train", "--preset", "smoke", "--data", str(synthetic_data), "--cache-dir", str(tmp_path / "cache"),
+            "--logs-dir", str(tmp_path / "logs"), "--weights-dir", str(tmp_path / "weights"), "--run-name", "synthetic",
+            "--split", "kfold", "--folds", "3", "--image-size", "32", "--features", "4", "--max-train-cases", "0"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "epochs:" in err  # the bars were drawn
+    [line] = [line for line in err.split("\n") if "loss became nan" in line]
+    assert line.startswith("error: run synthetic, epoch 1: loss became nan at step"), repr(line)
+    assert line.endswith("no checkpoint was saved yet")
 
 
 def test_time_budget_stops_early(synthetic_data, tmp_path):
