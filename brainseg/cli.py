@@ -154,6 +154,12 @@ def _add_compact_parser(sub) -> None:
     parser.add_argument("--out", required=True, help="output .pt file")
 
 
+def _add_run_folders(parser: argparse.ArgumentParser) -> None:
+    """``--results-dir`` and ``--logs-dir``, where a result or the folds of a CV in progress are found."""
+    parser.add_argument("--results-dir", default=str(paths.results_dir()))
+    parser.add_argument("--logs-dir", default=str(paths.logs_dir()))
+
+
 def _add_results_parser(sub) -> None:
     parser = sub.add_parser("results", help="keep run metrics in results/ and rebuild the docs tables")
     action = parser.add_subparsers(dest="action", required=True)
@@ -182,8 +188,7 @@ def _add_results_parser(sub) -> None:
     paired.add_argument("b", help="the candidate (B)")
     paired.add_argument("--folds", type=int, nargs="+", default=None, help="keep only the cases of these folds")
     paired.add_argument("--folds-file", default=None, help="folds JSON for --folds (default: the results' own)")
-    paired.add_argument("--results-dir", default=str(paths.results_dir()))
-    paired.add_argument("--logs-dir", default=str(paths.logs_dir()))
+    _add_run_folders(paired)
     paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json)")
     failures = action.add_parser("failures", help="profile, classify and draw the cases a cross-validation fails on",
                                  description="Every case below --below: lesion size, FLAIR copies (missing scans), "
@@ -192,8 +197,7 @@ def _add_results_parser(sub) -> None:
                                              "where present.")
     failures.add_argument("cv", help="cross-validation result: JSON file, name in results/, or a CV in progress")
     failures.add_argument("--below", type=float, default=0.6, help="DSC under which a case is analysed")
-    failures.add_argument("--results-dir", default=str(paths.results_dir()))
-    failures.add_argument("--logs-dir", default=str(paths.logs_dir()))
+    _add_run_folders(failures)
     failures.add_argument("--weights-dir", default=str(paths.weights_dir()))
     failures.add_argument("--figures", default=str(paths.project_root() / "docs" / "failures"),
                           help="folder of the per-case figures (default: docs/failures)")
@@ -236,6 +240,54 @@ def build_parser() -> argparse.ArgumentParser:
     _add_results_parser(sub)
     _add_bench_parser(sub)
     return parser
+
+
+def _run_results(args: argparse.Namespace, argv: list[str]) -> None:
+    """The ``results`` actions: export, paired, failures, compare, table."""
+    from . import results
+
+    if args.action == "export":
+        for run_dir in args.run_dirs:
+            print(f"wrote {results.export_run(run_dir, args.results_dir)}")
+    elif args.action == "paired":
+        from .io import atomic_write_json
+        from .paired import compare_results, paired_report
+
+        result = compare_results(args.a, args.b, args.folds, args.folds_file, args.results_dir, args.logs_dir)
+        out = args.out or f"{args.results_dir}/paired-{result['a']}-vs-{result['b']}.json"
+        atomic_write_json(out, {**result, "command": "python -m brainseg " + shlex.join(argv)})
+        print(paired_report(result))
+        print(f"wrote {out}")
+    elif args.action == "failures":
+        from .failures import analyse_failures, failures_markdown
+
+        rows = analyse_failures(args.cv, args.below, args.results_dir, args.logs_dir, args.weights_dir,
+                                args.figures, args.data_dir)
+        doc_dir = Path(args.doc).parent if args.doc else Path(args.figures).parent
+        table = failures_markdown(rows, doc_dir)
+        if args.doc:
+            results.write_readme_table(args.doc, table, f"<!-- failures:{args.cv}:start -->",
+                                       f"<!-- failures:{args.cv}:end -->")
+            print(f"updated the failure table of {args.cv} in {args.doc}")
+        print(table)
+    elif args.action == "compare":
+        from .compare import comparison_table, plot_curves, runs_from_results
+
+        runs = runs_from_results(args.results_dir, args.preset, selection=args.selection)
+        table = comparison_table(runs)
+        plot_curves(runs, args.figure)
+        if args.doc:
+            results.write_readme_table(args.doc, table, results.COMPARE_START, results.COMPARE_END)
+            print(f"updated the comparison table in {args.doc}")
+        print(table)
+        print(f"wrote {args.figure}")
+    else:
+        table = results.results_table(args.results_dir)
+        if args.doc:
+            results.write_readme_table(args.doc, table)
+            print(f"updated the results table in {args.doc}")
+        else:
+            print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,50 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "<!-- bench-speed:end -->")
                 print(f"updated the speed and goals tables in {args.doc}")
         elif args.command == "results":
-            from . import results
-
-            if args.action == "export":
-                for run_dir in args.run_dirs:
-                    print(f"wrote {results.export_run(run_dir, args.results_dir)}")
-            elif args.action == "paired":
-                from .io import atomic_write_json
-                from .paired import compare_results, paired_report
-
-                result = compare_results(args.a, args.b, args.folds, args.folds_file, args.results_dir, args.logs_dir)
-                out = args.out or f"{args.results_dir}/paired-{result['a']}-vs-{result['b']}.json"
-                atomic_write_json(out, {**result, "command": "python -m brainseg " + shlex.join(argv)})
-                print(paired_report(result))
-                print(f"wrote {out}")
-            elif args.action == "failures":
-                from .failures import analyse_failures, failures_markdown
-
-                rows = analyse_failures(args.cv, args.below, args.results_dir, args.logs_dir, args.weights_dir,
-                                        args.figures, args.data_dir)
-                doc_dir = Path(args.doc).parent if args.doc else Path(args.figures).parent
-                table = failures_markdown(rows, doc_dir)
-                if args.doc:
-                    results.write_readme_table(args.doc, table, f"<!-- failures:{args.cv}:start -->",
-                                               f"<!-- failures:{args.cv}:end -->")
-                    print(f"updated the failure table of {args.cv} in {args.doc}")
-                print(table)
-            elif args.action == "compare":
-                from .compare import comparison_table, plot_curves, runs_from_results
-
-                runs = runs_from_results(args.results_dir, args.preset, selection=args.selection)
-                table = comparison_table(runs)
-                plot_curves(runs, args.figure)
-                if args.doc:
-                    results.write_readme_table(args.doc, table, results.COMPARE_START, results.COMPARE_END)
-                    print(f"updated the comparison table in {args.doc}")
-                print(table)
-                print(f"wrote {args.figure}")
-            else:
-                table = results.results_table(args.results_dir)
-                if args.doc:
-                    results.write_readme_table(args.doc, table)
-                    print(f"updated the results table in {args.doc}")
-                else:
-                    print(table)
+            _run_results(args, argv)
     except (DatasetError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
