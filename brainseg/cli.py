@@ -39,6 +39,8 @@ _FIELD_HELP = {
     "flip_prob": "horizontal flip probability",
     "flair_fill": "probability that a training slice gets its pre-, post-contrast or both channels replaced "
                   "by FLAIR, as the dataset stores missing scans",
+    "intensity": "probability that a training slice gets each channel's gamma, contrast, brightness and noise "
+                 "varied at random",
     "augment": "sample (per slice in the DataLoader workers) or batch (whole batches on the training device)",
     "workers": "DataLoader worker processes",
     "seed": "random seed", "device": "auto, cpu or cuda",

@@ -49,6 +49,8 @@ class TrainConfig:
         aug_scale, aug_angle, flip_prob: augmentation (0 disables each).
         flair_fill: probability that a training slice has its pre-contrast, post-contrast or both
             channels replaced by its FLAIR channel, as the dataset stores missing scans (0 disables).
+        intensity: probability that a training slice has each channel's gamma, contrast, brightness
+            and noise varied (``transforms.jitter_intensity``; 0 disables).
         augment: where it runs: ``sample`` (torchvision, per slice in the DataLoader workers) or
             ``batch`` (the same distribution on the whole batch on the training device).
         workers: DataLoader worker processes.
@@ -95,6 +97,7 @@ class TrainConfig:
     aug_angle: float = 15.0
     flip_prob: float = 0.5
     flair_fill: float = 0.0
+    intensity: float = 0.0
     augment: str = "sample"
     workers: int = 2
     seed: int = 42
@@ -123,7 +126,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a dict with string keys, got {value!r}")
         from .transforms import check_augment_ranges  # the augmentation's own range check
 
-        check_augment_ranges(self.aug_scale, self.aug_angle, self.flip_prob, self.flair_fill)
+        check_augment_ranges(self.aug_scale, self.aug_angle, self.flip_prob, self.flair_fill, self.intensity)
         if self.image_size < 16 or self.image_size % 16:
             raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
         for name in ("epochs", "batch_size", "features", "inner_val_cases", "val_every"):

@@ -288,7 +288,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = create_loss(config.loss, **config.loss_args)
-    augment_args = (config.aug_scale, config.aug_angle, config.flip_prob, config.flair_fill)
+    augment_args = (config.aug_scale, config.aug_angle, config.flip_prob, config.flair_fill, config.intensity)
     batch_augment = BatchAugment(*augment_args) if config.augment == "batch" else None
     train_set = SliceDataset(train_volumes, JointAugment(*augment_args) if config.augment == "sample" else None)
     sampler_generator = torch.Generator().manual_seed(config.seed)

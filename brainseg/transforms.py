@@ -8,10 +8,14 @@ the reference. :class:`JointAugment` works on one sample (in the DataLoader work
 ``affine_grid`` / ``grid_sample``, on the training device.
 
 Both can also imitate a missing scan (:func:`fill_with_flair`): the dataset stores a case without a
-pre- or post-contrast scan with its FLAIR in that channel, so training does the same at random.
+pre- or post-contrast scan with its FLAIR in that channel, so training does the same at random; and
+vary each channel's intensities (:func:`jitter_intensity`: gamma, contrast, brightness, noise), as
+scanners and protocols do.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -48,10 +52,66 @@ def fill_with_flair(image: torch.Tensor, prob: float) -> torch.Tensor:
     return batch if image.dim() == 4 else batch[0]
 
 
-def check_augment_ranges(scale: float, angle: float, flip_prob: float, flair_fill: float = 0.0) -> None:
+# Ranges of jitter_intensity's draws, per image and channel, on the standardised intensities
+# (zero mean, unit std per channel over the volume). Close to nnU-Net's defaults.
+GAMMA_RANGE = (0.7, 1.5)
+CONTRAST_RANGE = (0.75, 1.25)
+SHIFT_RANGE = (-0.2, 0.2)  # in units of the volume's standard deviation
+NOISE_STD_MAX = 0.1
+
+
+def adjust_intensity(image: torch.Tensor, gamma: torch.Tensor, contrast: torch.Tensor, shift: torch.Tensor,
+                     noise: torch.Tensor) -> torch.Tensor:
+    """Per-channel intensity change: gamma on the channel's own [min, max], contrast about its mean,
+    an additive shift, then additive noise.
+
+    Shape:
+        image (N, C, H, W); gamma, contrast, shift (N, C); noise (N, C, H, W) (already scaled);
+        returns (N, C, H, W).
+    """
+    low = image.amin(dim=(2, 3), keepdim=True)
+    span = (image.amax(dim=(2, 3), keepdim=True) - low).clamp_min(1e-6)
+    image = low + ((image - low) / span).pow(gamma[..., None, None]) * span
+    mean = image.mean(dim=(2, 3), keepdim=True)
+    return mean + (image - mean) * contrast[..., None, None] + shift[..., None, None] + noise
+
+
+def _uniform(shape: tuple[int, ...], bounds: tuple[float, float]) -> torch.Tensor:
+    low, high = bounds
+    return low + torch.rand(shape) * (high - low)
+
+
+def jitter_intensity(image: torch.Tensor, prob: float) -> torch.Tensor:
+    """With probability ``prob`` per image, change each channel's intensities independently by
+    :func:`adjust_intensity` with parameters drawn from ``GAMMA_RANGE`` (log-uniform),
+    ``CONTRAST_RANGE``, ``SHIFT_RANGE`` and Gaussian noise of std up to ``NOISE_STD_MAX``.
+
+    Draws come from the global torch RNG (on the CPU, whatever the image's device), and none are
+    made when ``prob`` is 0.
+
+    Shape:
+        image (3, H, W) or (N, 3, H, W); returns a new tensor of the same shape.
+    """
+    if prob == 0:
+        return image
+    batch = image if image.dim() == 4 else image[None]
+    n, c = batch.shape[:2]
+    hit = torch.rand(n) < prob
+    draws = [_uniform((n, c), (math.log(GAMMA_RANGE[0]), math.log(GAMMA_RANGE[1]))).exp(), _uniform((n, c), CONTRAST_RANGE), _uniform((n, c), SHIFT_RANGE)]
+    noise = torch.randn(batch.shape) * _uniform((n, c), (0.0, NOISE_STD_MAX))[..., None, None]
+    gamma, contrast, shift = (d.to(batch.device, batch.dtype) for d in draws)
+    jittered = adjust_intensity(batch, gamma, contrast, shift, noise.to(batch.device, batch.dtype))
+    batch = torch.where(hit.to(batch.device)[:, None, None, None], jittered, batch)
+    return batch if image.dim() == 4 else batch[0]
+
+
+def check_augment_ranges(scale: float, angle: float, flip_prob: float, flair_fill: float = 0.0,
+                         intensity: float = 0.0) -> None:
     """Raise ``ValueError`` naming the first augmentation parameter out of its range."""
     if not 0 <= flair_fill <= 1:
         raise ValueError(f"flair_fill must be in [0, 1], got {flair_fill}")
+    if not 0 <= intensity <= 1:
+        raise ValueError(f"intensity must be in [0, 1], got {intensity}")
     if not 0 <= scale < 1:
         raise ValueError(f"scale must be in [0, 1), got {scale}")
     if not 0 <= angle <= 180:
@@ -68,14 +128,16 @@ class JointAugment:
         angle: rotation range in degrees, e.g. 15 for [-15, 15]; 0 disables.
         flip_prob: probability of a horizontal flip.
         flair_fill: probability of replacing contrast channels by FLAIR (:func:`fill_with_flair`).
+        intensity: probability of a per-channel intensity change (:func:`jitter_intensity`).
 
     Shape:
         image (3, H, W) float, mask (1, H, W) float in {0, 1}; both keep their shapes.
     """
 
-    def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5, flair_fill: float = 0.0):
-        check_augment_ranges(scale, angle, flip_prob, flair_fill)
-        self.flair_fill = flair_fill
+    def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5, flair_fill: float = 0.0,
+                 intensity: float = 0.0):
+        check_augment_ranges(scale, angle, flip_prob, flair_fill, intensity)
+        self.flair_fill, self.intensity = flair_fill, intensity
         steps = []
         if scale or angle:
             steps.append(v2.RandomAffine(degrees=angle, scale=(1 - scale, 1 + scale),
@@ -88,7 +150,7 @@ class JointAugment:
         if self.transform is not None:
             image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
             image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
-        return fill_with_flair(image, self.flair_fill), mask
+        return fill_with_flair(jitter_intensity(image, self.intensity), self.flair_fill), mask
 
 
 def affine_matrices(angles: torch.Tensor, scales: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
@@ -133,9 +195,11 @@ class BatchAugment:
         image (N, C, H, W) float, mask (N, 1, H, W) float in {0, 1}; both keep their shapes.
     """
 
-    def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5, flair_fill: float = 0.0):
-        check_augment_ranges(scale, angle, flip_prob, flair_fill)
-        self.scale, self.angle, self.flip_prob, self.flair_fill = scale, angle, flip_prob, flair_fill
+    def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5, flair_fill: float = 0.0,
+                 intensity: float = 0.0):
+        check_augment_ranges(scale, angle, flip_prob, flair_fill, intensity)
+        self.scale, self.angle, self.flip_prob = scale, angle, flip_prob
+        self.flair_fill, self.intensity = flair_fill, intensity
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = image.shape[0]
@@ -143,4 +207,4 @@ class BatchAugment:
         scales = 1 + (torch.rand(n) * 2 - 1) * self.scale
         flips = torch.rand(n) < self.flip_prob
         image, mask = warp(image, mask, affine_matrices(angles, scales, flips))
-        return fill_with_flair(image, self.flair_fill), mask
+        return fill_with_flair(jitter_intensity(image, self.intensity), self.flair_fill), mask

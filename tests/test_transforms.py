@@ -3,7 +3,8 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from brainseg.transforms import FLAIR, POST, PRE, BatchAugment, JointAugment, affine_matrices, fill_with_flair, warp
+from brainseg.transforms import (FLAIR, GAMMA_RANGE, NOISE_STD_MAX, POST, PRE, BatchAugment, JointAugment,
+                                 adjust_intensity, affine_matrices, fill_with_flair, jitter_intensity, warp)
 
 
 def test_marker_moves_with_mask():
@@ -114,3 +115,46 @@ def test_both_augmentations_fill_with_flair_and_keep_the_mask():
     assert torch.equal(out_mask, mask[0]) and any(_channels_copied(out[None])[0])
     with pytest.raises(ValueError, match=r"flair_fill must be in \[0, 1\], got 1.5"):
         JointAugment(flair_fill=1.5)
+
+
+def test_adjust_intensity_known_values():
+    image = torch.tensor([0.0, 1.0, 2.0, 3.0]).reshape(1, 1, 2, 2)  # min 0, max 3
+    ones, zeros = torch.ones(1, 1), torch.zeros(1, 1)
+    same = adjust_intensity(image, ones, ones, zeros, torch.zeros_like(image))
+    assert torch.allclose(same, image)
+    squared = adjust_intensity(image, 2 * ones, ones, zeros, torch.zeros_like(image))  # 3 * (x / 3) ** 2
+    assert torch.allclose(squared.flatten(), torch.tensor([0.0, 1 / 3, 4 / 3, 3.0]))
+    doubled = adjust_intensity(image, ones, 2 * ones, zeros + 0.5, torch.zeros_like(image))  # mean 1.5
+    assert torch.allclose(doubled.flatten(), torch.tensor([-1.0, 1.0, 3.0, 5.0]))
+    noisy = adjust_intensity(image, ones, ones, zeros, torch.full_like(image, 0.25))
+    assert torch.allclose(noisy, image + 0.25)
+
+
+def test_jitter_intensity_draws_per_image_and_channel_within_its_ranges():
+    torch.manual_seed(0)
+    image = torch.linspace(-1, 3, 2 * 3 * 8 * 8).reshape(2, 3, 8, 8)
+    state = torch.get_rng_state()
+    assert jitter_intensity(image, 0.0) is image
+    assert torch.equal(torch.get_rng_state(), state)  # no draw: runs without it reproduce
+    out = jitter_intensity(image, 1.0)
+    assert out.shape == image.shape and not torch.equal(out, image)
+    change = (out - image).abs().mean(dim=(2, 3))  # (2, 3): every channel of every image changed
+    assert (change > 0).all() and len(set(change.flatten().tolist())) == 6  # independently
+    # Gamma keeps the channel's range; contrast at most 1.25x, shift 0.2 and noise add to it.
+    span, out_span = image.amax((2, 3)) - image.amin((2, 3)), out.amax((2, 3)) - out.amin((2, 3))
+    assert (out_span <= 1.25 * span + 2 * 4 * NOISE_STD_MAX * 1.25).all()
+    assert GAMMA_RANGE[0] < 1 < GAMMA_RANGE[1]
+    single = jitter_intensity(image[0], 1.0)  # one (3, H, W) slice
+    assert single.shape == (3, 8, 8)
+
+
+def test_intensity_jitter_leaves_mask_and_skips_images_not_drawn():
+    torch.manual_seed(1)
+    image, mask = torch.randn(64, 3, 8, 8), (torch.rand(64, 1, 8, 8) > 0.5).float()
+    out, out_mask = BatchAugment(0, 0, 0, intensity=0.5)(image, mask)
+    untouched = (out == image).flatten(1).all(dim=1)
+    assert torch.equal(out_mask, mask) and 15 < int(untouched.sum()) < 49  # about half of 64 images
+    out, out_mask = JointAugment(0, 0, 0, intensity=1.0)(image[0], mask[0])
+    assert torch.equal(out_mask, mask[0]) and not torch.equal(out, image[0])
+    with pytest.raises(ValueError, match=r"intensity must be in \[0, 1\], got -0.1"):
+        BatchAugment(intensity=-0.1)
