@@ -206,6 +206,16 @@ def _add_results_parser(sub) -> None:
     failures.add_argument("--doc", metavar="PATH", default=None,
                           help="replace the text between <!-- failures:<cv>:start/end --> in this file")
     failures.add_argument("--data-dir", default=None, help="kaggle_3m folder (default: as for training)")
+    post = action.add_parser("postprocess", help="choose post-processing on a cross-validation's out-of-fold predictions",
+                             description="Score none / min<N> / largest-component post-processing on the out-of-fold "
+                                         "predictions of weights/<cv>-fold<k>/best.pt, choose per fold on the other "
+                                         "folds (nested) and compare that with the protocol's rule case by case.")
+    post.add_argument("cv", help="cross-validation result: JSON file, name in results/, or a CV in progress")
+    _add_run_folders(post)
+    post.add_argument("--weights-dir", default=str(paths.weights_dir()))
+    post.add_argument("--data-dir", default=None, help="kaggle_3m folder (default: as for training)")
+    post.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    post.add_argument("--out", default=None, help="JSON output (default: <results-dir>/<cv>-postprocess.json)")
 
 
 def _add_bench_parser(sub) -> None:
@@ -272,6 +282,8 @@ def _run_results(args: argparse.Namespace, argv: list[str]) -> None:
                                        f"<!-- failures:{args.cv}:end -->")
             print(f"updated the failure table of {args.cv} in {args.doc}")
         print(table)
+    elif args.action == "postprocess":
+        _run_postprocess(args, argv)
     elif args.action == "compare":
         from .compare import comparison_table, plot_curves, runs_from_results
 
@@ -290,6 +302,18 @@ def _run_results(args: argparse.Namespace, argv: list[str]) -> None:
             print(f"updated the results table in {args.doc}")
         else:
             print(table)
+
+
+def _run_postprocess(args: argparse.Namespace, argv: list[str]) -> None:
+    from .io import atomic_write_json
+    from .postprocess import analyse_postprocessing, postprocess_report
+
+    summary = analyse_postprocessing(args.cv, args.results_dir, args.logs_dir, args.weights_dir, args.data_dir,
+                                     device=args.device)
+    out = args.out or f"{args.results_dir}/{summary['cv']}-postprocess.json"
+    atomic_write_json(out, {**summary, "command": "python -m brainseg " + shlex.join(argv)})
+    print(postprocess_report(summary))
+    print(f"wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
