@@ -23,7 +23,7 @@ test: setup
 
 # Evaluate the shipped checkpoint on the two committed sample cases: chart, overlays, GIFs.
 demo: setup
-	$(BIN)/python -m brainseg evaluate --weights weights/cpu-unet-dice-reference.pt --data samples/kaggle_3m --split all --out-dir predictions/demo
+	$(BIN)/python -m brainseg evaluate --data samples/kaggle_3m --split all --out-dir predictions/demo
 
 clean-venv:
 	rm -rf $(VENV)

@@ -127,7 +127,7 @@ def _add_evaluate_parser(sub) -> None:
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--weights", default=None,
                         help="checkpoint, e.g. weights/<run>/best.pt (default: the shipped "
-                             "weights/cpu-unet-dice-reference.pt)")
+                             "weights/cpu-unet-bce_dice-flairfill-reference.pt)")
     parser.add_argument("--split", default=None, choices=["reference", "kfold", "all"],
                         help="validation cases of this split, or every case of the data folder "
                              "(default: the checkpoint's own split)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SHIPPED_CHECKPOINT_NAME = "cpu-unet-dice-reference.pt"
+SHIPPED_CHECKPOINT_NAME = "cpu-unet-bce_dice-flairfill-reference.pt"  # the cpu preset's recipe; docs/results.md says how it was made
 
 
 def _is_project_root(folder: Path) -> bool:
@@ -58,7 +58,7 @@ def results_dir() -> Path:
 
 
 def shipped_checkpoint() -> Path:
-    """The checkpoint committed with the repository: ``<repo>/weights/cpu-unet-dice-reference.pt``."""
+    """The checkpoint committed with the repository: ``<repo>/weights/`` + ``SHIPPED_CHECKPOINT_NAME``."""
     return weights_dir() / SHIPPED_CHECKPOINT_NAME
 
 

@@ -12,6 +12,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from brainseg import paths
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["train", "inference", "compare"]
@@ -35,7 +37,7 @@ def copy_of_repository(target: Path, data: Path) -> Path:
         shutil.copy(NOTEBOOKS / f"{name}.ipynb", target / "notebooks")
     shutil.copytree(ROOT / "samples", target / "samples")
     (target / "weights").mkdir()
-    shutil.copy(ROOT / "weights" / "cpu-unet-dice-reference.pt", target / "weights")
+    shutil.copy(paths.shipped_checkpoint(), target / "weights")
     (target / "data").mkdir()
     (target / "data" / "kaggle_3m").symlink_to(data.resolve(), target_is_directory=True)
     return target
@@ -70,7 +72,7 @@ def test_notebooks_with_default_folders_write_to_the_top_level(real_data, tmp_pa
 
     # the shipped checkpoint by default; only the data shrunk to the two committed samples
     book = run_notebook(repo, "inference", {"DATA_DIR": str(repo / "samples" / "kaggle_3m"), "SPLIT": "all"})
-    out = repo / "predictions" / "cpu-unet-dice-reference"
+    out = repo / "predictions" / paths.shipped_checkpoint().stem
     assert (out / "metrics.csv").is_file() and (out / "dsc.png").is_file()
     kinds = {kind for o in outputs_of(book) for kind in o.get("data", {})}
     assert "image/png" in kinds, "the DSC chart was not displayed"

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from brainseg import paths
 from brainseg.data import discover_cases, read_case
 from brainseg.evaluate import evaluate_checkpoint
 from brainseg.preprocess import preprocess_case, restore_geometry
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "kaggle_3m"
-WEIGHTS = ROOT / "weights" / "cpu-unet-dice-reference.pt"
+WEIGHTS = paths.shipped_checkpoint()
 
 
 @pytest.mark.parametrize("size, max_error", [(256, 0.005), (128, 0.08)])
@@ -31,7 +32,7 @@ def test_restoring_a_preprocessed_mask_reproduces_the_original(size, max_error):
 
 
 def test_shipped_weights_reproduce_the_recorded_dsc_on_the_samples(tmp_path):
-    recorded = json.loads((ROOT / "results" / "cpu-unet-dice-reference.json").read_text())["per_case"]
+    recorded = json.loads((ROOT / "results" / f"{WEIGHTS.stem}.json").read_text())["per_case"]
     report = evaluate_checkpoint(str(WEIGHTS), split="all", data_dir=str(SAMPLES), cache_dir=str(tmp_path / "cache"),
                                  out_dir=str(tmp_path / "demo"), device="cpu", progress=False)
     assert set(report["per_case"]) == {"TCGA_CS_4944_20010208", "TCGA_HT_7616_19940813"}
