@@ -10,6 +10,7 @@ import csv
 import json
 from pathlib import Path
 
+from . import paths
 from .io import atomic_write_json, atomic_write_text
 
 REQUIRED_KEYS = ("run", "model", "loss", "preset", "image_size", "epochs", "split", "selection",
@@ -19,13 +20,18 @@ COMPARE_START, COMPARE_END = "<!-- comparison-table:start -->", "<!-- comparison
 
 
 def export_run(run_dir: str | Path, results_dir: str | Path = "results") -> Path:
-    """Copy ``<run_dir>/metrics.json`` to ``<results_dir>/<run>.json``.
+    """Copy ``<run_dir>/metrics.json`` to ``<results_dir>/<run>.json``; ``run_dir`` may also be a
+    run name, looked up under the repository's ``logs/``.
 
     Raises:
-        FileNotFoundError: the run has no ``metrics.json`` (it did not finish).
+        FileNotFoundError: the run has no ``metrics.json`` (it did not finish, or no such run).
         ValueError: a required key is missing.
     """
+    if not Path(run_dir).is_dir() and (paths.logs_dir() / str(run_dir)).is_dir():
+        run_dir = paths.logs_dir() / str(run_dir)
     source = Path(run_dir) / "metrics.json"
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder, nor {paths.logs_dir() / str(run_dir)}")
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no metrics.json; the run has not finished")
     metrics = json.loads(source.read_text())

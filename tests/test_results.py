@@ -30,6 +30,8 @@ def test_export_and_table(tmp_path):
 def test_export_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
         export_run(tmp_path, tmp_path / "results")
+    with pytest.raises(FileNotFoundError, match=r"no-such-run: no such run folder, nor .*logs/no-such-run"):
+        export_run("no-such-run", tmp_path / "results")
     (tmp_path / "metrics.json").write_text(json.dumps({"run": "x"}))
     with pytest.raises(ValueError, match="missing keys"):
         export_run(tmp_path, tmp_path / "results")
@@ -78,3 +80,13 @@ def test_export_carries_history_and_compare_builds_table_and_figure(tmp_path):
     assert main(["results", "compare", "--results-dir", str(tmp_path / "results"), "--figure",
                  str(tmp_path / "cmp.png"), "--doc", str(readme)]) == 0
     assert "| r1 | unet |" in readme.read_text() and (tmp_path / "cmp.png").is_file()
+
+
+def test_export_takes_a_run_name_under_the_repositorys_logs(tmp_path, monkeypatch):
+    from brainseg import paths
+
+    monkeypatch.setattr(paths, "logs_dir", lambda: tmp_path / "logs")
+    run_dir = tmp_path / "logs" / "r7"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({k: 1 for k in REQUIRED_KEYS} | {"run": "r7"}))
+    assert export_run("r7", tmp_path / "results") == tmp_path / "results" / "r7.json"
