@@ -282,6 +282,24 @@ def _peak_for(results: dict, amp: bool) -> float:
     return results["matmul_gflops"]["bfloat16" if amp else "float32"]
 
 
+def auto_picks(speed_rows: list[dict], device: torch.device) -> list[dict]:
+    """What ``amp="auto"`` would pick for each model, width and size timed: on a CPU the faster of
+    the fp32 and bf16 channels_last rows (:func:`brainseg.runtime.pick_bf16`), on CUDA bf16."""
+    from .runtime import pick_bf16
+
+    rates: dict[tuple, dict[str, float]] = {}
+    for row in speed_rows:
+        rates.setdefault((row["model"], row["features"], row["image_size"]), {})[row["mode"]] = row["train_images_per_s"]
+    picks = []
+    for (model, width, size), by_mode in rates.items():
+        fp32, bf16 = by_mode.get("fp32 channels_last"), by_mode.get("bf16 autocast + channels_last")
+        if fp32 is None or bf16 is None:
+            continue
+        picked = "bf16" if device.type == "cuda" or pick_bf16(fp32, bf16) else "fp32"
+        picks.append({"model": model, "features": width, "image_size": size, "picked": picked})
+    return picks
+
+
 def run_benchmark(sizes: tuple[int, ...] = (128, 256), features: tuple[int, ...] = (32,),
                   models: tuple[str, ...] = ("unet",), device: str = "auto", data: bool = False,
                   data_dir: str | None = None, data_size: int = 256, steps: int = 8, compile_model: bool = False,
@@ -320,6 +338,9 @@ def run_benchmark(sizes: tuple[int, ...] = (128, 256), features: tuple[int, ...]
                     print(f"{model:<15} {width:>4} {size:>5}  {mode:<36} {row.train_images_per_s:>11.2f} "
                           f"{row.infer_images_per_s:>11.2f} {row.train_gflop_per_image:>9.2f} "
                           f"{row.train_gflop_per_s:>8.1f} {row.peak_fraction:>7.0%}", flush=True)
+    results["amp_auto"] = auto_picks(results["speed"], torch_device)
+    for pick in results["amp_auto"]:
+        print(f"amp auto for {pick['model']} {pick['features']} features at {pick['image_size']} px: {pick['picked']}")
     for size in sizes:
         if data:
             from .cache import load_volumes

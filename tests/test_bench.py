@@ -85,3 +85,16 @@ def test_speed_table_has_one_row_per_setting_and_a_column_per_mode():
     lines = speed_table({"speed": speed}).splitlines()
     assert len(lines) == 4 and lines[0].count("train img/s") == 2
     assert lines[3] == "| unet_plus_plus | 32 | 128 | 2.00 | 3.00 | 12.00 | 18.0 |"
+
+
+def test_auto_picks_the_faster_precision_per_model_on_cpu_and_bf16_on_cuda():
+    from brainseg.bench import auto_picks
+
+    rows = [dict(model="unet", features=16, image_size=128, mode="fp32 channels_last", train_images_per_s=30.0),
+            dict(model="unet", features=16, image_size=128, mode="bf16 autocast + channels_last", train_images_per_s=60.0),
+            dict(model="unet", features=32, image_size=128, mode="fp32 channels_last", train_images_per_s=9.0),
+            dict(model="unet", features=32, image_size=128, mode="bf16 autocast + channels_last", train_images_per_s=5.0),
+            dict(model="unet", features=8, image_size=64, mode="fp32 NCHW (reference)", train_images_per_s=1.0)]
+    picks = auto_picks(rows, torch.device("cpu"))
+    assert [(p["features"], p["picked"]) for p in picks] == [(16, "bf16"), (32, "fp32")]  # 8: not both timed
+    assert {p["picked"] for p in auto_picks(rows, torch.device("cuda"))} == {"bf16"}
