@@ -12,45 +12,7 @@ from pathlib import Path
 from . import paths
 from .config import PRESETS, TrainConfig
 
-_FIELD_HELP = {
-    "run_name": "run folder name under logs/ and weights/ (default: preset-model-loss-size-timestamp)",
-    "data_dir": "kaggle_3m folder (default: $BRAINSEG_DATA, else the repository's data/kaggle_3m)",
-    "cache_dir": "preprocessed-volume cache (default: $BRAINSEG_CACHE, else ~/.cache/brainseg)",
-    "logs_dir": "root of run logs (default: the repository's logs/)",
-    "weights_dir": "root of checkpoints (default: the repository's weights/)",
-    "model": "registered model name", "features": "channels of the first U-Net level",
-    "loss": "registered loss name", "image_size": "training image side in pixels (multiple of 16)",
-    "split": "reference (10 published validation cases) or kfold",
-    "folds": "number of folds for --split kfold", "fold": "validation fold for --split kfold",
-    "split_seed": "seed of the k-fold case shuffle",
-    "selection": "reference (checkpoint chosen on the validation cases, optimistic), last (final model, "
-                 "nothing chosen) or inner (chosen on inner validation cases carved from the training cases)",
-    "val_every": "validate every N epochs (the final epoch always)",
-    "folds_file": "JSON file of the k folds written by `cv` (default: drawn from --split-seed)",
-    "inner_val_cases": "number of inner validation cases for --selection inner",
-    "max_train_cases": "use only the first N training cases (0: all)",
-    "max_val_cases": "use only the first N validation cases (0: all)",
-    "epochs": "training epochs (an epoch = as many samples as training slices)",
-    "batch_size": "batch size", "optimizer": "adam or adamw", "lr": "peak learning rate",
-    "weight_decay": "weight decay", "scheduler": "constant or cosine (per step, after warm-up)",
-    "warmup_epochs": "linear warm-up length in epochs (cosine only)",
-    "sampler": "weighted (reference mask-area weighting) or shuffle",
-    "aug_scale": "random scale range (0.05: +-5%%)", "aug_angle": "random rotation range in degrees",
-    "flip_prob": "horizontal flip probability",
-    "flair_fill": "probability that a training slice gets its pre-, post-contrast or both channels replaced "
-                  "by FLAIR, as the dataset stores missing scans",
-    "intensity": "probability that a training slice gets each channel's gamma, contrast, brightness and noise "
-                 "varied at random",
-    "augment": "sample (per slice in the DataLoader workers) or batch (whole batches on the training device)",
-    "workers": "DataLoader worker processes",
-    "seed": "random seed", "device": "auto, cpu or cuda",
-    "channels_last": "channels_last memory format (true/false)",
-    "amp": "bf16 autocast on CPU, AMP on CUDA (true/false)",
-    "compile": "train through torch.compile (true/false; on CPU needs a C++ compiler; compile time counts)",
-    "max_minutes": "stop after the epoch that would cross this wall time (0: no limit)",
-    "vis_slices": "validation slices drawn as outlines in TensorBoard",
-    "preset": "starting preset (default: cpu)",
-}
+PRESET_HELP = "starting preset (default: cpu)"
 
 
 def _bool(text: str) -> bool:
@@ -59,6 +21,10 @@ def _bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _bool_or_auto(text: str) -> bool | str:
+    return "auto" if text.lower() == "auto" else _bool(text)
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -74,15 +40,14 @@ def _key_value(text: str) -> tuple[str, object]:
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--preset`` and one flag per :class:`TrainConfig` field."""
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help=_FIELD_HELP["preset"])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help=PRESET_HELP)
+    kinds = {"bool": _bool, "bool | str": _bool_or_auto, "int": int, "float": float, "str": str}
     for f in fields(TrainConfig):
         if f.name in ("preset", "model_args", "loss_args"):
             continue
-        kind = _bool if f.type in (bool, "bool") else {"int": int, "float": float, "str": str}.get(f.type, f.type)
+        kind = kinds[f.type] if isinstance(f.type, str) else f.type
         default = f.default if f.default is not MISSING else None
-        text = _FIELD_HELP.get(f.name, f.name)
-        if "(default:" not in text:
-            text += f" (default: preset value, else {default!r})"
+        text = f"{f.metadata['help']} (default: preset value, else {default!r})"
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None, help=text)
     parser.add_argument("--model-arg", dest="model_args", action="append", type=_key_value, metavar="KEY=VALUE",
                         help="extra model keyword argument, repeatable (e.g. inference=mean); VALUE is read as JSON "

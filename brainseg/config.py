@@ -12,114 +12,99 @@ from pathlib import Path
 from . import paths
 
 
+def setting(default, help: str, choices: tuple | None = None):
+    """A :class:`TrainConfig` field with its help text and allowed values, the one place that
+    :meth:`TrainConfig.validate`, the command line's ``--help`` and the docs read them from."""
+    metadata = {"help": help, "choices": choices}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _is_one_of(value, allowed: tuple) -> bool:
+    """``value in allowed`` with booleans told apart from numbers (``1 == True`` in Python)."""
+    return any(value is a if isinstance(a, bool) else (not isinstance(value, bool) and value == a) for a in allowed)
+
+
+def field_help(name: str) -> str:
+    """The help text of a :class:`TrainConfig` field."""
+    return next(f.metadata["help"] for f in fields(TrainConfig) if f.name == name)
+
+
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run.
+    """Everything that defines a training run. Each field's meaning and allowed values are in its
+    metadata (:func:`field_help`); ``python -m brainseg train --help`` prints them all."""
 
-    Attributes:
-        preset: the preset this config started from (``gpu``, ``cpu``, ``cpu-fast``, ``smoke`` or ``custom``).
-        run_name: folder name under ``logs/`` and ``weights/``; empty: generated from the settings.
-        data_dir: the ``kaggle_3m`` folder; empty: ``$BRAINSEG_DATA``, else the repository's
-            ``data/kaggle_3m``.
-        cache_dir: preprocessed-volume cache; empty: ``$BRAINSEG_CACHE``, else ``~/.cache/brainseg``.
-        logs_dir, weights_dir: output roots; empty: the repository's ``logs/`` and ``weights/``
-            whatever the working directory (see :mod:`brainseg.paths`).
-        model: registered model name; ``features``: its first-level width; ``model_args``: other
-            keyword arguments of the model (e.g. ``{"inference": "mean"}`` for UNet++).
-        loss: registered loss name; ``loss_args``: its keyword arguments (e.g. ``{"alpha": 0.3}``).
-        image_size: training side S (multiple of 16); the metric is always on the 256 grid.
-        split: ``reference`` (docs/protocol.md, section 3) or ``kfold``; ``folds``, ``fold``, ``split_seed``
-            select the k-fold side.
-        selection: how the checkpoint is chosen. ``reference``: by validation mean DSC on the
-            validation cases themselves (the reference's way, optimistic). ``last``: the final
-            epoch's model, no choice made on any evaluated case (used by cross-validation). ``inner``: by an inner
-            validation set of ``inner_val_cases`` training cases (seeded by ``split_seed``), which
-            also decides whether flip TTA and the largest-component rule are applied; the validation cases are
-            then evaluated once (docs/protocol.md, section 5). The per-epoch validation columns of
-            ``history.csv`` are then those of the inner cases.
-        val_every: validate every N epochs (the final epoch always); with ``selection="last"``
-            the other validations are only curves, so they can be thinned out to save time.
-        folds_file: JSON file of the k folds (written by ``python -m brainseg cv``); empty: the
-            folds are drawn from ``split_seed``.
-        max_train_cases, max_val_cases: use only the first N cases of each side (0: all), for smoke runs.
-        epochs, batch_size: schedule length and batch size.
-        optimizer: ``adam`` or ``adamw``; ``lr``, ``weight_decay``.
-        scheduler: ``constant``, ``cosine`` (per step, to 0 after ``warmup_epochs`` of linear warm-up).
-        sampler: ``weighted`` (reference mask-area weighting) or ``shuffle``.
-        aug_scale, aug_angle, flip_prob: augmentation (0 disables each).
-        flair_fill: probability that a training slice has its pre-contrast, post-contrast or both
-            channels replaced by its FLAIR channel, as the dataset stores missing scans (0 disables).
-        intensity: probability that a training slice has each channel's gamma, contrast, brightness
-            and noise varied (``transforms.jitter_intensity``; 0 disables).
-        augment: where it runs: ``sample`` (torchvision, per slice in the DataLoader workers) or
-            ``batch`` (the same distribution on the whole batch on the training device).
-        workers: DataLoader worker processes.
-        seed: seeds model initialisation, sampling and augmentation.
-        device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
-        channels_last, amp: memory format and bf16 autocast (AMP on CUDA); both on by default.
-        compile: train through ``torch.compile`` (inductor; on CPU it needs a C++ compiler);
-            validation and checkpoints use the eager model, which shares its weights.
-        max_minutes: stop training after the epoch that crosses this wall time (0: no limit).
-        vis_slices: validation slices drawn as outline images in TensorBoard each epoch.
-    """
-
-    preset: str = "custom"
-    run_name: str = ""
-    data_dir: str = ""
-    cache_dir: str = ""
-    logs_dir: str = ""
-    weights_dir: str = ""
-    model: str = "unet"
-    features: int = 32
-    model_args: dict = field(default_factory=dict)
-    loss: str = "dice"
-    loss_args: dict = field(default_factory=dict)
-    image_size: int = 256
-    split: str = "reference"
-    folds: int = 5
-    fold: int = 0
-    split_seed: int = 0
-    selection: str = "reference"
-    inner_val_cases: int = 10
-    val_every: int = 1
-    folds_file: str = ""
-    max_train_cases: int = 0
-    max_val_cases: int = 0
-    epochs: int = 100
-    batch_size: int = 16
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    scheduler: str = "constant"
-    warmup_epochs: float = 0.0
-    sampler: str = "weighted"
-    aug_scale: float = 0.05
-    aug_angle: float = 15.0
-    flip_prob: float = 0.5
-    flair_fill: float = 0.0
-    intensity: float = 0.0
-    augment: str = "sample"
-    workers: int = 2
-    seed: int = 42
-    device: str = "auto"
-    channels_last: bool = True
-    amp: bool = True
-    compile: bool = False
-    max_minutes: float = 0.0
-    vis_slices: int = 4
+    preset: str = setting("custom", "the preset this config started from (gpu, cpu, cpu-fast, smoke) or custom")
+    run_name: str = setting("", "run folder name under logs/ and weights/ (empty: preset-model-loss-size-timestamp)")
+    data_dir: str = setting("", "kaggle_3m folder (empty: $BRAINSEG_DATA, else the repository's data/kaggle_3m)")
+    cache_dir: str = setting("", "preprocessed-volume cache (empty: $BRAINSEG_CACHE, else ~/.cache/brainseg)")
+    logs_dir: str = setting("", "root of run logs (empty: the repository's logs/, whatever the working directory)")
+    weights_dir: str = setting("", "root of checkpoints (empty: the repository's weights/)")
+    model: str = setting("unet", "registered model name (docs/models.md)")
+    features: int = setting(32, "channels of the model's first level")
+    model_args: dict = setting({}, "other keyword arguments of the model, e.g. {'inference': 'mean'} for UNet++")
+    loss: str = setting("dice", "registered loss name (docs/models.md)")
+    loss_args: dict = setting({}, "keyword arguments of the loss, e.g. {'alpha': 0.3}")
+    image_size: int = setting(256, "training image side in pixels, a multiple of 16; the metric is always on "
+                                   "the 256 grid")
+    split: str = setting("reference", "reference (the 10 published validation cases, docs/protocol.md section 3) "
+                                      "or kfold", ("reference", "kfold"))
+    folds: int = setting(5, "number of folds for split kfold")
+    fold: int = setting(0, "validation fold for split kfold")
+    split_seed: int = setting(0, "seed of the k-fold case shuffle and of the inner validation cases")
+    selection: str = setting(
+        "reference", "how the checkpoint is chosen: reference (best epoch on the validation cases themselves, "
+        "the reference's optimistic way), last (the final model, nothing chosen; cross-validation) or inner (best "
+        "epoch, flip TTA and the largest-component rule chosen on inner validation cases carved from the training "
+        "cases, then the validation cases evaluated once; docs/protocol.md section 5)", ("reference", "last", "inner"))
+    inner_val_cases: int = setting(10, "number of inner validation cases for selection inner")
+    val_every: int = setting(1, "validate every N epochs (the final epoch always); with selection last the others "
+                                "are only curves")
+    folds_file: str = setting("", "JSON file of the k folds written by `cv` (empty: drawn from split_seed)")
+    max_train_cases: int = setting(0, "use only the first N training cases (0: all), for smoke runs")
+    max_val_cases: int = setting(0, "use only the first N validation cases (0: all), for smoke runs")
+    epochs: int = setting(100, "training epochs (an epoch = as many samples as training slices)")
+    batch_size: int = setting(16, "batch size")
+    optimizer: str = setting("adam", "adam or adamw", ("adam", "adamw"))
+    lr: float = setting(1e-4, "peak learning rate")
+    weight_decay: float = setting(0.0, "weight decay")
+    scheduler: str = setting("constant", "constant or cosine (per step, to 0 after the warm-up)",
+                             ("constant", "cosine"))
+    warmup_epochs: float = setting(0.0, "linear warm-up length in epochs (cosine only)")
+    sampler: str = setting("weighted", "weighted (the reference's mask-area weighting) or shuffle",
+                           ("weighted", "shuffle"))
+    aug_scale: float = setting(0.05, "random scale range (0.05: +-5%%; 0 disables)")
+    aug_angle: float = setting(15.0, "random rotation range in degrees (0 disables)")
+    flip_prob: float = setting(0.5, "horizontal flip probability")
+    flair_fill: float = setting(0.0, "probability that a training slice gets its pre-, post-contrast or both "
+                                     "channels replaced by FLAIR, as the dataset stores missing scans (0 disables)")
+    intensity: float = setting(0.0, "probability that a training slice gets each channel's gamma, contrast, "
+                                    "brightness and noise varied at random (0 disables)")
+    augment: str = setting("sample", "where augmentation runs: sample (per slice in the DataLoader workers) or "
+                                     "batch (whole batches on the training device)", ("sample", "batch"))
+    workers: int = setting(2, "DataLoader worker processes")
+    seed: int = setting(42, "seeds model initialisation, sampling and augmentation")
+    device: str = setting("auto", "auto (CUDA if available), cpu or cuda", ("auto", "cpu", "cuda"))
+    channels_last: bool = setting(True, "channels_last memory format (true/false)")
+    amp: bool | str = setting("auto", "bf16 autocast on CPU, AMP on CUDA: true, false or auto (CUDA: on; CPU: "
+                                      "the faster of the two, timed on the run's model before training)",
+                              (True, False, "auto"))
+    compile: bool = setting(False, "train through torch.compile (true/false; on CPU needs a C++ compiler; compile "
+                                   "time counts); validation and checkpoints use the eager model")
+    max_minutes: float = setting(0.0, "stop after the epoch that would cross this wall time (0: no limit)")
+    vis_slices: int = setting(4, "validation slices drawn as outlines in TensorBoard")
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field with an impossible value."""
-        choices = {"split": ("reference", "kfold"), "optimizer": ("adam", "adamw"),
-                   "scheduler": ("constant", "cosine"), "sampler": ("weighted", "shuffle"),
-                   "augment": ("sample", "batch"), "device": ("auto", "cpu", "cuda"),
-                   "selection": ("reference", "last", "inner")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for f in fields(self):
+            allowed = f.metadata.get("choices")
+            if allowed and not _is_one_of(getattr(self, f.name), allowed):
+                raise ValueError(f"{f.name} must be one of {allowed}, got {getattr(self, f.name)!r}")
         for name in ("model_args", "loss_args"):
             value = getattr(self, name)
             if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
@@ -175,15 +160,15 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-# What a 2-core CPU finishes in at most 45 minutes, everything included. Measured on the
-# project's 2-core CPU (no AMX): bf16 autocast trains slower than fp32 there (a bf16 matmul
-# reaches about half the fp32 rate), so this recipe keeps fp32 with channels_last; a 16-feature
-# U-Net at 128 px trains about 4x faster than the 32-feature one. BCE+Dice and the final model
+# What a 2-core CPU finishes in at most 45 minutes, everything included. The precision is timed per
+# machine (amp "auto"): on the project's 2-core CPUs bf16 autocast trains slower than fp32, on CPUs
+# with AVX-512 BF16 or AMX about twice as fast. A 16-feature U-Net at 128 px trains about 4x faster
+# than the 32-feature one. BCE+Dice and the final model
 # (nothing chosen on the validation cases) since the ablations (docs/results.md, "The cpu recipe");
 # runs before that used Dice and --selection reference. flair_fill 0.5 since the paired 5-fold CV
 # (+0.020 mean DSC, 95% CI +0.003 to +0.041; docs/results.md, "Levers").
 _CPU_RECIPE = dict(image_size=128, features=16, batch_size=16, epochs=20, optimizer="adamw", lr=2e-3,
-                   weight_decay=1e-4, scheduler="cosine", warmup_epochs=0.3, amp=False, workers=1,
+                   weight_decay=1e-4, scheduler="cosine", warmup_epochs=0.3, amp="auto", workers=1,
                    max_minutes=42.0, loss="bce_dice", selection="last", flair_fill=0.5)
 
 PRESETS: dict[str, dict] = {

@@ -39,7 +39,7 @@ from .losses import create_loss
 from .metrics import summarize, to_metric_grid
 from .models import count_parameters, create_model
 from .plots import outline_overlay
-from .runtime import Runtime, peak_memory_mb, select_device
+from .runtime import Runtime, describe_precision, peak_memory_mb, resolve_amp, select_device
 from .splits import folds_from_file, inner_split, kfold_split, reference_split
 from .transforms import BatchAugment, JointAugment
 from .validation import evaluate_across_ranks, select_and_evaluate_outer
@@ -287,6 +287,9 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
     model = create_model(config.model, features=config.features, **config.model_args).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    # amp "auto" times both precisions on a CPU; every rank trains in rank 0's pick
+    runtime.amp, amp_choice = dist.broadcast(resolve_amp(config.amp, model, device, config.channels_last,
+                                                         config.image_size, config.batch_size // dist.world_size))
     loss_fn = create_loss(config.loss, **config.loss_args)
     augment_args = (config.aug_scale, config.aug_angle, config.flip_prob, config.flair_fill, config.intensity)
     batch_augment = BatchAugment(*augment_args) if config.augment == "batch" else None
@@ -320,6 +323,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
                                                       ("wall_s", "train_images", "train_seconds"))
         val_seconds, metrics = checkpoint["progress"].get("val_seconds", 0.0), checkpoint["metrics"]
         commands = [*checkpoint["progress"].get("commands", []), command]
+        runtime.amp, amp_choice = checkpoint["progress"].get("amp", (runtime.amp, amp_choice))  # as it started
         print(f"resuming {run_name} after epoch {checkpoint['epoch']} (best {best['val_mean_dsc']:.4f} "
               f"at epoch {best['epoch']})")
     logger = RunLogger(log_dir, config, history, purge_step=start_epoch, active=dist.is_main)
@@ -330,7 +334,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
     params = count_parameters(model)
     print(f"run {run_name}: {config.model} ({params / 1e6:.2f} M parameters), {config.loss} loss, "
           f"{len(train_ids)} train / {len(val_ids)} val cases ({len(train_set)} train slices), "
-          f"{config.image_size} px, device {device}, data ready in {data_seconds:.1f} s")
+          f"{config.image_size} px, device {device}, {describe_precision(amp_choice)}, data ready in {data_seconds:.1f} s")
 
     stopped_early = False
     say = (lambda text: tqdm.write(text, file=sys.stdout)) if dist.is_main else _silent
@@ -374,7 +378,8 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "rng": rng_state(sampler_generator), "best": best, "history": logger.rows,
                      "progress": {"wall_s": elapsed, "train_images": train_images, "train_seconds": train_seconds,
-                                  "val_seconds": val_seconds, "commands": commands}}
+                                  "val_seconds": val_seconds, "commands": commands,
+                                  "amp": (runtime.amp, amp_choice)}}
             if dist.is_main:
                 save_checkpoint(weights_dir / "last.pt", model, config, epoch, metrics, config.image_size, **state)
             say(f"epoch {epoch:3d}/{config.epochs}  train loss {stats['loss']:.4f}  "
@@ -434,6 +439,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
         "train_images_per_s": round(train_images * dist.world_size / train_seconds, 2),  # all processes
         "processes": dist.world_size,
         "peak_memory_mb": round(peak_memory_mb(), 1),
+        "precision": amp_choice,
         "parameters": params,
         "train_cases": len(train_ids),
         "val_cases": len(outer_ids),
