@@ -3,6 +3,7 @@ import torch
 
 from brainseg.losses import create_loss
 from brainseg.models import MODELS, count_parameters, create_model
+from brainseg.models.base import SegmentationModel
 from brainseg.train import compute_loss
 
 
@@ -17,8 +18,8 @@ def test_forward_backward(name, amp):
     heads = 4 if name == "unet_plus_plus" else 1  # deep supervision in training mode
     assert logits.shape == (2, heads, 64, 96)
     compute_loss(create_loss("dice"), logits, torch.zeros(2, 1, 64, 96)).backward()
-    grads = [p.grad for p in model.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not no_grad, f"{name}: parameters without a finite gradient: {no_grad[:5]}"
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
         assert model(x).shape == (2, 1, 64, 96)
@@ -86,8 +87,15 @@ def test_reference_unet_size():
     assert count_parameters(create_model("unet")) == expected == 7_763_041
 
 
-def test_bad_arguments():
+def test_unknown_model_lists_the_registry():
     with pytest.raises(ValueError, match="available models: attention_unet, resunet34, unet, unet_plus_plus"):
         create_model("vnet")
-    with pytest.raises(ValueError, match="features must be a positive integer"):
-        create_model("unet", features=0)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("argument, value", [("features", 0), ("features", True), ("in_channels", 2.5),
+                                             ("out_channels", -1)])
+def test_every_model_checks_its_arguments_in_the_shared_base(name, argument, value):
+    assert issubclass(MODELS[name], SegmentationModel)
+    with pytest.raises(ValueError, match=f"{argument} must be a positive integer, got {value!r}"):
+        create_model(name, **{argument: value})

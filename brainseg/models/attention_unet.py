@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .unet import UNet, check_input_size
+from .unet import UNet
 
 
 class AttentionGate(nn.Module):
@@ -56,14 +56,6 @@ class AttentionUNet(UNet):
         f = features
         self.gates = nn.ModuleList([AttentionGate(c, 2 * c, max(c // 2, 1)) for c in (8 * f, 4 * f, 2 * f, f)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input_size(x, self.stride)
-        skips = []
-        for encoder in self.encoders:
-            x = encoder(x)
-            skips.append(x)
-            x = self.pool(x)
-        x = self.bottleneck(x)  # (N, 16f, H / 16, W / 16)
-        for upconv, decoder, gate, skip in zip(self.upconvs, self.decoders, self.gates, reversed(skips)):
-            x = decoder(torch.cat([upconv(x), gate(skip, x)], dim=1))  # gate: skip weighted by the coarser level
-        return self.head(x)
+    def skip(self, level: int, skip: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """The skip weighted by its attention gate, gated by the coarser decoder level."""
+        return self.gates[level](skip, coarse)

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 from torchvision.models import ResNet34_Weights, resnet34
 
-from .unet import check_input_size, conv_block
+from .base import SegmentationModel, conv_block
 
 
-class ResUNet34(nn.Module):
+class ResUNet34(SegmentationModel):
     """ResNet-34 encoder (stem, then layers 1-4 as the four encoder stages) and a U-Net decoder.
 
     Encoder resolutions: stem H/2 (64 channels), layer1 H/4 (64), layer2 H/8 (128), layer3 H/16
@@ -31,10 +31,7 @@ class ResUNet34(nn.Module):
     stride = 32
 
     def __init__(self, in_channels: int = 3, out_channels: int = 1, features: int = 16, pretrained: bool = False):
-        super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("features", features)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        super().__init__(in_channels, out_channels, features)
         if pretrained and in_channels != 3:
             raise ValueError(f"pretrained ImageNet weights need in_channels=3, got {in_channels}")
         encoder = resnet34(weights=None)
@@ -57,10 +54,9 @@ class ResUNet34(nn.Module):
         self.decoders = nn.ModuleList([conv_block(c_in + c_skip, c_out)
                                        for c_in, c_skip, c_out in zip(inputs, skips, widths)])
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.head = nn.Conv2d(f, out_channels, kernel_size=1)
+        self.head = self.output_head(f)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input_size(x, self.stride)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.stem(x)]  # (N, 64, H/2, W/2)
         for stage in self.stages:
             skips.append(stage(skips[-1]))  # H/4 (64), H/8 (128), H/16 (256), H/32 (512)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .unet import check_input_size, conv_block
+from .base import SegmentationModel, conv_block
 
 
-class UNetPlusPlus(nn.Module):
+class UNetPlusPlus(SegmentationModel):
     """UNet++ with 4 down-sampling levels and a 1x1 head on each of the top nodes X(0,1..4).
 
     Node X(i, j) = conv_block(concat(X(i, 0), ..., X(i, j-1), up(X(i+1, j-1)))); ``up`` is
@@ -28,14 +28,9 @@ class UNetPlusPlus(nn.Module):
         (N, out_channels, H, W) in eval mode (and in training mode without deep supervision).
     """
 
-    stride = 16
-
     def __init__(self, in_channels: int = 3, out_channels: int = 1, features: int = 32,
                  deep_supervision: bool = True, inference: str = "final"):
-        super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("features", features)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        super().__init__(in_channels, out_channels, features)
         if inference not in ("final", "mean"):
             raise ValueError(f"inference must be 'final' or 'mean', got {inference!r}")
         self.deep_supervision, self.inference = deep_supervision, inference
@@ -48,10 +43,9 @@ class UNetPlusPlus(nn.Module):
         for j in range(1, 5):
             for i in range(5 - j):
                 self.nodes[f"{i}_{j}"] = conv_block(j * widths[i] + widths[i + 1], widths[i])
-        self.heads = nn.ModuleList([nn.Conv2d(widths[0], out_channels, kernel_size=1) for _ in range(4)])
+        self.heads = nn.ModuleList([self.output_head(widths[0]) for _ in range(4)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input_size(x, self.stride)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         grid: dict[tuple[int, int], torch.Tensor] = {}
         for i in range(5):  # the backbone column X(i, 0)
             x = self.nodes[f"{i}_0"](x if i == 0 else self.pool(x))

@@ -1,0 +1,65 @@
+"""What every model shares: the conv block, argument checks, the input-size check and the 1x1 head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Two 3x3 conv (no bias) + BatchNorm + ReLU layers; keeps H and W."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def check_input_size(x: torch.Tensor, stride: int) -> None:
+    """Raise a ``ValueError`` suggesting the padded size when H or W is not a multiple of ``stride``."""
+    height, width = x.shape[-2:]
+    if height % stride or width % stride:
+        padded = tuple(-(-side // stride) * stride for side in (height, width))
+        raise ValueError(f"input height and width must be multiples of {stride}, got {height}x{width}; "
+                         f"pad the input to {padded[0]}x{padded[1]}")
+
+
+class SegmentationModel(nn.Module):
+    """Base of the models: checks the channel and width arguments, checks that the input's H and W
+    are multiples of ``stride`` (the total down-sampling), then calls :meth:`logits`.
+
+    Subclasses build their layers in ``__init__`` (the 1x1 output layer with :meth:`output_head`)
+    and implement :meth:`logits`.
+
+    Args:
+        in_channels: input channels (3: pre-contrast, FLAIR, post-contrast).
+        out_channels: output channels (1: FLAIR abnormality).
+        features: width of the first level.
+
+    Shape:
+        input (N, in_channels, H, W) with H, W multiples of ``stride``; output logits
+        (N, out_channels, H, W) (a deeply supervised model may stack several heads in training).
+    """
+
+    stride = 16
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 1, features: int = 32):
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("features", features)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.in_channels, self.out_channels, self.features = in_channels, out_channels, features
+
+    def output_head(self, channels: int) -> nn.Conv2d:
+        """The 1x1 convolution from ``channels`` feature maps to ``out_channels`` logits."""
+        return nn.Conv2d(channels, self.out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_size(x, self.stride)
+        return self.logits(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
