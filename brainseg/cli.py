@@ -232,6 +232,7 @@ def _add_bench_parser(sub) -> None:
 
 
 def _add_report_parser(sub) -> None:
+    """``report``: where the report, its figures and the runs' files are, and what the side-by-side figures show."""
     parser = sub.add_parser(
         "report", help="rebuild the case report docs/report.md and its figures from results/",
         description="Every attempt in results/ (reference-split runs, cross-validations, paired comparisons) "

@@ -104,10 +104,12 @@ def collect(results_dir: str | Path) -> dict:
 
 
 def _cell(value) -> str:
+    """``value`` as text for a Markdown table cell (a ``|`` escaped)."""
     return str(value).replace("|", "\\|")
 
 
 def _minutes(seconds: float) -> str:
+    """Wall time in minutes, one decimal."""
     return f"{seconds / 60:.1f} min"
 
 
@@ -124,6 +126,7 @@ def reference_table(runs: list[dict]) -> str:
 
 
 def _with_interval(run: dict, key: str) -> str:
+    """``run[key]`` with its recorded bootstrap interval ``run[key + "_ci95"]`` when there is one."""
     interval = run.get(f"{key}_ci95")
     text = f"{run[key]:.4f}"
     return f"{text} ({interval[0]:.4f}-{interval[1]:.4f})" if interval else text
@@ -272,10 +275,12 @@ def build_figures(sections: dict, figures_dir: Path, logs_dir: Path, weights_dir
 
 
 def _link(path: Path, doc_dir: Path) -> str:
+    """``path`` relative to the report's folder, as a Markdown link target."""
     return Path(os.path.relpath(path, doc_dir)).as_posix()
 
 
 def _header() -> list[str]:
+    """Title, what the report is and how it is made, contents."""
     return ["# Case report: every attempt", "",
             "Every improvement attempt kept in `results/`, with its per-volume DSC "
             "([protocol, section 4](protocol.md#4-the-metric-per-volume-dsc)), how its model was chosen, wall "
@@ -291,6 +296,7 @@ def _header() -> list[str]:
 
 
 def _reference_section(sections: dict, figures: dict, doc_dir: Path) -> list[str]:
+    """The reference-split runs: selection legend, one table per group, the DSC chart."""
     lines = ["## Reference-split runs", "",
              "Scored on the 10 reference validation cases ([protocol, section 3](protocol.md#3-reference-split)); "
              "a difference of 0.01 there is within noise, and the ten cases are an easy draw (see the "
@@ -300,12 +306,13 @@ def _reference_section(sections: dict, figures: dict, doc_dir: Path) -> list[str
         if sections["reference"][key]:
             lines += [f"### {title}", "", what, "", reference_table(sections["reference"][key]), ""]
     if figures["distributions"]["reference"]:
-        lines += [f"![per-case DSC of the reference-split runs]({_link(figures['distributions']['reference'], doc_dir)})",
-                  ""]
+        figure = _link(figures["distributions"]["reference"], doc_dir)
+        lines += [f"![per-case DSC of the reference-split runs]({figure})", ""]
     return lines
 
 
 def _cv_section(sections: dict, figures: dict, doc_dir: Path) -> list[str]:
+    """The pooled cross-validations: table, DSC chart, fold exports."""
     lines = ["## Cross-validations", "",
              "Patient-level cross-validation ([protocol, section 5](protocol.md#5-honest-numbers)): every case "
              "predicted once by the final model of the fold that did not train on it, pooled over all cases; "
@@ -320,6 +327,7 @@ def _cv_section(sections: dict, figures: dict, doc_dir: Path) -> list[str]:
 
 
 def _paired_section(sections: dict) -> list[str]:
+    """The paired comparisons: table, then the cases that moved most in each."""
     lines = ["## Paired comparisons", "",
              "Two results on the same cases, case by case (`python -m brainseg results paired A B`): B counts as "
              "an improvement only when the whole paired-bootstrap interval of B - A lies above 0; a tie is a "
@@ -335,22 +343,26 @@ def _paired_section(sections: dict) -> list[str]:
 
 
 def _side_by_side_caption(kind: str, record: dict | None) -> str:
+    """Caption of a side-by-side figure from the record written beside it (generic without one)."""
     held_out = ("each case is one of the 10 reference validation cases" if kind == "reference" else
                 "each case is predicted by the fold model that did not train on it")
     text = ("First column: FLAIR with the truth outlined in green; then each variant's prediction outlined in "
-            "red (protocol mask: threshold 0.5, largest 3D component; truth still in green) with the DSC of "
-            f"the whole case; {held_out}.")
+            "red (protocol mask: threshold 0.5, largest 3D component; truth still in green) with the DSC and "
+            f"the predicted voxels of the whole case; {held_out}.")
     if record is None:
         return text
     cases = ", ".join(f"`{row['case']}` (slice {row['slice']})" for row in record["rows"])
-    text = (f"Rows: {cases}: the hardest cases for the variants drawn (lowest recorded DSC averaged over them), "
-            f"then a typical one (the median of the rest), each on its slice with the most lesion. " + text)
-    if record.get("without_checkpoints"):
-        text += " Not drawn, no checkpoint at hand: " + ", ".join(record["without_checkpoints"]) + "."
+    text = (f"Rows: {cases}: ranked by the recorded DSC averaged over the variants drawn, the hardest cases, "
+            "then cases at evenly spaced ranks up to the median, each on its slice with the most lesion. " + text)
+    missing = record.get("without_checkpoints", [])
+    if missing:
+        names = ", ".join(missing) if len(missing) <= 5 else f"the {len(missing)} other runs of the tables"
+        text += f" Not drawn, no checkpoint at hand: {names}."
     return text
 
 
 def _examples_section(figures: dict, doc_dir: Path) -> list[str]:
+    """The side-by-side figures with their captions, or a note where none was ever drawn."""
     lines = ["## Example segmentations", "",
              "Drawn from the checkpoints in `weights/` (`weights/<run>/best.pt` or a shipped `weights/<run>.pt`; "
              "for a cross-validation `weights/<run>-fold<k>/best.pt`) and the dataset, up to four variants each; "
@@ -368,6 +380,7 @@ def _examples_section(figures: dict, doc_dir: Path) -> list[str]:
 
 
 def _curves_section(figures: dict, doc_dir: Path) -> list[str]:
+    """The curve figures per group, naming the runs without a history."""
     lines = ["## Training curves", "",
              "Per epoch, from `logs/<run>/history.csv` when present, else the copy that `results export` keeps "
              "in `results/<run>.json`. The validation DSC is on the run's per-epoch validation cases: the 10 "
@@ -383,6 +396,7 @@ def _curves_section(figures: dict, doc_dir: Path) -> list[str]:
 
 
 def _sources_section(sections: dict) -> list[str]:
+    """The rule that decides what is read, and the files of ``results/`` that were not."""
     lines = ["## What is read from `results/`", "",
              "A run export is a `results/*.json` holding every key of `brainseg.results.REQUIRED_KEYS` (read by "
              "`brainseg.results.load_results`). Split `reference`: a reference-split run; `cv<k>`: a pooled "

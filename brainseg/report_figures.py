@@ -117,13 +117,16 @@ def drawable_variants(runs: list[dict], weights_dir: str | Path, limit: int = 4)
 
 
 def pick_cases(variants: list[tuple[dict, dict]], count: int = 4) -> list[str]:
-    """``count - 1`` hardest cases (lowest recorded DSC averaged over the variants) among those every
-    variant can predict, then the median case of the rest (a typical one)."""
+    """Cases every variant can predict, ranked by recorded DSC averaged over the variants: the
+    ``count // 2`` hardest, then cases at evenly spaced ranks up to the median (for four rows: the
+    two hardest, the lower-quartile case and the median case)."""
     common = set.intersection(*(set(available) for _, available in variants))
     score = {case: float(np.mean([run["per_case"][case] for run, _ in variants])) for case in common}
     ranked = sorted(common, key=lambda case: (score[case], case))
-    hardest, rest = ranked[:max(count - 1, 0)], ranked[max(count - 1, 0):]
-    return hardest + ([rest[len(rest) // 2]] if rest and count > 0 else [])
+    hardest, spread = count // 2, count - count // 2
+    ranks = [max(hardest, round(0.5 * (i + 1) / spread * (len(ranked) - 1))) for i in range(spread)]
+    picked = ranked[:hardest] + [ranked[r] for r in ranks if r < len(ranked)]
+    return list(dict.fromkeys(picked))[:count]
 
 
 def predict_rows(variants: list[tuple[dict, dict]], cases: list[str], data_dir: str | None,
@@ -132,7 +135,8 @@ def predict_rows(variants: list[tuple[dict, dict]], cases: list[str], data_dir: 
 
     Returns:
         ``{"case", "slice" (0-based, the most lesion), "flair", "truth", "preds": {run: mask},
-        "dsc": {run: DSC of the drawn volume}}``, images on the 256 metric grid.
+        "dsc": {run: DSC of the drawn volume}, "voxels": {run: predicted voxels in the volume}}``,
+        images on the 256 metric grid.
 
     Raises:
         DatasetError, FileNotFoundError: the dataset or a checkpoint cannot be read.
@@ -141,7 +145,7 @@ def predict_rows(variants: list[tuple[dict, dict]], cases: list[str], data_dir: 
     from .failures import fold_probabilities, slices_that_matter
     from .metrics import binarize_volume, dice_coefficient
 
-    rows = {case: {"case": case, "preds": {}, "dsc": {}} for case in cases}
+    rows = {case: {"case": case, "preds": {}, "dsc": {}, "voxels": {}} for case in cases}
     for run, available in variants:
         by_checkpoint: dict[Path, list[str]] = {}
         for case in cases:
@@ -155,6 +159,7 @@ def predict_rows(variants: list[tuple[dict, dict]], cases: list[str], data_dir: 
                     row["flair"] = flair_on_metric_grid(volume)
                     row["slice"] = slices_that_matter(None, row["truth"])[0]
                 row["dsc"][run["run"]] = dice_coefficient(pred, row["truth"])
+                row["voxels"][run["run"]] = int(pred.sum())
                 row["preds"][run["run"]] = pred[row["slice"]]
     return [rows[case] for case in cases]
 
@@ -172,7 +177,7 @@ def side_by_side_figure(rows: list[dict], names: list[str], path: str | Path) ->
         ax_row[0].set_title(f"{row['case']}\nslice {row['slice'] + 1}: FLAIR, truth", fontsize=6)
         for ax, name in zip(ax_row[1:], names):
             ax.imshow(outline_overlay(flair, row["truth"][row["slice"]], row["preds"][name]))
-            ax.set_title(f"{name}\nDSC {row['dsc'][name]:.3f}", fontsize=6)
+            ax.set_title(f"{name}\nDSC {row['dsc'][name]:.3f}, {row['voxels'][name]} voxels predicted", fontsize=6)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
@@ -212,7 +217,8 @@ def build_side_by_side(runs: list[dict], name: str, figures_dir: str | Path, wei
         drawn = set(names)
         atomic_write_json(record_path, {
             "variants": names, "without_checkpoints": [run["run"] for run in runs if run["run"] not in drawn],
-            "rows": [{"case": r["case"], "slice": r["slice"] + 1, "dsc": r["dsc"]} for r in rows]})
+            "rows": [{"case": r["case"], "slice": r["slice"] + 1, "dsc": r["dsc"], "voxels": r["voxels"]}
+                     for r in rows]})
         message = f"drew {png}: {len(names)} variants x {len(rows)} cases"
     else:
         message = f"kept {png} as it was: {reason}" if png.is_file() else f"skipped {png}: {reason}"

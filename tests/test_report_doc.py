@@ -13,6 +13,7 @@ import pytest
 from brainseg import cli
 from brainseg.paired import load_comparisons
 from brainseg.report_doc import ANALYSIS_END, ANALYSIS_START, classify_run, reference_group, write_report
+from brainseg.report_figures import pick_cases
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "kaggle_3m"
@@ -82,7 +83,8 @@ def test_every_attempt_is_a_row_with_its_numbers(setup, capsys):
     assert "| cpu-fast-lever | unet | bce_dice | cpu | 128 | 20 | last | 0.8500 / 0.8500 |" in text
     assert text.index("### Models and losses") < text.index("cpu-unet-dice-reference |") < text.index(
         "### Recipe levers and presets") < text.index("| cpu-fast-lever |")
-    assert "| toy-cv5 | 6 | 0.6417 (0.3512-0.8901) | 0.8250 (0.3500-0.9500) | 0.500, 0.600, 0.700, 0.800, 0.900 |" in text
+    assert ("| toy-cv5 | 6 | 0.6417 (0.3512-0.8901) | 0.8250 (0.3500-0.9500) | 0.500, 0.600, 0.700, 0.800, 0.900 "
+            "|") in text
     assert ("| old-cv5 | toy-cv5 | 110 (all) | 0.7997 / 0.8195 | 0.8712 / 0.8771 | +0.0198 (+0.0029 to +0.0410) "
             "| 35 / 48 / 27 | B better (interval above 0) |") in text
     assert "- `toy-cv5`: folds 0, pooled in the table above." in text
@@ -168,7 +170,8 @@ def test_side_by_side_drawn_from_the_shipped_checkpoint_on_the_samples(setup, tm
     assert iio.imread(png).ndim == 3 and png.stat().st_size < 300_000
     record = json.loads(png.with_suffix(".json").read_text())
     assert record["variants"] == ["cpu-unet-dice-reference"] and record["without_checkpoints"] == ["cpu-fast-lever"]
-    assert [row["case"] for row in record["rows"]] == ["TCGA_HT_7616_19940813", "TCGA_CS_4944_20010208"]  # hardest first
+    assert [row["case"] for row in record["rows"]] == ["TCGA_HT_7616_19940813", "TCGA_CS_4944_20010208"]  # hardest 1st
+    assert all(row["voxels"]["cpu-unet-dice-reference"] > 0 for row in record["rows"])
     for row in record["rows"]:
         assert row["dsc"]["cpu-unet-dice-reference"] == pytest.approx(recorded[row["case"]], abs=1e-3)
     text = setup["doc"].read_text()
@@ -196,3 +199,17 @@ def test_an_incomplete_paired_file_is_named(tmp_path):
     (tmp_path / "paired-a-vs-b.json").write_text(json.dumps({"a": "a", "b": "b"}))
     with pytest.raises(ValueError, match=r"paired-a-vs-b.json: missing keys \['cases', 'folds'"):
         load_comparisons(tmp_path)
+
+
+def test_rows_are_the_hardest_cases_then_spread_to_the_median():
+    run = {"run": "r", "per_case": {f"c{i}": i / 10 for i in range(10)}}  # c0 hardest
+    variants = [(run, {case: Path("w.pt") for case in run["per_case"] if case != "c3"})]  # c3: no checkpoint
+    assert pick_cases(variants, 4) == ["c0", "c1", "c2", "c5"]  # ranks 0, 1, then the quartile and median of 9
+    assert pick_cases(variants, 1) == ["c5"] and pick_cases(variants, 2) == ["c0", "c5"]
+
+
+def test_the_committed_report_has_one_analysis_section():
+    text = (ROOT / "docs" / "report.md").read_text()
+    assert text.count(ANALYSIS_START) == 1 and text.count(ANALYSIS_END) == 1
+    assert text.index(ANALYSIS_START) < text.index(ANALYSIS_END)
+    assert "python -m brainseg report" in text  # the page names the command that rewrites it
