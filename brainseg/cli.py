@@ -1,4 +1,5 @@
-"""Command line: ``python -m brainseg {train,evaluate,results} ...``; ``--help`` on each."""
+"""Command line: ``python -m brainseg <command> ...`` with the commands train, cv, evaluate, predict,
+compact, results, bench and report; ``--help`` on each."""
 
 from __future__ import annotations
 
@@ -205,6 +206,38 @@ def _add_bench_parser(sub) -> None:
     parser.add_argument("--out", default=None, help="JSON output (default: the repository's logs/bench.json)")
 
 
+def _add_report_parser(sub) -> None:
+    """``report``: where the report, its figures and the runs' files are, and what the side-by-side figures show."""
+    parser = sub.add_parser(
+        "report", help="rebuild the case report docs/report.md and its figures from results/",
+        description="Every attempt in results/ (reference-split runs, cross-validations, paired comparisons) "
+                    "with DSC, selection, wall time, device and command; per-case DSC charts, example "
+                    "segmentations from the checkpoints in weights/ (the committed figure is kept without them), "
+                    "training curves. The hand-written analysis between <!-- analysis:start --> and "
+                    "<!-- analysis:end --> is kept.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--doc", default=str(paths.project_root() / "docs" / "report.md"), help="the report")
+    parser.add_argument("--figures", default=None, help="its figures (default: report/ beside --doc)")
+    _add_run_folders(parser)
+    parser.add_argument("--weights-dir", default=str(paths.weights_dir()))
+    parser.add_argument("--data-dir", default=None, help="kaggle_3m folder (default: as for training)")
+    parser.add_argument("--cache-dir", default=None, help="preprocessed-volume cache")
+    parser.add_argument("--cases", type=int, default=4, help="cases (rows) of each side-by-side figure")
+    parser.add_argument("--variants", nargs="+", default=None, metavar="RUN",
+                        help="draw only these runs in the side-by-side figures (default: the first four with a "
+                             "checkpoint, in table order)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    """The ``report`` command: rebuild docs/report.md and print what was drawn, kept or skipped."""
+    from .report_doc import write_report
+
+    for message in write_report(args.doc, args.figures, args.results_dir, args.logs_dir, args.weights_dir,
+                                args.data_dir, args.cache_dir, args.device, args.cases, args.variants):
+        print(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m brainseg",
                                      description="Segmentation of FLAIR abnormalities in brain MRI (Kaggle LGG).")
@@ -216,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compact_parser(sub)
     _add_results_parser(sub)
     _add_bench_parser(sub)
+    _add_report_parser(sub)
     return parser
 
 
@@ -342,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"updated the speed and goals tables in {args.doc}")
         elif args.command == "results":
             _run_results(args, argv)
+        elif args.command == "report":
+            _run_report(args)
     except (DatasetError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -128,18 +128,42 @@ def compare_results(spec_a: str, spec_b: str, folds: list[int] | None = None, fo
             "folds": "all" if folds is None else folds, **result}
 
 
+PAIRED_KEYS = ("a", "b", "cases", "folds", "ci95", "mean_difference", "mean_a", "mean_b", "median_a", "median_b",
+               "wins", "ties", "losses", "improvement", "worse")
+
+
+def load_comparisons(results_dir: str | Path = "results") -> list[dict]:
+    """The comparisons written by ``results paired``: ``<results_dir>/paired-*.json``, sorted by name.
+
+    Raises:
+        ValueError: a ``paired-*.json`` file lacks a key of :data:`PAIRED_KEYS` (the file is named).
+    """
+    comparisons = []
+    for path in sorted(Path(results_dir).glob("paired-*.json")):
+        result = json.loads(path.read_text())
+        missing = [k for k in PAIRED_KEYS if k not in result]
+        if missing:
+            raise ValueError(f"{path}: missing keys {missing}; rewrite it with 'python -m brainseg results paired'")
+        comparisons.append({**result, "file": path.name})
+    return comparisons
+
+
+def verdict(result: dict) -> str:
+    """What the paired interval says about B against A, in words."""
+    return ("B better (interval above 0)" if result["improvement"] else
+            "B worse (interval below 0)" if result["worse"] else "no difference shown (interval contains 0)")
+
+
 def paired_report(result: dict) -> str:
     """The comparison as a short Markdown table plus the verdict and the cases that moved most."""
     low, high = result["ci95"]
-    verdict = ("B better (interval above 0)" if result["improvement"] else
-               "B worse (interval below 0)" if result["worse"] else "no difference shown (interval contains 0)")
     lines = [f"A = {result['a']}", f"B = {result['b']}",
              f"folds: {result['folds']}, {result['cases']} cases", "",
              "| | A | B |", "|---|---|---|",
              f"| mean DSC | {result['mean_a']:.4f} | {result['mean_b']:.4f} |",
              f"| median DSC | {result['median_a']:.4f} | {result['median_b']:.4f} |", "",
              f"B - A per case: mean {result['mean_difference']:+.4f}, paired bootstrap 95% CI "
-             f"{low:+.4f} to {high:+.4f}: {verdict}",
+             f"{low:+.4f} to {high:+.4f}: {verdict(result)}",
              f"wins / ties / losses of B (tie: |difference| <= {result['tie']}): "
              f"{result['wins']} / {result['ties']} / {result['losses']}"]
     for title, rows in (("most improved", result["most_improved"]), ("most worsened", result["most_worsened"])):
