@@ -1,10 +1,14 @@
-"""Self-describing checkpoints, written atomically, and :func:`load_model`."""
+"""Self-describing checkpoints, written atomically, :func:`load_model`, and the training state a
+run saves after every epoch and resumes from (:func:`save_training_state`, :func:`restore_training_state`)."""
 
 from __future__ import annotations
 
 import os
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -88,3 +92,91 @@ def compact_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> 
     compact["compacted_from"] = str(source)
     atomic_write(target, lambda f: torch.save(compact, f))
     return Path(target)
+
+
+@dataclass
+class TrainingState:
+    """Where a training run stands after an epoch, besides the modules' own state.
+
+    Attributes:
+        epoch: epochs completed.
+        best: the kept model's epoch and validation figures (``val_mean_dsc``, ``val_median_dsc``,
+            ``per_case``, ``per_case_without_lcc``); ``{"val_mean_dsc": -1.0, "epoch": 0}`` before any.
+        history: one ``history.csv`` row (a dict) per epoch completed.
+        metrics: the latest validation's ``val_mean_dsc``, ``val_median_dsc`` and ``per_case``.
+        wall_s, train_images, train_seconds: wall time, images and seconds of training so far.
+        val_seconds: the latest validation's duration (for the time budget).
+        commands: the command that started the run, then one per resume.
+        precision: how the run's precision was chosen (:func:`brainseg.runtime.resolve_amp`); a
+            resumed run keeps it.
+    """
+
+    epoch: int = 0
+    best: dict = field(default_factory=lambda: {"val_mean_dsc": -1.0, "epoch": 0})
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    train_images: int = 0
+    train_seconds: float = 0.0
+    val_seconds: float = 0.0
+    commands: list[str] = field(default_factory=list)
+    precision: dict = field(default_factory=dict)
+
+
+def save_training_state(path: str | os.PathLike, state: TrainingState, model: nn.Module,
+                        optimizer: torch.optim.Optimizer, scheduler, sampler_generator: torch.Generator,
+                        config: TrainConfig) -> None:
+    """Save a checkpoint (:func:`save_checkpoint`) that :func:`restore_training_state` resumes from:
+    ``model`` with ``state``, the optimizer's and scheduler's state dicts and every random state
+    (:func:`rng_state`)."""
+    save_checkpoint(path, model, config, state.epoch, state.metrics, config.image_size,
+                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    rng=rng_state(sampler_generator), best=state.best, history=state.history,
+                    progress={"wall_s": state.wall_s, "train_images": state.train_images,
+                              "train_seconds": state.train_seconds, "val_seconds": state.val_seconds,
+                              "commands": state.commands, "precision": state.precision})
+
+
+def restore_training_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
+                           scheduler, sampler_generator: torch.Generator) -> TrainingState:
+    """Load what :func:`save_training_state` saved into ``model``, ``optimizer``, ``scheduler``,
+    ``sampler_generator`` and the global random states, and return the run's :class:`TrainingState`.
+
+    Raises:
+        FileNotFoundError, ValueError: no checkpoint at ``path``, or one without a training state
+            (e.g. ``best.pt`` or a compacted one).
+    """
+    checkpoint = load_checkpoint(path)
+    if "rng" not in checkpoint:
+        raise ValueError(f"{path}: no training state in this checkpoint; cannot resume")
+    model.load_state_dict(checkpoint["state_dict"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    set_rng_state(checkpoint["rng"], sampler_generator)
+    progress = checkpoint["progress"]
+    return TrainingState(epoch=checkpoint["epoch"], best=checkpoint["best"], history=checkpoint["history"],
+                         metrics=checkpoint["metrics"], wall_s=progress["wall_s"],
+                         train_images=progress["train_images"], train_seconds=progress["train_seconds"],
+                         val_seconds=progress.get("val_seconds", 0.0), commands=progress.get("commands", []),
+                         precision=progress.get("precision", {}))
+
+
+def rng_state(sampler_generator: torch.Generator) -> dict:
+    """Every random state a resumed run needs to continue exactly: torch, NumPy, Python, sampler."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(), "sampler": sampler_generator.get_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+                      "gauss": gauss},
+            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+
+
+def set_rng_state(state: dict, sampler_generator: torch.Generator) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    sampler_generator.set_state(state["sampler"])
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["gauss"]))
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss_next"]))

@@ -1,13 +1,20 @@
 """The training loop: :func:`train_one_epoch` and :func:`fit`, which runs a whole configured
 training (validating with :mod:`brainseg.validation`) and writes its outputs.
 
+:func:`fit` reads as its steps: :func:`set_up_run` (names, folders, device, torchrun),
+:func:`load_data` (the cases of the split and of the selection mode, :mod:`brainseg.selection`),
+:func:`build_components` (model, loss, loader, optimiser, scheduler), the optional restore of a
+resumed run (:func:`~brainseg.checkpoint.restore_training_state`), :func:`train_epochs` (one
+:func:`run_epoch` per epoch: train, validate when due, log, checkpoint) and :func:`run_summary`.
+
 Outputs of a run named ``R``:
 
 - ``logs/R/``: ``config.json``, ``history.csv`` (one row per epoch), ``metrics.json`` (best epoch,
   validation mean/median/per-case DSC, wall time, device, versions) and TensorBoard events
   (train/val loss, val mean DSC, outline images);
-- ``weights/R/best.pt`` (best validation mean DSC) and ``last.pt``, both self-describing and
-  written atomically.
+- ``weights/R/best.pt`` (the kept model: best validation mean DSC, or the last with
+  ``selection="last"``) and ``last.pt`` (with the training state to resume from), both
+  self-describing and written atomically.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import platform
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,51 +36,402 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .cache import CaseVolume, load_volumes
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import TrainingState, restore_training_state, save_checkpoint, save_training_state
 from .config import TrainConfig
 from .data import discover_cases
 from .dataset import SliceDataset, make_sampler
-from .distributed import (ShardedSampler, all_ranks, init_distributed, ranks_agree, shutdown, sync_buffers,
-                          wrap_model)
+from .distributed import (Distributed, ShardedSampler, all_ranks, init_distributed, ranks_agree, shutdown,
+                          sync_buffers, wrap_model)
 from .io import atomic_write_json, atomic_write_text
 from .losses import create_loss
-from .metrics import summarize, to_metric_grid
+from .metrics import to_metric_grid
 from .models import count_parameters, create_model
 from .plots import outline_overlay
 from .runtime import Runtime, describe_precision, peak_memory_mb, resolve_amp, select_device
-from .splits import folds_from_file, inner_split, kfold_split, reference_split
+from .selection import Selection
+from .splits import folds_from_file, kfold_split, reference_split
 from .transforms import BatchAugment, JointAugment
-from .validation import evaluate_across_ranks, select_and_evaluate_outer
+from .validation import evaluate_across_ranks
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: bool = False) -> dict | None:
+    """Train ``config`` end to end and write every output of the run.
+
+    Args:
+        command: the command line, recorded in ``metrics.json`` (``command``, then ``commands``).
+        progress: draw progress bars (rank 0 only).
+        resume: continue the run from ``weights/<run>/last.pt`` (model, optimizer, scheduler,
+            epoch, best score, history, sampler and RNG states): on the same machine with the
+            same seed, a run killed and resumed ends with the history of an uninterrupted run.
+
+    Returns:
+        The run's metrics (also written to ``logs/<run>/metrics.json``); ``None`` on the ranks
+        other than 0 of a torchrun job.
+
+    Raises:
+        DatasetError: the dataset is missing or malformed.
+        TrainingDiverged: NaN/inf loss; ``best.pt`` keeps the best model so far. The message names
+            the run, the epoch and that checkpoint.
+    """
+    run = set_up_run(config, progress, resume)
+    selection = Selection(config.selection)
+    data = load_data(config, run, selection)
+    parts = build_components(config, run, data)
+
+    state = TrainingState()
+    if resume:
+        state = restore_training_state(run.weights_dir / "last.pt", parts.model, parts.optimizer, parts.scheduler,
+                                       parts.sampler_generator)
+        print(f"resuming {run.name} after epoch {state.epoch} (best {state.best['val_mean_dsc']:.4f} "
+              f"at epoch {state.best['epoch']})")
+    state.commands.append(command)  # the run's first command, then one per resume
+    run.previous_wall = state.wall_s
+    if not state.precision:  # a resumed run keeps the precision it started with
+        state.precision = choose_precision(config, run, parts.model)
+    run.runtime.amp = state.precision["picked"] == "bf16"
+
+    stopped_early = train_epochs(config, run, data, parts, state, selection)
+    if not finish_distributed(parts.model, run.dist):
+        return None
+
+    entries, best = selection.outcome(state.best, run.weights_dir / "best.pt", data.val_volumes, data.outer_volumes,
+                                      parts.loss_fn, run.runtime, run.progress)
+    state.wall_s = run.elapsed()
+    result = run_summary(config, run, data, state, entries, best, selection, stopped_early, parts.model)
+    atomic_write_json(run.log_dir / "metrics.json", result)
+    print(f"best epoch {best['epoch']}: val mean DSC {best['val_mean_dsc']:.4f}, median {best['val_median_dsc']:.4f}; "
+          f"wall time {state.wall_s / 60:.1f} min; outputs in {run.log_dir} and {run.weights_dir}")
+    return result
+
+
+@dataclass
+class Run:
+    """Where a run writes and computes: its name and folders, device, place in a torchrun job, clock."""
+
+    name: str
+    log_dir: Path
+    weights_dir: Path
+    device: torch.device
+    dist: Distributed
+    runtime: Runtime
+    progress: bool  # progress bars: asked for, and on rank 0
+    resumed: bool
+    wall_start: float  # time.perf_counter() when fit started
+    previous_wall: float = 0.0  # wall time of the run's earlier sessions (before a resume)
+
+    def elapsed(self) -> float:
+        """The run's wall time so far, earlier sessions included."""
+        return self.previous_wall + time.perf_counter() - self.wall_start
+
+    def say(self, text: str) -> None:
+        """Print below the progress bars, on rank 0 only."""
+        if self.dist.is_main:
+            tqdm.write(text, file=sys.stdout)
+
+
+def set_up_run(config: TrainConfig, progress: bool, resume: bool) -> Run:
+    """Check ``config``, name the run, choose the device and join the torchrun job, if any.
+
+    Raises:
+        ValueError: an impossible config, ``resume`` without a run name, or a batch size that the
+            processes cannot share.
+    """
+    wall_start = time.perf_counter()
+    config.validate()
+    if resume and not config.run_name:
+        raise ValueError("resume needs the run_name of the run to continue")
+    name = config.run_name or default_run_name(config)
+    log_dir, weights_dir = config.run_dirs(name)
+    device = select_device(config.device)
+    dist = init_distributed(device.type)  # one process unless started by torchrun
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    if config.batch_size % dist.world_size:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {dist.world_size} processes")
+    runtime = Runtime(device, False, config.channels_last)  # amp: set by choose_precision once the model exists
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return Run(name, log_dir, weights_dir, device, dist, runtime, progress and dist.is_main, resume, wall_start)
+
+
+@dataclass
+class RunData:
+    """The run's cases and their preprocessed volumes.
+
+    ``val_*`` are validated after epochs (the inner cases with ``selection="inner"``); ``outer_*``
+    are the split's validation cases, the ``val_*`` ones themselves in the other modes.
+    """
+
+    train_ids: list[str]
+    val_ids: list[str]
+    outer_ids: list[str]
+    train_volumes: list[CaseVolume]
+    val_volumes: list[CaseVolume]
+    outer_volumes: list[CaseVolume]
+    seconds: float  # to load (and, the first time, preprocess and cache) them
+
+
+def load_data(config: TrainConfig, run: Run, selection: Selection) -> RunData:
+    """The split's cases, divided as ``selection`` wants, loaded from the cache (built if missing).
+
+    In a torchrun job rank 0 builds the cache first while the others wait; they then read it.
+    """
+    train_ids, outer_ids = split_cases(config)
+    train_ids, val_ids = selection.split(config, train_ids, outer_ids)
+    start = time.perf_counter()
+    kwargs = dict(image_size=config.image_size, data_dir=config.data_dir or None,
+                  cache_dir=config.cache_dir or None, progress=run.progress)
+    if not run.dist.is_main:
+        run.dist.barrier()
+    train_volumes = load_volumes(train_ids, **kwargs)
+    val_volumes = load_volumes(val_ids, **kwargs)
+    outer_volumes = val_volumes if val_ids == outer_ids else load_volumes(outer_ids, **kwargs)
+    if run.dist.is_main:
+        run.dist.barrier()
+    return RunData(train_ids, val_ids, outer_ids, train_volumes, val_volumes, outer_volumes,
+                   time.perf_counter() - start)
+
+
+def choose_precision(config: TrainConfig, run: Run, model: nn.Module) -> dict:
+    """How the run computes (:func:`brainseg.runtime.resolve_amp`): amp ``auto`` times fp32 and bf16
+    on a CPU; every rank of a torchrun job takes rank 0's pick."""
+    _, record = run.dist.broadcast(resolve_amp(config.amp, model, run.device, config.channels_last,
+                                               config.image_size, config.batch_size // run.dist.world_size))
+    return record
+
+
+@dataclass
+class Components:
+    """What trains: the model (saved and evaluated as it is), loss, augmentation, data, optimiser."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    batch_augment: BatchAugment | None  # augmentation of whole batches on the device, if chosen
+    train_set: SliceDataset
+    sampler_generator: torch.Generator  # the sampling order's random state (saved in last.pt)
+    loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+def build_components(config: TrainConfig, run: Run, data: RunData) -> Components:
+    """Seed everything, then build the model, loss, augmentation, sampler, loader, optimiser and
+    per-step scheduler, in the order that fixes what the seed draws."""
+    seed_everything(config.seed)
+    model = create_model(config.model, features=config.features, **config.model_args).to(run.device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = create_loss(config.loss, **config.loss_args)
+    augment_args = (config.aug_scale, config.aug_angle, config.flip_prob, config.flair_fill, config.intensity)
+    batch_augment = BatchAugment(*augment_args) if config.augment == "batch" else None
+    train_set = SliceDataset(data.train_volumes, JointAugment(*augment_args) if config.augment == "sample" else None)
+    sampler_generator = torch.Generator().manual_seed(config.seed)
+    sampler = make_sampler(train_set, config.sampler, sampler_generator)
+    if run.dist.enabled:  # the same order on every rank (same seed); each rank takes every N-th sample
+        sampler = ShardedSampler(sampler, run.dist.rank, run.dist.world_size)
+    # Workers are started anew each epoch and seeded from the global torch RNG, whose state is in
+    # last.pt: this is what makes a resumed run repeat an uninterrupted one.
+    loader = DataLoader(train_set, batch_size=config.batch_size // run.dist.world_size, sampler=sampler,
+                        num_workers=config.workers, pin_memory=run.device.type == "cuda")
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, len(loader))
+    return Components(model, loss_fn, batch_augment, train_set, sampler_generator, loader, optimizer, scheduler)
+
+
+@dataclass
+class EpochLoop:
+    """What every epoch of :func:`train_epochs` reads."""
+
+    config: TrainConfig
+    run: Run
+    data: RunData
+    parts: Components
+    selection: Selection
+    train_model: nn.Module  # ``parts.model``, wrapped by DDP and/or torch.compile; shares its weights
+    logger: RunLogger
+    picks: list[tuple[int, int]]  # validation slices drawn in TensorBoard
+
+
+def train_epochs(config: TrainConfig, run: Run, data: RunData, parts: Components, state: TrainingState,
+                 selection: Selection) -> bool:
+    """Epochs ``state.epoch + 1`` to ``config.epochs`` (:func:`run_epoch`), updating ``state``.
+
+    Returns:
+        Whether the time budget (``max_minutes``) stopped the run early.
+
+    Raises:
+        TrainingDiverged: as :func:`train_one_epoch`, with the run, the epoch and what was kept named.
+    """
+    logger = RunLogger(run.log_dir, config, purge_step=state.epoch + 1 if state.history else None,
+                       active=run.dist.is_main)
+    loop = EpochLoop(config, run, data, parts, selection, training_model(parts.model, config, run), logger,
+                  _vis_slices(data.val_volumes, config.vis_slices))
+    print(f"run {run.name}: {config.model} ({count_parameters(parts.model) / 1e6:.2f} M parameters), "
+          f"{config.loss} loss, {len(data.train_ids)} train / {len(data.val_ids)} val cases "
+          f"({len(parts.train_set)} train slices), {config.image_size} px, device {run.device}, "
+          f"{describe_precision(state.precision)}, data ready in {data.seconds:.1f} s")
+    epochs = tqdm(range(state.epoch + 1, config.epochs + 1), desc="epochs", unit="epoch", disable=not run.progress,
+                  initial=state.epoch, total=config.epochs)
+    try:
+        for epoch in epochs:
+            if run_epoch(loop, state, epoch):
+                run.say(f"stopping: another epoch would end after max_minutes={config.max_minutes}")
+                return True
+    except TrainingDiverged as exc:  # say which run, and what it kept
+        best_path = run.weights_dir / "best.pt"
+        kept = f"the best model so far is in {best_path}" if best_path.is_file() else "no checkpoint was saved yet"
+        raise TrainingDiverged(f"run {run.name}, epoch {epoch}: {exc}; {kept}") from exc
+    finally:
+        epochs.close()  # before any error message, so that it starts on a line of its own
+        logger.close()
+    return False
+
+
+def training_model(model: nn.Module, config: TrainConfig, run: Run) -> nn.Module:
+    """``model`` as the optimiser steps it: DDP in a torchrun job, compiled with ``config.compile``
+    (on the first step). It shares the weights; ``model`` itself is saved and evaluated."""
+    train_model = wrap_model(model, run.dist, run.device)
+    return torch.compile(train_model) if config.compile else train_model
+
+
+def run_epoch(loop: EpochLoop, state: TrainingState, epoch: int) -> bool:
+    """Train epoch ``epoch``, validate it when due, log it, keep its model if the selection says so,
+    and save ``last.pt``. Returns whether the time budget stops the run after it."""
+    config, run, parts = loop.config, loop.run, loop.parts
+    epoch_start = time.perf_counter()
+    stats = train_one_epoch(loop.train_model, parts.loader, parts.loss_fn, parts.optimizer, parts.scheduler,
+                            run.runtime, run.progress, all_finite=lambda finite: all_ranks(finite, run.dist),
+                            batch_augment=parts.batch_augment)
+    state.train_images += stats["images"]
+    state.train_seconds += stats["seconds"]
+    stopping = out_of_time(config, run, epoch, stats["seconds"], state.val_seconds)
+    val = validate(loop, state) if loop.selection.validates(config, epoch, stopping) else None
+    state.epoch, state.wall_s = epoch, run.elapsed()
+    state.history.append(epoch_row(epoch, stats, val, parts.optimizer, time.perf_counter() - epoch_start, state.wall_s))
+    loop.logger.log_epoch(state.history)
+    if val:
+        loop.logger.log_outlines(loop.data.val_volumes, val["probs"], loop.picks, epoch)
+        keep_validation(loop, state, val)
+    if run.dist.is_main:
+        save_training_state(run.weights_dir / "last.pt", state, parts.model, parts.optimizer, parts.scheduler,
+                            parts.sampler_generator, config)
+    run.say(f"epoch {epoch:3d}/{config.epochs}  train loss {stats['loss']:.4f}  "
+            + (f"val loss {val['loss']:.4f}  val DSC mean {val['mean']:.4f} median {val['median']:.4f}  "
+               if val else "")
+            + f"{state.history[-1]['train_images_per_s']:.1f} img/s  {state.wall_s / 60:.1f} min")
+    return stopping
+
+
+def out_of_time(config: TrainConfig, run: Run, epoch: int, train_seconds: float, val_seconds: float) -> bool:
+    """Whether another epoch (``train_seconds`` of training, and a validation of ``val_seconds`` at
+    worst) would end after ``config.max_minutes``, counting a validation of this epoch first. Rank 0
+    decides for every rank."""
+    after_train = run.elapsed()
+    return run.dist.broadcast(bool(config.max_minutes) and epoch < config.epochs and (
+        after_train + val_seconds + train_seconds + val_seconds > config.max_minutes * 60))
+
+
+def validate(loop: EpochLoop, state: TrainingState) -> dict:
+    """:func:`~brainseg.validation.evaluate_across_ranks` of the model on the per-epoch validation
+    cases (probabilities kept for the drawn slices' cases); records its duration in ``state``."""
+    start = time.perf_counter()
+    sync_buffers(loop.parts.model, loop.run.dist)
+    val = evaluate_across_ranks(loop.parts.model, loop.data.val_volumes, loop.parts.loss_fn, loop.run.runtime,
+                                loop.run.dist, loop.run.progress,
+                                keep_probs={loop.data.val_volumes[c].case_id for c, _ in loop.picks})
+    state.val_seconds = time.perf_counter() - start
+    return val
+
+
+def epoch_row(epoch: int, stats: dict, val: dict | None, optimizer: torch.optim.Optimizer, seconds: float,
+              elapsed: float) -> dict:
+    """The ``history.csv`` row of an epoch (validation figures NaN when it was not validated)."""
+    return {"epoch": epoch, "train_loss": stats["loss"],
+            **{f"val_{k}": val[key] if val else math.nan
+               for k, key in (("loss", "loss"), ("mean_dsc", "mean"), ("median_dsc", "median"))},
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_images_per_s": stats["images"] / stats["seconds"],
+            "epoch_seconds": seconds,
+            "elapsed_seconds": elapsed}
+
+
+def keep_validation(loop: EpochLoop, state: TrainingState, val: dict) -> None:
+    """Record an epoch's validation in ``state``; when the selection keeps it, update ``state.best``
+    and save the model as ``best.pt``."""
+    state.metrics = {"val_mean_dsc": val["mean"], "val_median_dsc": val["median"], "per_case": val["per_case"]}
+    if loop.selection.keeps(val["mean"], state.best):
+        state.best = {"val_mean_dsc": val["mean"], "val_median_dsc": val["median"], "epoch": state.epoch,
+                      "per_case": val["per_case"], "per_case_without_lcc": val["per_case_without_lcc"]}
+        if loop.run.dist.is_main:
+            save_checkpoint(loop.run.weights_dir / "best.pt", loop.parts.model, loop.config, state.epoch,
+                            state.metrics, loop.config.image_size)
+
+
+def finish_distributed(model: nn.Module, dist: Distributed) -> bool:
+    """In a torchrun job, check that every rank ends with the same weights and leave the process
+    group. Returns whether this process goes on to the summary (rank 0, or the only process).
+
+    Raises:
+        RuntimeError: the ranks' weights differ.
+    """
+    if not dist.enabled:
+        return True
+    sync_buffers(model, dist)
+    if not ranks_agree(model, dist):
+        raise RuntimeError("the processes ended with different weights; DistributedDataParallel lost sync")
+    print(f"rank {dist.rank}/{dist.world_size}: weights agree across ranks")
+    shutdown(dist)
+    return dist.is_main
+
+
+def run_summary(config: TrainConfig, run: Run, data: RunData, state: TrainingState, entries: dict, best: dict,
+                selection: Selection, stopped_early: bool, model: nn.Module) -> dict:
+    """The run's ``metrics.json``: what ran, the ``selection`` ``entries`` and the kept model's
+    figures (``best``), the final epoch's, and time, throughput, memory and versions."""
+    final = state.history[-1]  # the last epoch's model on the per-epoch validation cases
+    return {
+        "run": run.name, "model": config.model, "loss": config.loss, "preset": config.preset,
+        "image_size": config.image_size, "epochs": len(state.history),
+        "split": config.split if config.split == "reference" else f"kfold{config.folds}-fold{config.fold}",
+        **entries,
+        "val_mean_dsc": best["val_mean_dsc"], "val_median_dsc": best["val_median_dsc"],
+        "per_case": best["per_case"], "best_epoch": best["epoch"],
+        f"{selection.final_prefix}_mean_dsc": final["val_mean_dsc"],
+        f"{selection.final_prefix}_median_dsc": final["val_median_dsc"],
+        "stopped_early": stopped_early,
+        "wall_time_s": round(state.wall_s, 1),
+        "data_prep_s": round(data.seconds, 1),
+        "train_images_per_s": round(state.train_images * run.dist.world_size / state.train_seconds, 2),  # all processes
+        "processes": run.dist.world_size,
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "precision": state.precision,
+        "parameters": count_parameters(model),
+        "train_cases": len(data.train_ids),
+        "val_cases": len(data.outer_ids),
+        "device": describe_device(run.device),
+        "torch_version": torch.__version__,
+        "command": state.commands[0],  # the command that started the run
+        "resumed": run.resumed,
+        "commands": state.commands,
+        "config": config.to_dict(),
+    }
+
+
+def describe_device(device: torch.device) -> str:
+    """The GPU's name, or the CPU's with the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def rng_state(sampler_generator: torch.Generator) -> dict:
-    """Every random state a resumed run needs to continue exactly: torch, NumPy, Python, sampler."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {"torch": torch.get_rng_state(), "sampler": sampler_generator.get_state(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
-                      "gauss": gauss},
-            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
-
-
-def set_rng_state(state: dict, sampler_generator: torch.Generator) -> None:
-    """Restore what :func:`rng_state` saved."""
-    torch.set_rng_state(state["torch"])
-    sampler_generator.set_state(state["sampler"])
-    numpy_state = state["numpy"]
-    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["gauss"]))
-    python_state = state["python"]
-    random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss_next"]))
 
 
 def split_cases(config: TrainConfig) -> tuple[list[str], list[str]]:
@@ -147,10 +506,6 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
     return {"loss": total.item() / max(images, 1), "images": images, "seconds": time.perf_counter() - start}
 
 
-def _silent(*args, **kwargs) -> None:
-    """Stands in for printing on ranks other than 0."""
-
-
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
     """Per-step learning-rate schedule: constant, or linear warm-up then cosine decay to 0."""
     total = config.epochs * steps_per_epoch
@@ -187,34 +542,33 @@ class RunLogger:
     COLUMNS = ["epoch", "train_loss", "val_loss", "val_mean_dsc", "val_median_dsc", "lr",
                "train_images_per_s", "epoch_seconds", "elapsed_seconds"]
 
-    def __init__(self, log_dir: Path, config: TrainConfig, rows: list[dict] | None = None, purge_step: int = 1,
-                 active: bool = True):
-        """``rows``: history of a resumed run; TensorBoard events from ``purge_step`` on are dropped.
-        ``active=False`` (ranks other than 0) keeps the rows in memory and writes nothing."""
+    def __init__(self, log_dir: Path, config: TrainConfig, purge_step: int | None = None, active: bool = True):
+        """``purge_step``: the first epoch of a resumed run; its TensorBoard events and later ones are
+        dropped. ``active=False`` (ranks other than 0) writes nothing."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir, self.active = log_dir, active
-        self.rows: list[dict] = list(rows or [])
         if not active:
             return
         log_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(log_dir / "config.json", config.to_dict())
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step if rows else None)
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
-    def log_epoch(self, row: dict) -> None:
-        self.rows.append(row)
+    def log_epoch(self, history: list[dict]) -> None:
+        """Write ``history`` (one row per epoch, the latest last) as ``history.csv``, and the latest
+        row's figures as TensorBoard scalars."""
         if not self.active:
             return
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=self.COLUMNS)
         writer.writeheader()
-        writer.writerows(self.rows)
+        writer.writerows(history)
         atomic_write_text(self.log_dir / "history.csv", buffer.getvalue())
-        step = row["epoch"]
+        row = history[-1]
         for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"), ("dsc/val_mean", "val_mean_dsc"),
                          ("dsc/val_median", "val_median_dsc"), ("lr", "lr")):
             if not math.isnan(row[key]):  # epochs without validation (val_every > 1) have no val figures
-                self.writer.add_scalar(tag, row[key], step)
+                self.writer.add_scalar(tag, row[key], row["epoch"])
 
     def log_outlines(self, volumes: list[CaseVolume], probs: dict, picks: list[tuple[int, int]], step: int) -> None:
         """FLAIR with truth (green) and prediction (red) outlines, on the 256 grid."""
@@ -232,225 +586,3 @@ class RunLogger:
             self.writer.close()
 
 
-def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: bool = False) -> dict | None:
-    """Train ``config`` end to end and write every output of the run.
-
-    Args:
-        resume: continue the run from ``weights/<run>/last.pt`` (model, optimizer, scheduler,
-            epoch, best score, history, sampler and RNG states): on the same machine with the
-            same seed, a run killed and resumed ends with the history of an uninterrupted run.
-
-    Returns:
-        The run's metrics (also written to ``logs/<run>/metrics.json``); ``None`` on the ranks
-        other than 0 of a torchrun job.
-
-    Raises:
-        DatasetError: the dataset is missing or malformed.
-        TrainingDiverged: NaN/inf loss; ``best.pt`` keeps the best model so far. The message names
-            the run, the epoch and that checkpoint.
-    """
-    wall_start = time.perf_counter()
-    config.validate()
-    if resume and not config.run_name:
-        raise ValueError("resume needs the run_name of the run to continue")
-    run_name = config.run_name or default_run_name(config)
-    log_dir, weights_dir = config.run_dirs(run_name)
-    device = select_device(config.device)
-    dist = init_distributed(device.type)  # one process unless started by torchrun
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
-    if config.batch_size % dist.world_size:
-        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {dist.world_size} processes")
-    progress = progress and dist.is_main
-    runtime = Runtime(device, config.amp, config.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-    train_ids, outer_ids = split_cases(config)
-    if config.selection == "inner":  # choose on training cases; the outer cases are evaluated once at the end
-        train_ids, val_ids = inner_split(train_ids, config.inner_val_cases, config.split_seed)
-    else:
-        val_ids = outer_ids
-    data_start = time.perf_counter()
-    data_kwargs = dict(image_size=config.image_size, data_dir=config.data_dir or None,
-                       cache_dir=config.cache_dir or None, progress=progress)
-    if not dist.is_main:
-        dist.barrier()  # rank 0 builds the cache first; the others then read it
-    train_volumes = load_volumes(train_ids, **data_kwargs)
-    val_volumes = load_volumes(val_ids, **data_kwargs)
-    outer_volumes = load_volumes(outer_ids, **data_kwargs) if config.selection == "inner" else val_volumes
-    if dist.is_main:
-        dist.barrier()
-    data_seconds = time.perf_counter() - data_start
-
-    seed_everything(config.seed)
-    model = create_model(config.model, features=config.features, **config.model_args).to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    # amp "auto" times both precisions on a CPU; every rank trains in rank 0's pick
-    runtime.amp, amp_choice = dist.broadcast(resolve_amp(config.amp, model, device, config.channels_last,
-                                                         config.image_size, config.batch_size // dist.world_size))
-    loss_fn = create_loss(config.loss, **config.loss_args)
-    augment_args = (config.aug_scale, config.aug_angle, config.flip_prob, config.flair_fill, config.intensity)
-    batch_augment = BatchAugment(*augment_args) if config.augment == "batch" else None
-    train_set = SliceDataset(train_volumes, JointAugment(*augment_args) if config.augment == "sample" else None)
-    sampler_generator = torch.Generator().manual_seed(config.seed)
-    sampler = make_sampler(train_set, config.sampler, sampler_generator)
-    if dist.enabled:  # the same order on every rank (same seed); each rank takes every N-th sample
-        sampler = ShardedSampler(sampler, dist.rank, dist.world_size)
-    # Workers are started anew each epoch and seeded from the global torch RNG, whose state is in
-    # last.pt: this is what makes a resumed run repeat an uninterrupted one.
-    loader = DataLoader(train_set, batch_size=config.batch_size // dist.world_size, sampler=sampler,
-                        num_workers=config.workers, pin_memory=device.type == "cuda")
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, len(loader))
-    best = {"val_mean_dsc": -1.0, "epoch": 0}
-    history: list[dict] = []
-    start_epoch, previous_wall, train_images, train_seconds, val_seconds = 1, 0.0, 0, 0.0, 0.0
-    commands = [command]  # the run's first command, then one per resume
-    metrics: dict = {}
-    if resume:
-        checkpoint = load_checkpoint(weights_dir / "last.pt")
-        if "rng" not in checkpoint:
-            raise ValueError(f"{weights_dir / 'last.pt'}: no training state in this checkpoint; cannot resume")
-        model.load_state_dict(checkpoint["state_dict"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        set_rng_state(checkpoint["rng"], sampler_generator)
-        best, history = checkpoint["best"], checkpoint["history"]
-        start_epoch = checkpoint["epoch"] + 1
-        previous_wall, train_images, train_seconds = (checkpoint["progress"][k] for k in
-                                                      ("wall_s", "train_images", "train_seconds"))
-        val_seconds, metrics = checkpoint["progress"].get("val_seconds", 0.0), checkpoint["metrics"]
-        commands = [*checkpoint["progress"].get("commands", []), command]
-        runtime.amp, amp_choice = checkpoint["progress"].get("amp", (runtime.amp, amp_choice))  # as it started
-        print(f"resuming {run_name} after epoch {checkpoint['epoch']} (best {best['val_mean_dsc']:.4f} "
-              f"at epoch {best['epoch']})")
-    logger = RunLogger(log_dir, config, history, purge_step=start_epoch, active=dist.is_main)
-    train_model = wrap_model(model, dist, device)  # DDP in a torchrun job; saved and evaluated unwrapped
-    if config.compile:  # compiled on the first step; shares the weights with the eager model
-        train_model = torch.compile(train_model)
-    picks = _vis_slices(val_volumes, config.vis_slices)
-    params = count_parameters(model)
-    print(f"run {run_name}: {config.model} ({params / 1e6:.2f} M parameters), {config.loss} loss, "
-          f"{len(train_ids)} train / {len(val_ids)} val cases ({len(train_set)} train slices), "
-          f"{config.image_size} px, device {device}, {describe_precision(amp_choice)}, data ready in {data_seconds:.1f} s")
-
-    stopped_early = False
-    say = (lambda text: tqdm.write(text, file=sys.stdout)) if dist.is_main else _silent
-    epochs = tqdm(range(start_epoch, config.epochs + 1), desc="epochs", unit="epoch", disable=not progress,
-                  initial=start_epoch - 1, total=config.epochs)
-    try:
-        for epoch in epochs:
-            epoch_start = time.perf_counter()
-            stats = train_one_epoch(train_model, loader, loss_fn, optimizer, scheduler, runtime, progress,
-                                    all_finite=lambda finite: all_ranks(finite, dist), batch_augment=batch_augment)
-            train_images += stats["images"]
-            train_seconds += stats["seconds"]
-            # stop when the next epoch (training, and validation at worst) would cross max_minutes
-            after_train = previous_wall + time.perf_counter() - wall_start
-            stopped_early = dist.broadcast(bool(config.max_minutes) and epoch < config.epochs and (
-                after_train + val_seconds + stats["seconds"] + val_seconds > config.max_minutes * 60))
-            val = None
-            if stopped_early or epoch == config.epochs or epoch % config.val_every == 0:
-                val_start = time.perf_counter()
-                sync_buffers(model, dist)
-                val = evaluate_across_ranks(model, val_volumes, loss_fn, runtime, dist, progress,
-                                            keep_probs={val_volumes[c].case_id for c, _ in picks})
-                val_seconds = time.perf_counter() - val_start
-            elapsed = previous_wall + time.perf_counter() - wall_start
-            row = {"epoch": epoch, "train_loss": stats["loss"],
-                   **{f"val_{k}": val[key] if val else math.nan
-                      for k, key in (("loss", "loss"), ("mean_dsc", "mean"), ("median_dsc", "median"))},
-                   "lr": optimizer.param_groups[0]["lr"],
-                   "train_images_per_s": stats["images"] / stats["seconds"],
-                   "epoch_seconds": time.perf_counter() - epoch_start,
-                   "elapsed_seconds": elapsed}
-            logger.log_epoch(row)
-            if val:
-                logger.log_outlines(val_volumes, val["probs"], picks, epoch)
-                metrics = {"val_mean_dsc": val["mean"], "val_median_dsc": val["median"], "per_case": val["per_case"]}
-                if config.selection == "last" or val["mean"] > best["val_mean_dsc"]:
-                    best = {"val_mean_dsc": val["mean"], "val_median_dsc": val["median"], "epoch": epoch,
-                            "per_case": val["per_case"], "per_case_without_lcc": val["per_case_without_lcc"]}
-                    if dist.is_main:
-                        save_checkpoint(weights_dir / "best.pt", model, config, epoch, metrics, config.image_size)
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "rng": rng_state(sampler_generator), "best": best, "history": logger.rows,
-                     "progress": {"wall_s": elapsed, "train_images": train_images, "train_seconds": train_seconds,
-                                  "val_seconds": val_seconds, "commands": commands,
-                                  "amp": (runtime.amp, amp_choice)}}
-            if dist.is_main:
-                save_checkpoint(weights_dir / "last.pt", model, config, epoch, metrics, config.image_size, **state)
-            say(f"epoch {epoch:3d}/{config.epochs}  train loss {stats['loss']:.4f}  "
-                + (f"val loss {val['loss']:.4f}  val DSC mean {val['mean']:.4f} median {val['median']:.4f}  "
-                   if val else "")
-                + f"{row['train_images_per_s']:.1f} img/s  {elapsed / 60:.1f} min")
-            if stopped_early:
-                say(f"stopping: another epoch would end after max_minutes={config.max_minutes}")
-                break
-    except TrainingDiverged as exc:  # say which run, and what it kept
-        best_path = weights_dir / "best.pt"
-        kept = f"the best model so far is in {best_path}" if best_path.is_file() else "no checkpoint was saved yet"
-        raise TrainingDiverged(f"run {run_name}, epoch {epoch}: {exc}; {kept}") from exc
-    finally:
-        epochs.close()  # before any error message, so that it starts on a line of its own
-        logger.close()
-    if dist.enabled:
-        sync_buffers(model, dist)
-        if not ranks_agree(model, dist):
-            raise RuntimeError("the processes ended with different weights; DistributedDataParallel lost sync")
-        print(f"rank {dist.rank}/{dist.world_size}: weights agree across ranks")
-        shutdown(dist)
-        if not dist.is_main:
-            return None
-
-    selection = {"selection": "best epoch by mean DSC on the validation cases themselves (reference protocol, optimistic)"}
-    if config.selection == "last":
-        selection = {"selection": "last: the final epoch's model, nothing chosen on evaluated cases"}
-    if config.selection != "inner" and "per_case_without_lcc" in best:
-        selection["per_case_without_lcc"] = best["per_case_without_lcc"]
-        selection["val_mean_dsc_without_lcc"] = summarize(best["per_case_without_lcc"])["mean"]
-    elif config.selection == "inner":
-        selection = select_and_evaluate_outer(weights_dir / "best.pt", val_volumes, outer_volumes, loss_fn, runtime,
-                                              progress)
-        best = {**best, "val_mean_dsc": selection.pop("outer_mean"), "val_median_dsc": selection.pop("outer_median"),
-                "per_case": selection.pop("outer_per_case")}
-    wall = previous_wall + time.perf_counter() - wall_start
-    result = {
-        "run": run_name,
-        "model": config.model,
-        "loss": config.loss,
-        "preset": config.preset,
-        "image_size": config.image_size,
-        "epochs": len(logger.rows),
-        "split": config.split if config.split == "reference" else f"kfold{config.folds}-fold{config.fold}",
-        **selection,
-        "val_mean_dsc": best["val_mean_dsc"],
-        "val_median_dsc": best["val_median_dsc"],
-        "per_case": best["per_case"],
-        "best_epoch": best["epoch"],
-        # the last epoch's model on the per-epoch validation cases (inner ones with inner selection)
-        f"final_{'inner' if config.selection == 'inner' else 'val'}_mean_dsc": logger.rows[-1]["val_mean_dsc"],
-        f"final_{'inner' if config.selection == 'inner' else 'val'}_median_dsc": logger.rows[-1]["val_median_dsc"],
-        "stopped_early": stopped_early,
-        "wall_time_s": round(wall, 1),
-        "data_prep_s": round(data_seconds, 1),
-        "train_images_per_s": round(train_images * dist.world_size / train_seconds, 2),  # all processes
-        "processes": dist.world_size,
-        "peak_memory_mb": round(peak_memory_mb(), 1),
-        "precision": amp_choice,
-        "parameters": params,
-        "train_cases": len(train_ids),
-        "val_cases": len(outer_ids),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "torch_version": torch.__version__,
-        "command": commands[0],  # the command that started the run
-        "resumed": resume,
-        "commands": commands,
-        "config": config.to_dict(),
-    }
-    atomic_write_json(log_dir / "metrics.json", result)
-    print(f"best epoch {best['epoch']}: val mean DSC {best['val_mean_dsc']:.4f}, median {best['val_median_dsc']:.4f}; "
-          f"wall time {wall / 60:.1f} min; outputs in {log_dir} and {weights_dir}")
-    return result

@@ -75,3 +75,76 @@ def test_model_arguments_are_rebuilt_from_the_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "best.pt", model, config, 1, {}, geometry_size=64)
     loaded, _ = load_model(tmp_path / "best.pt")
     assert loaded.inference == "mean"
+
+
+def _same(a, b) -> bool:
+    """Equal nested state: dicts, lists and tuples compared element-wise, tensors exactly."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _training_components(config, seed):
+    """A model, AdamW, the run's cosine schedule and a sampler generator, all drawn from ``seed``."""
+    from brainseg.train import make_optimizer, make_scheduler
+
+    torch.manual_seed(seed)
+    model = create_model("unet", features=config.features)
+    optimizer = make_optimizer(model, config)
+    return model, optimizer, make_scheduler(optimizer, config, steps_per_epoch=5), torch.Generator().manual_seed(seed)
+
+
+def _next_draws(generator):
+    """The next numbers of every random state a run uses: torch, the sampler's, NumPy, Python."""
+    import random
+
+    import numpy as np
+
+    return (torch.rand(3), torch.randperm(10, generator=generator), np.random.rand(3).tolist(), random.random())
+
+
+def test_training_state_round_trip_restores_every_state_into_fresh_objects(tmp_path):
+    import random
+
+    import numpy as np
+
+    from brainseg.checkpoint import TrainingState, restore_training_state, save_training_state
+
+    config = TrainConfig.preset("smoke", optimizer="adamw", scheduler="cosine", warmup_epochs=0.5, lr=1e-3)
+    model, optimizer, scheduler, generator = _training_components(config, seed=0)
+    model(torch.randn(2, 3, 32, 32)).mean().backward()  # optimizer moments, BatchNorm statistics, a scheduler step
+    optimizer.step()
+    scheduler.step()
+    random.seed(1), np.random.seed(2), torch.randperm(5, generator=generator)
+    state = TrainingState(epoch=2, best={"val_mean_dsc": 0.5, "epoch": 1, "per_case": {"a": 0.5}},
+                          history=[{"epoch": 1, "train_loss": 0.9, "val_mean_dsc": 0.5},
+                                   {"epoch": 2, "train_loss": 0.8, "val_mean_dsc": float("inf")}],
+                          metrics={"val_mean_dsc": 0.4}, wall_s=12.5, train_images=40, train_seconds=3.0,
+                          val_seconds=1.5, commands=["python -m brainseg train", "python -m brainseg train --resume r"])
+    save_training_state(tmp_path / "last.pt", state, model, optimizer, scheduler, generator, config)
+    expected = _next_draws(generator)
+
+    fresh = _training_components(config, seed=7)  # other weights, no optimizer state, other random states
+    random.seed(8), np.random.seed(9)
+    restored = restore_training_state(tmp_path / "last.pt", *fresh)
+    assert restored == state
+    assert _same(fresh[0].state_dict(), model.state_dict())
+    assert _same(fresh[1].state_dict(), optimizer.state_dict())
+    assert _same(fresh[2].state_dict(), scheduler.state_dict())
+    assert _same(_next_draws(fresh[3]), expected)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2  # an ordinary checkpoint too
+    assert _same(load_model(tmp_path / "last.pt")[0].state_dict(), model.state_dict())
+
+
+def test_restoring_a_checkpoint_without_training_state_is_refused(tmp_path):
+    from brainseg.checkpoint import restore_training_state
+
+    config = TrainConfig.preset("smoke")
+    model, optimizer, scheduler, generator = _training_components(config, seed=0)
+    save_checkpoint(tmp_path / "best.pt", model, config, 1, {}, geometry_size=64)
+    with pytest.raises(ValueError, match=r"best\.pt: no training state in this checkpoint; cannot resume"):
+        restore_training_state(tmp_path / "best.pt", model, optimizer, scheduler, generator)
