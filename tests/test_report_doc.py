@@ -10,7 +10,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 
-from brainseg import cli
+from brainseg import cli, paths
 from brainseg.paired import load_comparisons
 from brainseg.report_doc import ANALYSIS_END, ANALYSIS_START, classify_run, reference_group, write_report
 from brainseg.report_figures import pick_cases
@@ -162,18 +162,20 @@ def test_without_checkpoints_a_committed_figure_is_kept_with_its_caption(setup):
 
 
 def test_side_by_side_drawn_from_the_shipped_checkpoint_on_the_samples(setup, tmp_path):
-    recorded = json.loads((ROOT / "results" / "cpu-unet-dice-reference.json").read_text())["per_case"]
-    (setup["weights"] / "cpu-unet-dice-reference.pt").symlink_to(ROOT / "weights" / "cpu-unet-dice-reference.pt")
+    # the synthetic run "cpu-unet-dice-reference" gets the shipped checkpoint, whose recorded DSC it must match
+    name, shipped = "cpu-unet-dice-reference", paths.shipped_checkpoint()
+    recorded = json.loads((ROOT / "results" / f"{shipped.stem}.json").read_text())["per_case"]
+    (setup["weights"] / f"{name}.pt").symlink_to(shipped)
     messages = build(setup, data_dir=str(SAMPLES), cache_dir=str(tmp_path / "cache"), device="cpu")
     png = setup["figures"] / "side-by-side-reference.png"
     assert f"drew {png}: 1 variants x 2 cases" in messages
     assert iio.imread(png).ndim == 3 and png.stat().st_size < 300_000
     record = json.loads(png.with_suffix(".json").read_text())
-    assert record["variants"] == ["cpu-unet-dice-reference"] and record["without_checkpoints"] == ["cpu-fast-lever"]
+    assert record["variants"] == [name] and record["without_checkpoints"] == ["cpu-fast-lever"]
     assert [row["case"] for row in record["rows"]] == ["TCGA_HT_7616_19940813", "TCGA_CS_4944_20010208"]  # hardest 1st
-    assert all(row["voxels"]["cpu-unet-dice-reference"] > 0 for row in record["rows"])
+    assert all(row["voxels"][name] > 0 for row in record["rows"])
     for row in record["rows"]:
-        assert row["dsc"]["cpu-unet-dice-reference"] == pytest.approx(recorded[row["case"]], abs=1e-3)
+        assert row["dsc"][name] == pytest.approx(recorded[row["case"]], abs=1e-3)
     text = setup["doc"].read_text()
     assert "Not drawn, no checkpoint at hand: cpu-fast-lever." in text
     assert any(m.startswith("skipped") and "side-by-side-cv.png" in m for m in messages)
