@@ -90,15 +90,19 @@ def jitter_intensity(image: torch.Tensor, prob: float) -> torch.Tensor:
     made when ``prob`` is 0.
 
     Shape:
-        image (3, H, W) or (N, 3, H, W); returns a new tensor of the same shape.
+        image (3, H, W) or (N, 3, H, W); returns a tensor of the same shape (the input itself when
+        no image is drawn).
     """
     if prob == 0:
         return image
     batch = image if image.dim() == 4 else image[None]
     n, c = batch.shape[:2]
     hit = torch.rand(n) < prob
-    draws = [_uniform((n, c), (math.log(GAMMA_RANGE[0]), math.log(GAMMA_RANGE[1]))).exp(), _uniform((n, c), CONTRAST_RANGE), _uniform((n, c), SHIFT_RANGE)]
+    draws = [_uniform((n, c), (math.log(GAMMA_RANGE[0]), math.log(GAMMA_RANGE[1]))).exp(),
+             _uniform((n, c), CONTRAST_RANGE), _uniform((n, c), SHIFT_RANGE)]
     noise = torch.randn(batch.shape) * _uniform((n, c), (0.0, NOISE_STD_MAX))[..., None, None]
+    if not hit.any():  # the draws are made all the same, so the random stream does not depend on it
+        return image
     gamma, contrast, shift = (d.to(batch.device, batch.dtype) for d in draws)
     jittered = adjust_intensity(batch, gamma, contrast, shift, noise.to(batch.device, batch.dtype))
     batch = torch.where(hit.to(batch.device)[:, None, None, None], jittered, batch)
