@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .losses import create_loss
 from .models import create_model
-from .runtime import Runtime, peak_memory_mb, select_device
+from .runtime import Runtime, peak_memory_mb, seconds_per_call, select_device
 from .train import training_step
 
 MODES = {
@@ -56,18 +56,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(step, device: torch.device, warmup: int, steps: int) -> float:
-    """Seconds per call of ``step`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return (time.perf_counter() - start) / steps
-
-
 def model_speed(model_name: str, features: int, image_size: int, runtime: Runtime, batch_size: int = 16,
                 warmup: int = 3, steps: int = 8, compile_model: bool = False) -> dict:
     """Training and inference images/s of one model on random data, and the FLOPs of a training step.
@@ -91,15 +79,15 @@ def model_speed(model_name: str, features: int, image_size: int, runtime: Runtim
         training_step(model, image, mask, loss_fn, optimizer, runtime)
     flops = counter.get_total_flops()
     runner = torch.compile(model) if compile_model else model
-    train_s = _timed(lambda: training_step(runner, image, mask, loss_fn, optimizer, runtime), runtime.device,
-                     warmup, steps)
+    train_s = seconds_per_call(lambda: training_step(runner, image, mask, loss_fn, optimizer, runtime),
+                               runtime.device, warmup, steps)
     runner.eval()
 
     def infer() -> None:
         with torch.no_grad(), runtime.autocast():
             runner(image)
 
-    infer_s = _timed(infer, runtime.device, warmup, steps)
+    infer_s = seconds_per_call(infer, runtime.device, warmup, steps)
     return {"train_images_per_s": batch_size / train_s, "infer_images_per_s": batch_size / infer_s,
             "train_gflop_per_image": flops / batch_size / 1e9}
 

@@ -72,15 +72,21 @@ def training_images_per_s(model: nn.Module, runtime: Runtime, image_size: int, b
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step()
-    if runtime.device.type == "cuda":
-        torch.cuda.synchronize(runtime.device)
+    return batch_size / seconds_per_call(step, runtime.device, warmup=1, steps=steps, timer=timer)
+
+
+def seconds_per_call(step, device: torch.device, warmup: int, steps: int, timer=time.perf_counter) -> float:
+    """Seconds per call of ``step`` after ``warmup`` calls (CUDA synchronised around the timed ones)."""
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = timer()
     for _ in range(steps):
         step()
-    if runtime.device.type == "cuda":
-        torch.cuda.synchronize(runtime.device)
-    return steps * batch_size / (timer() - start)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (timer() - start) / steps
 
 
 def pick_bf16(fp32_images_per_s: float, bf16_images_per_s: float, margin: float = BF16_MARGIN) -> bool:
