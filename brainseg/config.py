@@ -94,6 +94,11 @@ class TrainConfig:
     compile: bool = setting(False, "train through torch.compile (true/false; on CPU needs a C++ compiler; compile "
                                    "time counts); validation and checkpoints use the eager model")
     max_minutes: float = setting(0.0, "stop after the epoch that would cross this wall time (0: no limit)")
+    budget_minutes: float = setting(0.0, "minutes of training steps (validation and data loading not counted): the "
+                                         "learning-rate schedule follows the fraction of this time spent, not the "
+                                         "step count, and training stops when it is spent, so a faster machine "
+                                         "takes more steps; epochs is then an upper bound. Not reproducible step "
+                                         "for step; single process only (0: the schedule runs over epochs)")
     vis_slices: int = setting(4, "validation slices drawn as outlines in TensorBoard")
 
     def __post_init__(self) -> None:
@@ -120,7 +125,7 @@ class TrainConfig:
         for name in ("lr",):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "warmup_epochs", "max_minutes", "workers", "max_train_cases",
+        for name in ("weight_decay", "warmup_epochs", "max_minutes", "budget_minutes", "workers", "max_train_cases",
                      "max_val_cases", "vis_slices"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

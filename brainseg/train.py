@@ -48,6 +48,7 @@ from .metrics import to_metric_grid
 from .models import count_parameters, create_model
 from .plots import outline_overlay
 from .runtime import Runtime, describe_precision, peak_memory_mb, resolve_amp, select_device
+from .schedule import TimeBudget, TrainingClock, make_scheduler
 from .selection import Selection
 from .splits import folds_from_file, kfold_split, reference_split
 from .transforms import BatchAugment, JointAugment
@@ -94,14 +95,14 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
         state.precision = choose_precision(config, run, parts.model)
     run.runtime.amp = state.precision["picked"] == "bf16"
 
-    stopped_early = train_epochs(config, run, data, parts, state, selection)
+    stop_reason = train_epochs(config, run, data, parts, state, selection)
     if not finish_distributed(parts.model, run.dist):
         return None
 
     entries, best = selection.outcome(state.best, run.weights_dir / "best.pt", data.val_volumes, data.outer_volumes,
                                       parts.loss_fn, run.runtime, run.progress)
     state.wall_s = run.elapsed()
-    result = run_summary(config, run, data, state, entries, best, selection, stopped_early, parts.model)
+    result = run_summary(config, run, data, state, entries, best, selection, stop_reason, parts.model)
     atomic_write_json(run.log_dir / "metrics.json", result)
     print(f"best epoch {best['epoch']}: val mean DSC {best['val_mean_dsc']:.4f}, median {best['val_median_dsc']:.4f}; "
           f"wall time {state.wall_s / 60:.1f} min; outputs in {run.log_dir} and {run.weights_dir}")
@@ -152,6 +153,9 @@ def set_up_run(config: TrainConfig, progress: bool, resume: bool) -> Run:
         device = torch.device("cuda", dist.local_rank)
     if config.batch_size % dist.world_size:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {dist.world_size} processes")
+    if config.budget_minutes and dist.enabled:
+        raise ValueError("budget_minutes needs a single process (each rank's clock would set its own learning "
+                         "rate); under torchrun, set epochs instead")
     runtime = Runtime(device, False, config.channels_last)  # amp: set by choose_precision once the model exists
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -216,6 +220,8 @@ class Components:
     loader: DataLoader
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
+    clock: TrainingClock  # seconds of training so far, which a time budget reads
+    budget: TimeBudget | None  # with ``budget_minutes``: drives the schedule and the stop
 
 
 def build_components(config: TrainConfig, run: Run, data: RunData) -> Components:
@@ -238,8 +244,11 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
     loader = DataLoader(train_set, batch_size=config.batch_size // run.dist.world_size, sampler=sampler,
                         num_workers=config.workers, pin_memory=run.device.type == "cuda")
     optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, len(loader))
-    return Components(model, loss_fn, batch_augment, train_set, sampler_generator, loader, optimizer, scheduler)
+    clock = TrainingClock()
+    budget = TimeBudget(config.budget_minutes, clock) if config.budget_minutes else None
+    scheduler = make_scheduler(optimizer, config, len(loader), budget)
+    return Components(model, loss_fn, batch_augment, train_set, sampler_generator, loader, optimizer, scheduler,
+                      clock, budget)
 
 
 @dataclass
@@ -257,11 +266,11 @@ class EpochLoop:
 
 
 def train_epochs(config: TrainConfig, run: Run, data: RunData, parts: Components, state: TrainingState,
-                 selection: Selection) -> bool:
+                 selection: Selection) -> str:
     """Epochs ``state.epoch + 1`` to ``config.epochs`` (:func:`run_epoch`), updating ``state``.
 
     Returns:
-        Whether the time budget (``max_minutes``) stopped the run early.
+        Why the run stopped before ``config.epochs`` (``max_minutes`` or ``budget_minutes``), or "".
 
     Raises:
         TrainingDiverged: as :func:`train_one_epoch`, with the run, the epoch and what was kept named.
@@ -278,9 +287,15 @@ def train_epochs(config: TrainConfig, run: Run, data: RunData, parts: Components
                   initial=state.epoch, total=config.epochs)
     try:
         for epoch in epochs:
-            if run_epoch(loop, state, epoch):
-                run.say(f"stopping: another epoch would end after max_minutes={config.max_minutes}")
-                return True
+            if parts.budget is not None and state.train_seconds >= parts.budget.seconds:
+                return "budget_minutes"  # a resumed run whose budget was already spent
+            reason = run_epoch(loop, state, epoch)
+            if reason:
+                run.say(f"stopping after epoch {epoch}: " + (
+                    f"the training time budget_minutes={config.budget_minutes} is spent"
+                    if reason == "budget_minutes" else
+                    f"another epoch would end after max_minutes={config.max_minutes}"))
+                return reason
     except TrainingDiverged as exc:  # say which run, and what it kept
         best_path = run.weights_dir / "best.pt"
         kept = f"the best model so far is in {best_path}" if best_path.is_file() else "no checkpoint was saved yet"
@@ -288,7 +303,7 @@ def train_epochs(config: TrainConfig, run: Run, data: RunData, parts: Components
     finally:
         epochs.close()  # before any error message, so that it starts on a line of its own
         logger.close()
-    return False
+    return ""
 
 
 def training_model(model: nn.Module, config: TrainConfig, run: Run) -> nn.Module:
@@ -298,18 +313,23 @@ def training_model(model: nn.Module, config: TrainConfig, run: Run) -> nn.Module
     return torch.compile(train_model) if config.compile else train_model
 
 
-def run_epoch(loop: EpochLoop, state: TrainingState, epoch: int) -> bool:
-    """Train epoch ``epoch``, validate it when due, log it, keep its model if the selection says so,
-    and save ``last.pt``. Returns whether the time budget stops the run after it."""
+def run_epoch(loop: EpochLoop, state: TrainingState, epoch: int) -> str:
+    """Train epoch ``epoch`` (ended early when a time budget is spent), validate it when due, log it,
+    keep its model if the selection says so, and save ``last.pt``. Returns what stops the run after
+    it (``"budget_minutes"`` or ``"max_minutes"``), or ""."""
     config, run, parts = loop.config, loop.run, loop.parts
     epoch_start = time.perf_counter()
+    parts.clock.start_epoch(state.train_seconds)
     stats = train_one_epoch(loop.train_model, parts.loader, parts.loss_fn, parts.optimizer, parts.scheduler,
                             run.runtime, run.progress, all_finite=lambda finite: all_ranks(finite, run.dist),
-                            batch_augment=parts.batch_augment)
+                            batch_augment=parts.batch_augment,
+                            should_stop=lambda: parts.budget is not None and parts.budget.spent)
+    parts.clock.stop_epoch()
     state.train_images += stats["images"]
     state.train_seconds += stats["seconds"]
-    stopping = out_of_time(config, run, epoch, stats["seconds"], state.val_seconds)
-    val = validate(loop, state) if loop.selection.validates(config, epoch, stopping) else None
+    stopping = ("budget_minutes" if stats["stopped"] else
+                "max_minutes" if out_of_time(config, run, epoch, stats["seconds"], state.val_seconds) else "")
+    val = validate(loop, state) if loop.selection.validates(config, epoch, bool(stopping)) else None
     state.epoch, state.wall_s = epoch, run.elapsed()
     state.history.append(epoch_row(epoch, stats, val, parts.optimizer, time.perf_counter() - epoch_start, state.wall_s))
     loop.logger.log_epoch(state.history)
@@ -389,7 +409,7 @@ def finish_distributed(model: nn.Module, dist: Distributed) -> bool:
 
 
 def run_summary(config: TrainConfig, run: Run, data: RunData, state: TrainingState, entries: dict, best: dict,
-                selection: Selection, stopped_early: bool, model: nn.Module) -> dict:
+                selection: Selection, stop_reason: str, model: nn.Module) -> dict:
     """The run's ``metrics.json``: what ran, the ``selection`` ``entries`` and the kept model's
     figures (``best``), the final epoch's, and time, throughput, memory and versions."""
     final = state.history[-1]  # the last epoch's model on the per-epoch validation cases
@@ -402,7 +422,8 @@ def run_summary(config: TrainConfig, run: Run, data: RunData, state: TrainingSta
         "per_case": best["per_case"], "best_epoch": best["epoch"],
         f"{selection.final_prefix}_mean_dsc": final["val_mean_dsc"],
         f"{selection.final_prefix}_median_dsc": final["val_median_dsc"],
-        "stopped_early": stopped_early,
+        "stopped_early": bool(stop_reason),
+        "stop_reason": stop_reason,  # "", "max_minutes" or "budget_minutes"
         "wall_time_s": round(state.wall_s, 1),
         "data_prep_s": round(data.seconds, 1),
         "train_images_per_s": round(state.train_images * run.dist.world_size / state.train_seconds, 2),  # all processes
@@ -470,8 +491,8 @@ def training_step(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, los
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler, runtime: Runtime, progress: bool = True, check_every: int = 10,
-                    all_finite=lambda finite: finite, batch_augment=None) -> dict:
-    """One pass over ``loader``.
+                    all_finite=lambda finite: finite, batch_augment=None, should_stop=lambda: False) -> dict:
+    """One pass over ``loader``, or fewer steps if ``should_stop()`` turns true after a step.
 
     ``batch_augment(image, mask)``, if given, augments each batch on the device (see
     :class:`~brainseg.transforms.BatchAugment`).
@@ -480,13 +501,14 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
     processes of a torchrun job, so that all stop together.
 
     Returns:
-        ``{"loss": mean train loss, "images": number of images, "seconds": wall time}``.
+        ``{"loss": mean train loss, "images": number of images, "seconds": wall time, "stopped":
+        whether should_stop ended the pass}``.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite (checked every ``check_every`` steps).
     """
     model.train()
-    start, images = time.perf_counter(), 0
+    start, images, stopped = time.perf_counter(), 0, False
     total = torch.zeros((), device=runtime.device)
     with tqdm(loader, desc="train", unit="batch", leave=False, disable=not progress) as bar:  # closed on errors too
         for step, (image, mask) in enumerate(bar, 1):
@@ -498,27 +520,16 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
             scheduler.step()
             total += loss.detach() * image.shape[0]
             images += image.shape[0]
-            if step % check_every == 0 or step == len(loader):
+            stopped = should_stop()
+            if step % check_every == 0 or step == len(loader) or stopped:
                 value = loss.item()  # one sync every check_every steps keeps CUDA busy
                 if not all_finite(math.isfinite(value)):
                     raise TrainingDiverged(f"loss became {value} at step {step}; lower the learning rate")
                 bar.set_postfix(loss=f"{value:.4f}")
-    return {"loss": total.item() / max(images, 1), "images": images, "seconds": time.perf_counter() - start}
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """Per-step learning-rate schedule: constant, or linear warm-up then cosine decay to 0."""
-    total = config.epochs * steps_per_epoch
-    warmup = int(config.warmup_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if config.scheduler == "constant":
-            return 1.0
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            if stopped:
+                break
+    return {"loss": total.item() / max(images, 1), "images": images, "seconds": time.perf_counter() - start,
+            "stopped": stopped}
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

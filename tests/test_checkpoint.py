@@ -90,7 +90,8 @@ def _same(a, b) -> bool:
 
 def _training_components(config, seed):
     """A model, AdamW, the run's cosine schedule and a sampler generator, all drawn from ``seed``."""
-    from brainseg.train import make_optimizer, make_scheduler
+    from brainseg.schedule import make_scheduler
+    from brainseg.train import make_optimizer
 
     torch.manual_seed(seed)
     model = create_model("unet", features=config.features)

@@ -8,7 +8,8 @@ from brainseg import train as train_module
 from brainseg.checkpoint import load_checkpoint, load_model
 from brainseg.cli import main
 from brainseg.config import TrainConfig
-from brainseg.train import TrainingDiverged, fit, make_scheduler
+from brainseg.schedule import make_scheduler
+from brainseg.train import TrainingDiverged, fit
 
 
 def synthetic_config(data_dir, tmp_path, **overrides):

@@ -1,0 +1,113 @@
+"""The learning-rate schedule over a training-time budget, with a fake clock, and a tiny budgeted run."""
+
+import csv
+
+import pytest
+import torch
+
+from brainseg.config import TrainConfig
+from brainseg.schedule import TimeBudget, TrainingClock, cosine_factor, make_scheduler
+from brainseg.train import fit
+
+
+class FakeTimer:
+    """A clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def budgeted_scheduler(minutes=1.0, warmup_epochs=0.0, scheduler="cosine"):
+    timer = FakeTimer()
+    clock = TrainingClock(timer)
+    budget = TimeBudget(minutes, clock)
+    config = TrainConfig.preset("smoke", epochs=3, scheduler=scheduler, warmup_epochs=warmup_epochs, lr=1.0)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    return timer, clock, budget, optimizer, make_scheduler(optimizer, config, steps_per_epoch=10, budget=budget)
+
+
+def step_at(timer, optimizer, scheduler, seconds) -> float:
+    """Take a step whose schedule is read at ``seconds`` after the clock started; the new learning rate."""
+    timer.now = 100.0 + seconds
+    optimizer.step()
+    scheduler.step()
+    return optimizer.param_groups[0]["lr"]
+
+
+def test_cosine_factor_known_values():
+    assert cosine_factor(0.0) == 1.0 and cosine_factor(0.5) == pytest.approx(0.5)
+    assert cosine_factor(1.0) == 0.0 and cosine_factor(7.0) == 0.0 and cosine_factor(-1.0) == 1.0
+
+
+def test_learning_rate_follows_the_time_spent_not_the_steps():
+    timer, clock, budget, optimizer, scheduler = budgeted_scheduler(minutes=1.0)
+    clock.start_epoch(0.0)
+    assert step_at(timer, optimizer, scheduler, 15) == pytest.approx(cosine_factor(0.25))
+    assert not budget.spent
+    # one step or a hundred: only the time counts
+    assert step_at(timer, optimizer, scheduler, 30) == pytest.approx(0.5)
+    assert step_at(timer, optimizer, scheduler, 30) == pytest.approx(0.5)
+    assert step_at(timer, optimizer, scheduler, 59.9) > 0 and not budget.spent
+    assert step_at(timer, optimizer, scheduler, 60) == 0.0 and budget.spent
+
+
+def test_constant_schedule_still_reads_the_budget():
+    timer, clock, budget, optimizer, scheduler = budgeted_scheduler(minutes=0.5, scheduler="constant")
+    clock.start_epoch(0.0)
+    assert step_at(timer, optimizer, scheduler, 29) == 1.0 and not budget.spent
+    assert step_at(timer, optimizer, scheduler, 31) == 1.0 and budget.spent
+
+
+def test_warm_up_counts_steps_then_the_cosine_reads_the_clock():
+    timer, clock, budget, optimizer, scheduler = budgeted_scheduler(minutes=1.0, warmup_epochs=0.5)
+    clock.start_epoch(0.0)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2)  # step 0 of a 5-step warm-up
+    lrs = [step_at(timer, optimizer, scheduler, 0.1) for _ in range(5)]
+    assert lrs[:4] == pytest.approx([0.4, 0.6, 0.8, 1.0]) and lrs[4] == pytest.approx(cosine_factor(0.1 / 60))
+
+
+def test_clock_counts_training_epochs_only_and_continues_a_resumed_run():
+    timer = FakeTimer()
+    clock = TrainingClock(timer)
+    clock.start_epoch(0.0)
+    timer.now += 10
+    clock.stop_epoch()
+    timer.now += 500  # validation: not counted
+    assert clock.seconds() == 10.0
+    clock.start_epoch(10.0)
+    timer.now += 5
+    assert clock.seconds() == 15.0
+    resumed = TrainingClock(timer)
+    resumed.start_epoch(15.0)  # the seconds saved in last.pt
+    timer.now += 1
+    assert resumed.seconds() == 16.0
+
+
+@pytest.mark.parametrize("minutes", [0.0, -1.0])
+def test_budget_needs_positive_minutes(minutes):
+    with pytest.raises(ValueError, match=r"a time budget needs minutes > 0, got -?[01]\.0"):
+        TimeBudget(minutes, TrainingClock())
+
+
+def test_config_rejects_a_negative_budget():
+    with pytest.raises(ValueError, match="budget_minutes must be >= 0, got -2"):
+        TrainConfig.preset("smoke", budget_minutes=-2)
+
+
+def test_tiny_budget_stops_inside_the_first_epoch_with_the_learning_rate_at_zero(synthetic_data, tmp_path):
+    config = TrainConfig.preset(
+        "smoke", data_dir=str(synthetic_data), cache_dir=str(tmp_path / "cache"), logs_dir=str(tmp_path / "logs"),
+        weights_dir=str(tmp_path / "weights"), run_name="budget", split="kfold", folds=3, image_size=32,
+        batch_size=2, features=4, max_train_cases=0, epochs=50, scheduler="cosine", lr=1e-3, budget_minutes=1e-5)  # spent after the first step
+    result = fit(config, progress=False)
+    with open(tmp_path / "logs" / "budget" / "history.csv") as handle:
+        [row] = list(csv.DictReader(handle))  # stopped in epoch 1
+    assert result["stop_reason"] == "budget_minutes" and result["stopped_early"] and result["epochs"] == 1
+    assert float(row["lr"]) == 0.0
+    assert float(row["val_mean_dsc"]) == pytest.approx(result["val_mean_dsc"])  # the stopping epoch validated
+    # resuming a run whose budget is spent trains no more
+    again = fit(config, progress=False, resume=True)
+    assert again["epochs"] == 1 and again["stop_reason"] == "budget_minutes"
