@@ -91,6 +91,9 @@ class TrainConfig:
     amp: bool | str = setting("auto", "bf16 autocast on CPU, AMP on CUDA: true, false or auto (CUDA: on; CPU: "
                                       "the faster of the two, timed on the run's model before training)",
                               (True, False, "auto"))
+    checkpointing: bool = setting(False, "activation checkpointing (true/false): each block's activations are "
+                                         "recomputed in the backward pass instead of kept; less memory, about a "
+                                         "third more compute, the same results")
     compile: bool = setting(False, "train through torch.compile (true/false; on CPU needs a C++ compiler; compile "
                                    "time counts); validation and checkpoints use the eager model")
     max_minutes: float = setting(0.0, "stop after the epoch that would cross this wall time (0: no limit)")

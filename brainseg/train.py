@@ -229,6 +229,7 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
     per-step scheduler, in the order that fixes what the seed draws."""
     seed_everything(config.seed)
     model = create_model(config.model, features=config.features, **config.model_args).to(run.device)
+    model.checkpointing = config.checkpointing
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = create_loss(config.loss, **config.loss_args)

@@ -57,11 +57,11 @@ class ResUNet34(SegmentationModel):
         self.head = self.output_head(f)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        skips = [self.stem(x)]  # (N, 64, H/2, W/2)
+        skips = [self.block(self.stem, x)]  # (N, 64, H/2, W/2)
         for stage in self.stages:
-            skips.append(stage(skips[-1]))  # H/4 (64), H/8 (128), H/16 (256), H/32 (512)
+            skips.append(self.block(stage, skips[-1]))  # H/4 (64), H/8 (128), H/16 (256), H/32 (512)
         x = skips.pop()
         for decoder in self.decoders:
             x = self.up(x)
-            x = decoder(torch.cat([x, skips.pop()], dim=1) if skips else x)
+            x = self.block(decoder, torch.cat([x, skips.pop()], dim=1) if skips else x)
         return self.head(x)  # (N, out_channels, H, W)

@@ -43,10 +43,10 @@ class UNet(SegmentationModel):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for encoder in self.encoders:
-            x = encoder(x)  # (N, f * 2^i, H / 2^i, W / 2^i)
+            x = self.block(encoder, x)  # (N, f * 2^i, H / 2^i, W / 2^i)
             skips.append(x)
             x = self.pool(x)
-        x = self.bottleneck(x)  # (N, 16f, H / 16, W / 16)
+        x = self.block(self.bottleneck, x)  # (N, 16f, H / 16, W / 16)
         for level, (upconv, decoder, skip) in enumerate(zip(self.upconvs, self.decoders, reversed(skips))):
-            x = decoder(torch.cat([upconv(x), self.skip(level, skip, x)], dim=1))
+            x = self.block(decoder, torch.cat([upconv(x), self.skip(level, skip, x)], dim=1))
         return self.head(x)  # (N, out_channels, H, W) logits

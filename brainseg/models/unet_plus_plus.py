@@ -48,12 +48,12 @@ class UNetPlusPlus(SegmentationModel):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         grid: dict[tuple[int, int], torch.Tensor] = {}
         for i in range(5):  # the backbone column X(i, 0)
-            x = self.nodes[f"{i}_0"](x if i == 0 else self.pool(x))
+            x = self.block(self.nodes[f"{i}_0"], x if i == 0 else self.pool(x))
             grid[i, 0] = x  # (N, f * 2^i, H / 2^i, W / 2^i)
         for j in range(1, 5):  # nested columns
             for i in range(5 - j):
                 inputs = [grid[i, k] for k in range(j)] + [self.up(grid[i + 1, j - 1])]
-                grid[i, j] = self.nodes[f"{i}_{j}"](torch.cat(inputs, dim=1))
+                grid[i, j] = self.block(self.nodes[f"{i}_{j}"], torch.cat(inputs, dim=1))
         heads = [head(grid[0, j]) for j, head in zip(range(1, 5), self.heads)]  # 4 x (N, out, H, W)
         if self.training and self.deep_supervision:
             return torch.cat(heads, dim=1)
