@@ -84,6 +84,9 @@ class TrainConfig:
                                     "brightness and noise varied at random (0 disables)")
     augment: str = setting("sample", "where augmentation runs: sample (per slice in the DataLoader workers) or "
                                      "batch (whole batches on the training device)", ("sample", "batch"))
+    data_on_device: bool = setting(False, "keep the training slices on the training device and gather each batch "
+                                          "there, with no DataLoader workers (true/false; needs augment batch; for "
+                                          "a GPU, which holds them easily)")
     workers: int = setting(2, "DataLoader worker processes")
     seed: int = setting(42, "seeds model initialisation, sampling and augmentation")
     device: str = setting("auto", "auto (CUDA if available), cpu or cuda", ("auto", "cpu", "cuda"))
@@ -120,6 +123,8 @@ class TrainConfig:
         from .transforms import check_augment_ranges  # the augmentation's own range check
 
         check_augment_ranges(self.aug_scale, self.aug_angle, self.flip_prob, self.flair_fill, self.intensity)
+        if self.data_on_device and self.augment != "batch":
+            raise ValueError("data_on_device needs augment batch: per-slice augmentation runs in DataLoader workers")
         if self.image_size < 16 or self.image_size % 16:
             raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
         for name in ("epochs", "batch_size", "features", "inner_val_cases", "val_every"):

@@ -39,7 +39,7 @@ from .cache import CaseVolume, load_volumes
 from .checkpoint import TrainingState, restore_training_state, save_checkpoint, save_training_state
 from .config import TrainConfig
 from .data import discover_cases
-from .dataset import SliceDataset, make_sampler
+from .dataset import DeviceBatches, SliceDataset, make_sampler
 from .distributed import (Distributed, ShardedSampler, all_ranks, init_distributed, ranks_agree, shutdown,
                           sync_buffers, wrap_model)
 from .io import atomic_write_json, atomic_write_text
@@ -217,7 +217,7 @@ class Components:
     batch_augment: BatchAugment | None  # augmentation of whole batches on the device, if chosen
     train_set: SliceDataset
     sampler_generator: torch.Generator  # the sampling order's random state (saved in last.pt)
-    loader: DataLoader
+    loader: DataLoader | DeviceBatches
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     clock: TrainingClock  # seconds of training so far, which a time budget reads
@@ -242,8 +242,10 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
         sampler = ShardedSampler(sampler, run.dist.rank, run.dist.world_size)
     # Workers are started anew each epoch and seeded from the global torch RNG, whose state is in
     # last.pt: this is what makes a resumed run repeat an uninterrupted one.
-    loader = DataLoader(train_set, batch_size=config.batch_size // run.dist.world_size, sampler=sampler,
-                        num_workers=config.workers, pin_memory=run.device.type == "cuda")
+    batch_size = config.batch_size // run.dist.world_size
+    loader = (DeviceBatches(train_set, sampler, batch_size, run.device) if config.data_on_device else
+              DataLoader(train_set, batch_size=batch_size, sampler=sampler, num_workers=config.workers,
+                         pin_memory=run.device.type == "cuda"))
     optimizer = make_optimizer(model, config)
     clock = TrainingClock()
     budget = TimeBudget(config.budget_minutes, clock) if config.budget_minutes else None

@@ -45,7 +45,7 @@ def test_process_tree_memory_is_measured():
     assert sampler.peak_mb > 200 and block
 
 
-@pytest.mark.parametrize("augment", ["sample", "batch"])
+@pytest.mark.parametrize("augment", ["sample", "batch", "device"])
 def test_input_pipeline_rate_on_random_volumes(augment):
     assert pipeline_images_per_s(synthetic_volumes(2, 4, 32), workers=0, batch_size=4, batches=3, augment=augment) > 0
 
