@@ -78,6 +78,11 @@ class TrainConfig:
     aug_scale: float = setting(0.05, "random scale range (0.05: +-5%%; 0 disables)")
     aug_angle: float = setting(15.0, "random rotation range in degrees (0 disables)")
     flip_prob: float = setting(0.5, "horizontal flip probability")
+    crop_size: int = setting(0, "train on crop_size x crop_size windows of the image_size slices (a multiple of "
+                                "16, below image_size; needs augment sample); validation and prediction stay on "
+                                "whole slices (0: whole slices)")
+    crop_foreground: float = setting(0.5, "probability that a training window is centred on a lesion pixel (when "
+                                          "the slice has one); otherwise it is placed uniformly")
     flair_fill: float = setting(0.0, "probability that a training slice gets its pre-, post-contrast or both "
                                      "channels replaced by FLAIR, as the dataset stores missing scans (0 disables)")
     intensity: float = setting(0.0, "probability that a training slice gets each channel's gamma, contrast, "
@@ -123,6 +128,13 @@ class TrainConfig:
         from .transforms import check_augment_ranges  # the augmentation's own range check
 
         check_augment_ranges(self.aug_scale, self.aug_angle, self.flip_prob, self.flair_fill, self.intensity)
+        if self.crop_size and (self.crop_size % 16 or self.crop_size >= self.image_size):
+            raise ValueError(f"crop_size must be 0 or a multiple of 16 below image_size {self.image_size}, "
+                             f"got {self.crop_size}")
+        if self.crop_size and self.augment != "sample":
+            raise ValueError("crop_size needs augment sample: the windows are cut per slice in the DataLoader workers")
+        if not 0 <= self.crop_foreground <= 1:
+            raise ValueError(f"crop_foreground must be in [0, 1], got {self.crop_foreground}")
         if self.data_on_device and self.augment != "batch":
             raise ValueError("data_on_device needs augment batch: per-slice augmentation runs in DataLoader workers")
         if self.image_size < 16 or self.image_size % 16:

@@ -51,7 +51,7 @@ from .runtime import Runtime, describe_precision, peak_memory_mb, resolve_amp, s
 from .schedule import TimeBudget, TrainingClock, make_scheduler
 from .selection import Selection
 from .splits import folds_from_file, kfold_split, reference_split
-from .transforms import BatchAugment, JointAugment
+from .transforms import BatchAugment, ForegroundCrop, JointAugment, chain
 from .validation import evaluate_across_ranks
 
 
@@ -235,7 +235,9 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
     loss_fn = create_loss(config.loss, **config.loss_args)
     augment_args = (config.aug_scale, config.aug_angle, config.flip_prob, config.flair_fill, config.intensity)
     batch_augment = BatchAugment(*augment_args) if config.augment == "batch" else None
-    train_set = SliceDataset(data.train_volumes, JointAugment(*augment_args) if config.augment == "sample" else None)
+    train_set = SliceDataset(data.train_volumes, chain(
+        JointAugment(*augment_args) if config.augment == "sample" else None,
+        ForegroundCrop(config.crop_size, config.crop_foreground) if config.crop_size else None))
     sampler_generator = torch.Generator().manual_seed(config.seed)
     sampler = make_sampler(train_set, config.sampler, sampler_generator)
     if run.dist.enabled:  # the same order on every rank (same seed); each rank takes every N-th sample

@@ -7,7 +7,10 @@ the reference. :class:`JointAugment` works on one sample (in the DataLoader work
 :class:`BatchAugment` draws the same distribution per image and warps a whole batch at once with
 ``affine_grid`` / ``grid_sample``, on the training device.
 
-Both can also imitate a missing scan (:func:`fill_with_flair`): the dataset stores a case without a
+:class:`ForegroundCrop` cuts a training window out of a whole slice (after the augmentation), centred
+on a lesion pixel at random, so that a model trains at full resolution at the cost of a smaller image.
+
+Both augmentations can also imitate a missing scan (:func:`fill_with_flair`): the dataset stores a case without a
 pre- or post-contrast scan with its FLAIR in that channel, so training does the same at random; and
 vary each channel's intensities (:func:`jitter_intensity`: gamma, contrast, brightness, noise), as
 scanners and protocols do.
@@ -16,6 +19,7 @@ scanners and protocols do.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -155,6 +159,49 @@ class JointAugment:
             image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
             image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
         return fill_with_flair(jitter_intensity(image, self.intensity), self.flair_fill), mask
+
+
+class ForegroundCrop:
+    """A random ``size`` x ``size`` window of a slice and its mask, for training at full resolution
+    on less than whole slices (nnU-Net's patches, in 2D).
+
+    With probability ``foreground``, and when the slice has lesion pixels, the window is centred on
+    one of them drawn at random (shifted inside the slice at its borders); otherwise its position is
+    uniform. Draws come from the global torch RNG (seeded per DataLoader worker).
+
+    Shape:
+        image (C, S, S), mask (1, S, S) -> image (C, size, size), mask (1, size, size).
+    """
+
+    def __init__(self, size: int, foreground: float = 0.5):
+        if size < 1:
+            raise ValueError(f"crop size must be >= 1, got {size}")
+        if not 0 <= foreground <= 1:
+            raise ValueError(f"crop_foreground must be in [0, 1], got {foreground}")
+        self.size, self.foreground = size, foreground
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        height, width = mask.shape[-2:]
+        if self.size > min(height, width):
+            raise ValueError(f"crop size {self.size} exceeds the slice ({height}x{width})")
+        top, left = self.corner(mask[0])
+        window = (..., slice(top, top + self.size), slice(left, left + self.size))
+        return image[window], mask[window]
+
+    def corner(self, mask: torch.Tensor) -> tuple[int, int]:
+        """(top, left) of the window in ``mask`` (H, W)."""
+        (height, width), size = mask.shape, self.size
+        lesion = mask.nonzero()
+        if len(lesion) and torch.rand(()) < self.foreground:
+            y, x = lesion[torch.randint(len(lesion), ())].tolist()
+            return min(max(y - size // 2, 0), height - size), min(max(x - size // 2, 0), width - size)
+        return int(torch.randint(height - size + 1, ())), int(torch.randint(width - size + 1, ()))
+
+
+def chain(*steps) -> Callable | None:
+    """The ``(image, mask)`` transforms among ``steps`` that are not None, applied in order; None if none."""
+    steps = [step for step in steps if step is not None]
+    return v2.Compose(steps) if steps else None
 
 
 def affine_matrices(angles: torch.Tensor, scales: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
