@@ -125,30 +125,37 @@ class TrainingState:
 
 def save_training_state(path: str | os.PathLike, state: TrainingState, model: nn.Module,
                         optimizer: torch.optim.Optimizer, scheduler, sampler_generator: torch.Generator,
-                        config: TrainConfig) -> None:
+                        config: TrainConfig, averaged: nn.Module | None = None) -> None:
     """Save a checkpoint (:func:`save_checkpoint`) that :func:`restore_training_state` resumes from:
-    ``model`` with ``state``, the optimizer's and scheduler's state dicts and every random state
-    (:func:`rng_state`)."""
+    ``model`` with ``state``, the optimizer's and scheduler's state dicts, every random state
+    (:func:`rng_state`) and, if given, the ``averaged`` weights (``config.ema``)."""
+    extra = {"averaged": averaged.state_dict()} if averaged is not None else {}
     save_checkpoint(path, model, config, state.epoch, state.metrics, config.image_size,
                     optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                     rng=rng_state(sampler_generator), best=state.best, history=state.history,
                     progress={"wall_s": state.wall_s, "train_images": state.train_images,
                               "train_seconds": state.train_seconds, "val_seconds": state.val_seconds,
-                              "commands": state.commands, "precision": state.precision})
+                              "commands": state.commands, "precision": state.precision}, **extra)
 
 
 def restore_training_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
-                           scheduler, sampler_generator: torch.Generator) -> TrainingState:
+                           scheduler, sampler_generator: torch.Generator,
+                           averaged: nn.Module | None = None) -> TrainingState:
     """Load what :func:`save_training_state` saved into ``model``, ``optimizer``, ``scheduler``,
-    ``sampler_generator`` and the global random states, and return the run's :class:`TrainingState`.
+    ``sampler_generator``, ``averaged`` (if given) and the global random states, and return the
+    run's :class:`TrainingState`.
 
     Raises:
         FileNotFoundError, ValueError: no checkpoint at ``path``, or one without a training state
-            (e.g. ``best.pt`` or a compacted one).
+            (e.g. ``best.pt`` or a compacted one), or without averaged weights when they are asked for.
     """
     checkpoint = load_checkpoint(path)
     if "rng" not in checkpoint:
         raise ValueError(f"{path}: no training state in this checkpoint; cannot resume")
+    if averaged is not None:
+        if "averaged" not in checkpoint:
+            raise ValueError(f"{path}: the run was saved without averaged weights (ema); resume it with ema 0")
+        averaged.load_state_dict(checkpoint["averaged"])
     model.load_state_dict(checkpoint["state_dict"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])

@@ -104,6 +104,9 @@ class TrainConfig:
                                          "third more compute, the same results")
     compile: bool = setting(False, "train through torch.compile (true/false; on CPU needs a C++ compiler; compile "
                                    "time counts); validation and checkpoints use the eager model")
+    ema: float = setting(0.0, "decay of an exponential moving average of the weights and BatchNorm statistics, "
+                              "updated after every step (e.g. 0.999); validation and the saved models use the "
+                              "average (0: off)")
     max_minutes: float = setting(0.0, "stop after the epoch that would cross this wall time (0: no limit)")
     budget_minutes: float = setting(0.0, "minutes of training steps (validation and data loading not counted): the "
                                          "learning-rate schedule follows the fraction of this time spent, not the "
@@ -128,6 +131,8 @@ class TrainConfig:
         from .transforms import check_augment_ranges  # the augmentation's own range check
 
         check_augment_ranges(self.aug_scale, self.aug_angle, self.flip_prob, self.flair_fill, self.intensity)
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if self.crop_size and (self.crop_size % 16 or self.crop_size >= self.image_size):
             raise ValueError(f"crop_size must be 0 or a multiple of 16 below image_size {self.image_size}, "
                              f"got {self.crop_size}")

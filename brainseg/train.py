@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -86,7 +87,7 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
     state = TrainingState()
     if resume:
         state = restore_training_state(run.weights_dir / "last.pt", parts.model, parts.optimizer, parts.scheduler,
-                                       parts.sampler_generator)
+                                       parts.sampler_generator, parts.averaged)
         print(f"resuming {run.name} after epoch {state.epoch} (best {state.best['val_mean_dsc']:.4f} "
               f"at epoch {state.best['epoch']})")
     state.commands.append(command)  # the run's first command, then one per resume
@@ -222,6 +223,12 @@ class Components:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     clock: TrainingClock  # seconds of training so far, which a time budget reads
     budget: TimeBudget | None  # with ``budget_minutes``: drives the schedule and the stop
+    averaged: AveragedModel | None  # with ``ema``: the moving average of ``model``
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model that is validated and saved: the moving average with ``ema``, else ``model``."""
+        return self.averaged.module if self.averaged is not None else self.model
 
 
 def build_components(config: TrainConfig, run: Run, data: RunData) -> Components:
@@ -252,8 +259,10 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
     clock = TrainingClock()
     budget = TimeBudget(config.budget_minutes, clock) if config.budget_minutes else None
     scheduler = make_scheduler(optimizer, config, len(loader), budget)
+    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+                if config.ema else None)
     return Components(model, loss_fn, batch_augment, train_set, sampler_generator, loader, optimizer, scheduler,
-                      clock, budget)
+                      clock, budget, averaged)
 
 
 @dataclass
@@ -328,7 +337,8 @@ def run_epoch(loop: EpochLoop, state: TrainingState, epoch: int) -> str:
     stats = train_one_epoch(loop.train_model, parts.loader, parts.loss_fn, parts.optimizer, parts.scheduler,
                             run.runtime, run.progress, all_finite=lambda finite: all_ranks(finite, run.dist),
                             batch_augment=parts.batch_augment,
-                            should_stop=lambda: parts.budget is not None and parts.budget.spent)
+                            should_stop=lambda: parts.budget is not None and parts.budget.spent,
+                            after_step=lambda: parts.averaged and parts.averaged.update_parameters(parts.model))
     parts.clock.stop_epoch()
     state.train_images += stats["images"]
     state.train_seconds += stats["seconds"]
@@ -343,7 +353,7 @@ def run_epoch(loop: EpochLoop, state: TrainingState, epoch: int) -> str:
         keep_validation(loop, state, val)
     if run.dist.is_main:
         save_training_state(run.weights_dir / "last.pt", state, parts.model, parts.optimizer, parts.scheduler,
-                            parts.sampler_generator, config)
+                            parts.sampler_generator, config, parts.averaged)
     run.say(f"epoch {epoch:3d}/{config.epochs}  train loss {stats['loss']:.4f}  "
             + (f"val loss {val['loss']:.4f}  val DSC mean {val['mean']:.4f} median {val['median']:.4f}  "
                if val else "")
@@ -364,8 +374,8 @@ def validate(loop: EpochLoop, state: TrainingState) -> dict:
     """:func:`~brainseg.validation.evaluate_across_ranks` of the model on the per-epoch validation
     cases (probabilities kept for the drawn slices' cases); records its duration in ``state``."""
     start = time.perf_counter()
-    sync_buffers(loop.parts.model, loop.run.dist)
-    val = evaluate_across_ranks(loop.parts.model, loop.data.val_volumes, loop.parts.loss_fn, loop.run.runtime,
+    sync_buffers(loop.parts.evaluated, loop.run.dist)
+    val = evaluate_across_ranks(loop.parts.evaluated, loop.data.val_volumes, loop.parts.loss_fn, loop.run.runtime,
                                 loop.run.dist, loop.run.progress,
                                 keep_probs={loop.data.val_volumes[c].case_id for c, _ in loop.picks})
     state.val_seconds = time.perf_counter() - start
@@ -392,7 +402,7 @@ def keep_validation(loop: EpochLoop, state: TrainingState, val: dict) -> None:
         state.best = {"val_mean_dsc": val["mean"], "val_median_dsc": val["median"], "epoch": state.epoch,
                       "per_case": val["per_case"], "per_case_without_lcc": val["per_case_without_lcc"]}
         if loop.run.dist.is_main:
-            save_checkpoint(loop.run.weights_dir / "best.pt", loop.parts.model, loop.config, state.epoch,
+            save_checkpoint(loop.run.weights_dir / "best.pt", loop.parts.evaluated, loop.config, state.epoch,
                             state.metrics, loop.config.image_size)
 
 
@@ -496,11 +506,14 @@ def training_step(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, los
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler, runtime: Runtime, progress: bool = True, check_every: int = 10,
-                    all_finite=lambda finite: finite, batch_augment=None, should_stop=lambda: False) -> dict:
+                    all_finite=lambda finite: finite, batch_augment=None, should_stop=lambda: False,
+                    after_step=lambda: None) -> dict:
     """One pass over ``loader``, or fewer steps if ``should_stop()`` turns true after a step.
 
     ``batch_augment(image, mask)``, if given, augments each batch on the device (see
     :class:`~brainseg.transforms.BatchAugment`).
+
+    ``after_step()`` runs after every optimiser step (the moving average's update).
 
     ``all_finite(finite)`` combines the finiteness of this process's loss with that of the other
     processes of a torchrun job, so that all stop together.
@@ -522,6 +535,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
                 image, mask = batch_augment(image, mask)
             image = runtime.to_input(image)
             loss = training_step(model, image, mask, loss_fn, optimizer, runtime)
+            after_step()
             scheduler.step()
             total += loss.detach() * image.shape[0]
             images += image.shape[0]
