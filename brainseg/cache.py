@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data import CaseFiles, DatasetError, discover_cases, naming_the_case, read_case, resolve_data_dir
-from .io import atomic_write
+from .atomic import atomic_write
 from .preprocess import Geometry, crop_and_pad, normalize_volume, resize_slices
 
 CACHE_VERSION = 1

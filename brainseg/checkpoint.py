@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .io import atomic_write
+from .atomic import atomic_write
 from .models import create_model
 
 CHECKPOINT_VERSION = 1

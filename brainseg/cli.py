@@ -261,7 +261,7 @@ def _run_results(args: argparse.Namespace, argv: list[str]) -> None:
         for run_dir in args.run_dirs:
             print(f"wrote {results.export_run(run_dir, args.results_dir)}")
     elif args.action == "paired":
-        from .io import atomic_write_json
+        from .atomic import atomic_write_json
         from .paired import compare_results, paired_report
 
         result = compare_results(args.a, args.b, args.folds, args.folds_file, args.results_dir, args.logs_dir)
@@ -304,7 +304,7 @@ def _run_results(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def _run_postprocess(args: argparse.Namespace, argv: list[str]) -> None:
-    from .io import atomic_write_json
+    from .atomic import atomic_write_json
     from .postprocess import analyse_postprocessing, postprocess_report
 
     summary = analyse_postprocessing(args.cv, args.results_dir, args.logs_dir, args.weights_dir, args.data_dir,
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         elif args.command == "bench":
             from .bench import goals_table, run_benchmark, speed_table
-            from .io import atomic_write_json
+            from .atomic import atomic_write_json
             from .results import write_readme_table
 
             out = args.out or paths.logs_dir() / "bench.json"

@@ -22,7 +22,7 @@ import numpy as np
 from . import paths
 from .config import TrainConfig
 from .data import discover_cases
-from .io import atomic_write_json, atomic_write_text
+from .atomic import atomic_write_json, atomic_write_text
 from .metrics import summarize
 from .results import export_run
 from .splits import kfold_split

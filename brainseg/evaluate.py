@@ -21,7 +21,7 @@ from .cache import CaseVolume, load_volumes
 from .checkpoint import load_checkpoint, load_model
 from .config import TrainConfig
 from .data import discover_cases
-from .io import atomic_write_text
+from .atomic import atomic_write_text
 from .losses import create_loss
 from .metrics import THRESHOLD, binarize_volume, to_metric_grid
 from .report import METRIC_COLUMNS, case_metrics, case_overlays, dsc_chart, write_overlays

@@ -17,7 +17,7 @@ import torch
 
 from .checkpoint import load_checkpoint, load_model
 from .data import list_case_files, naming_the_case, read_case
-from .io import atomic_write
+from .atomic import atomic_write
 from .metrics import THRESHOLD, binarize_volume
 from .preprocess import preprocess_case, restore_geometry
 from .report import case_overlays, write_overlays

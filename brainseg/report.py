@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 import numpy as np
 from medpy.metric.binary import assd, hd95
 
-from .io import atomic_write
+from .atomic import atomic_write
 from .metrics import binarize_volume, dice_coefficient
 from .plots import outline_overlay
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
-from .io import atomic_write_text
+from .atomic import atomic_write_text
 
 ANALYSIS_START, ANALYSIS_END = "<!-- analysis:start -->", "<!-- analysis:end -->"
 NO_ANALYSIS = "_No analysis written yet: write it here, between the markers; regeneration keeps it._"

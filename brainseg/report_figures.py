@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .io import atomic_write, atomic_write_json
+from .atomic import atomic_write, atomic_write_json
 
 DPI = 80
 GROUP_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from . import paths
-from .io import atomic_write_json, atomic_write_text
+from .atomic import atomic_write_json, atomic_write_text
 
 REQUIRED_KEYS = ("run", "model", "loss", "preset", "image_size", "epochs", "split", "selection",
                  "val_mean_dsc", "val_median_dsc", "per_case", "best_epoch", "wall_time_s", "device", "command")

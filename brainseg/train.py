@@ -42,7 +42,7 @@ from .data import discover_cases
 from .dataset import SliceDataset, make_sampler
 from .distributed import (Distributed, ShardedSampler, all_ranks, init_distributed, ranks_agree, shutdown,
                           sync_buffers, wrap_model)
-from .io import atomic_write_json, atomic_write_text
+from .atomic import atomic_write_json, atomic_write_text
 from .losses import create_loss
 from .metrics import to_metric_grid
 from .models import count_parameters, create_model

@@ -3,7 +3,7 @@ import torch
 
 from brainseg.checkpoint import load_checkpoint, load_model, save_checkpoint
 from brainseg.config import TrainConfig
-from brainseg.io import atomic_write
+from brainseg.atomic import atomic_write
 from brainseg.models import create_model
 
 
