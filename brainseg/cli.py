@@ -318,7 +318,7 @@ def _run_postprocess(args: argparse.Namespace, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    from .data import DatasetError
+    from .data.kaggle import DatasetError
 
     try:
         if args.command == "train":

@@ -17,16 +17,17 @@ import torch
 from tqdm.auto import tqdm
 
 from . import paths
-from .cache import CaseVolume, load_volumes
+from .atomic import atomic_write_text
 from .checkpoint import load_checkpoint, load_model
 from .config import TrainConfig
-from .data import discover_cases
-from .atomic import atomic_write_text
+from .data.cache import load_volumes
+from .data.kaggle import discover_cases
+from .data.splits import split_cases
+from .data.volume import CaseVolume
 from .losses import create_loss
 from .metrics import THRESHOLD, binarize_volume, to_metric_grid
 from .report import METRIC_COLUMNS, case_metrics, case_overlays, dsc_chart, write_overlays
 from .runtime import Runtime, select_device
-from .train import split_cases
 from .validation import evaluate
 
 SPLITS = ("reference", "kfold", "all")

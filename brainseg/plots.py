@@ -43,7 +43,7 @@ def data_preview(volumes, per_case: int = 1):
     """A figure of each case's slices with the largest lesions, truth outlined in green.
 
     Args:
-        volumes: preprocessed cases (:class:`brainseg.cache.CaseVolume`).
+        volumes: preprocessed cases (:class:`brainseg.data.volume.CaseVolume`).
         per_case: slices shown per case.
     """
     from matplotlib.figure import Figure

@@ -196,7 +196,7 @@ def build_side_by_side(runs: list[dict], name: str, figures_dir: str | Path, wei
     Returns:
         ``{"figure": path or None, "caption": that record or None, "message": what was done}``.
     """
-    from .data import DatasetError
+    from .data.kaggle import DatasetError
 
     png = Path(figures_dir) / f"side-by-side-{name}.png"
     record_path = png.with_suffix(".json")

@@ -35,22 +35,22 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .cache import CaseVolume, load_volumes
+from .atomic import atomic_write_json, atomic_write_text
 from .checkpoint import TrainingState, restore_training_state, save_checkpoint, save_training_state
 from .config import TrainConfig
-from .data import discover_cases
-from .dataset import SliceDataset, make_sampler
+from .data.cache import load_volumes
+from .data.dataset import SliceDataset, make_sampler
+from .data.splits import split_cases
+from .data.transforms import BatchAugment, JointAugment
+from .data.volume import CaseVolume
 from .distributed import (Distributed, ShardedSampler, all_ranks, init_distributed, ranks_agree, shutdown,
                           sync_buffers, wrap_model)
-from .atomic import atomic_write_json, atomic_write_text
 from .losses import create_loss
 from .metrics import to_metric_grid
 from .models import count_parameters, create_model
 from .plots import outline_overlay
 from .runtime import Runtime, describe_precision, peak_memory_mb, resolve_amp, select_device
 from .selection import Selection
-from .splits import folds_from_file, kfold_split, reference_split
-from .transforms import BatchAugment, JointAugment
 from .validation import evaluate_across_ranks
 
 
@@ -434,17 +434,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def split_cases(config: TrainConfig) -> tuple[list[str], list[str]]:
-    """(train, validation) case ids of ``config``'s split, shortened by ``max_*_cases``."""
-    case_ids = sorted(discover_cases(config.data_dir or None))
-    if config.split == "reference":
-        train, val = reference_split(case_ids)
-    else:
-        train, val = (folds_from_file(config.folds_file, case_ids, config.fold) if config.folds_file
-                      else kfold_split(case_ids, config.folds, config.fold, config.split_seed))
-    return train[: config.max_train_cases or None], val[: config.max_val_cases or None]
-
-
 def compute_loss(loss_fn: nn.Module, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The loss of ``logits`` (N, K, H, W) against ``mask`` (N, 1, H, W).
 
@@ -474,7 +463,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
     """One pass over ``loader``.
 
     ``batch_augment(image, mask)``, if given, augments each batch on the device (see
-    :class:`~brainseg.transforms.BatchAugment`).
+    :class:`~brainseg.data.transforms.BatchAugment`).
 
     ``all_finite(finite)`` combines the finiteness of this process's loss with that of the other
     processes of a torchrun job, so that all stop together.

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from brainseg import cache
-from brainseg.cache import load_volumes
+from brainseg.data import cache
+from brainseg.data.cache import load_volumes
 from brainseg.cli import main
-from brainseg.data import DatasetError, discover_cases, read_case
-from brainseg.preprocess import preprocess_case
+from brainseg.data.kaggle import DatasetError, discover_cases, read_case
+from brainseg.data.preprocess import preprocess_case
 
 
 def test_cache_round_trip_and_reuse(synthetic_data, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from brainseg.cv import bootstrap_interval, pool_folds, run_cv, write_folds
-from brainseg.splits import folds_from_file
+from brainseg.data.splits import folds_from_file
 from test_train import synthetic_config
 
 

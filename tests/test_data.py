@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from brainseg.data import DATA_ENV_VAR, DatasetError, discover_cases, list_case_files, read_case, resolve_data_dir
+from brainseg.data.kaggle import DATA_ENV_VAR, DatasetError, discover_cases, list_case_files, read_case, resolve_data_dir
 from conftest import write_case
 
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from brainseg.cache import CaseVolume
-from brainseg.dataset import SliceDataset, make_sampler, mask_weighted_slice_weights
-from brainseg.preprocess import Geometry
+from brainseg.data.volume import CaseVolume
+from brainseg.data.dataset import SliceDataset, make_sampler, mask_weighted_slice_weights
+from brainseg.data.preprocess import Geometry
 
 GEOMETRY = Geometry((1, 4), (0, 8), (0, 8), (0, 0), (0, 0), 8)
 

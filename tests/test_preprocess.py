@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from skimage.transform import resize
 
-from brainseg.preprocess import crop_and_pad, crop_box, normalize_volume, preprocess_case, resize_slices, square_padding
+from brainseg.data.preprocess import crop_and_pad, crop_box, normalize_volume, preprocess_case, resize_slices, square_padding
 
 
 def make_volume(depth=6, height=40, width=50):
@@ -95,7 +95,7 @@ def test_too_few_slices_and_bad_shape():
 
 
 def test_restore_geometry_rejects_a_wrong_shape():
-    from brainseg.preprocess import restore_geometry
+    from brainseg.data.preprocess import restore_geometry
 
     image, mask = make_volume()
     _, labels, geometry = preprocess_case(image, mask, 32)

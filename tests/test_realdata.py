@@ -13,11 +13,11 @@ import torch
 from skimage.exposure import rescale_intensity
 from skimage.transform import resize
 
-from brainseg.cache import load_volumes
+from brainseg.data.cache import load_volumes
 from brainseg.checkpoint import load_model
 from brainseg.cli import main
-from brainseg.data import discover_cases, read_case
-from brainseg.preprocess import preprocess_case
+from brainseg.data.kaggle import discover_cases, read_case
+from brainseg.data.preprocess import preprocess_case
 from brainseg.runtime import Runtime
 from brainseg.validation import predict_volume
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from brainseg import paths
-from brainseg.data import discover_cases, read_case
+from brainseg.data.kaggle import discover_cases, read_case
 from brainseg.evaluate import evaluate_checkpoint
-from brainseg.preprocess import preprocess_case, restore_geometry
+from brainseg.data.preprocess import preprocess_case, restore_geometry
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "kaggle_3m"

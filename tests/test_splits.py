@@ -1,6 +1,6 @@
 import pytest
 
-from brainseg.splits import REFERENCE_VALIDATION, kfold_split, reference_split
+from brainseg.data.splits import REFERENCE_VALIDATION, kfold_split, reference_split
 
 CASES = [f"TCGA_XX_{i:04d}_20000101" for i in range(23)]
 
@@ -35,14 +35,14 @@ def test_reference_split_is_disjoint():
 
 @pytest.mark.realdata
 def test_reference_split_equals_published_list(real_data):
-    from brainseg.data import discover_cases
+    from brainseg.data.kaggle import discover_cases
 
     train, val = reference_split(list(discover_cases(real_data)))
     assert tuple(val) == REFERENCE_VALIDATION and len(train) == 100
 
 
 def test_inner_split_is_seeded_and_inside_the_training_side():
-    from brainseg.splits import inner_split
+    from brainseg.data.splits import inner_split
 
     train, _ = reference_split(CASES)
     inner_train, inner_val = inner_split(train, 4, seed=1)

@@ -3,7 +3,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from brainseg.transforms import (FLAIR, GAMMA_RANGE, NOISE_STD_MAX, POST, PRE, BatchAugment, JointAugment,
+from brainseg.data.transforms import (FLAIR, GAMMA_RANGE, NOISE_STD_MAX, POST, PRE, BatchAugment, JointAugment,
                                  adjust_intensity, affine_matrices, fill_with_flair, jitter_intensity, warp)
 
 

@@ -14,42 +14,20 @@ import json
 import os
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import CaseFiles, DatasetError, discover_cases, naming_the_case, read_case, resolve_data_dir
-from .atomic import atomic_write
+from ..atomic import atomic_write
+from .kaggle import CaseFiles, DatasetError, discover_cases, naming_the_case, read_case, resolve_data_dir
 from .preprocess import Geometry, crop_and_pad, normalize_volume, resize_slices
+from .volume import CaseVolume
 
 CACHE_VERSION = 1
 CACHE_ENV_VAR = "BRAINSEG_CACHE"
 METRIC_SIZE = 256
-
-
-@dataclass
-class CaseVolume:
-    """One preprocessed case.
-
-    Attributes:
-        case_id: e.g. ``TCGA_CS_4941_19960909``.
-        image: (D, 3, S, S) float16, normalised.
-        mask: (D, S, S) uint8 in {0, 1}, at the training size.
-        metric_mask: (D, 256, 256) uint8 in {0, 1}, the reference grid of the metric.
-        geometry: crop/pad/resize mapping back to the original slices.
-    """
-
-    case_id: str
-    image: np.ndarray
-    mask: np.ndarray
-    metric_mask: np.ndarray
-    geometry: Geometry
-
-    @property
-    def num_slices(self) -> int:
-        return self.image.shape[0]
 
 
 def default_cache_dir() -> Path:
@@ -125,7 +103,7 @@ def load_volumes(case_ids: list[str], image_size: int, data_dir: str | os.PathLi
     Args:
         case_ids: case folder names.
         image_size: side S of the training grid; must be a positive multiple of 16.
-        data_dir: the ``kaggle_3m`` folder (see :func:`brainseg.data.resolve_data_dir`).
+        data_dir: the ``kaggle_3m`` folder (see :func:`brainseg.data.kaggle.resolve_data_dir`).
         cache_dir: cache root, default :func:`default_cache_dir`.
         workers: processes for building missing cases (default: all cores).
 

@@ -8,14 +8,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
-from .cache import CaseVolume
+from .volume import CaseVolume
 
 
 class SliceDataset(Dataset):
     """Every slice of a list of cases, in case then slice order.
 
     Args:
-        volumes: preprocessed cases (see :func:`brainseg.cache.load_volumes`).
+        volumes: preprocessed cases (see :func:`brainseg.data.cache.load_volumes`).
         transform: optional joint augmentation ``(image, mask) -> (image, mask)``.
 
     Items:

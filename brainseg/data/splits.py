@@ -1,4 +1,5 @@
-"""Patient-level splits: the reference 10-case validation split and seeded k-fold.
+"""Patient-level splits: the reference 10-case validation split, seeded k-fold, inner validation
+cases, and :func:`split_cases`, the cases of a training config's split.
 
 A split is a pair of case-id lists; slices of one case never go to both sides.
 """
@@ -8,6 +9,12 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .kaggle import discover_cases
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 REFERENCE_VALIDATION = (
     "TCGA_CS_4944_20010208", "TCGA_CS_6667_20011105", "TCGA_CS_6668_20011025",
@@ -90,3 +97,14 @@ def folds_from_file(path: str | Path, case_ids: list[str], fold: int) -> tuple[l
         raise ValueError(f"fold must be in [0, {len(folds)}) for {path}, got {fold}")
     validation = sorted(folds[fold])
     return [c for c in sorted(case_ids) if c not in validation], validation
+
+
+def split_cases(config: TrainConfig) -> tuple[list[str], list[str]]:
+    """(train, validation) case ids of ``config``'s split, shortened by ``max_*_cases``."""
+    case_ids = sorted(discover_cases(config.data_dir or None))
+    if config.split == "reference":
+        train, val = reference_split(case_ids)
+    else:
+        train, val = (folds_from_file(config.folds_file, case_ids, config.fold) if config.folds_file
+                      else kfold_split(case_ids, config.folds, config.fold, config.split_seed))
+    return train[: config.max_train_cases or None], val[: config.max_val_cases or None]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from . import paths
+from .. import paths
 
 DATA_ENV_VAR = "BRAINSEG_DATA"
 
