@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                    folds_file=config.folds_file or None, results_dir=args.results_dir,
                    command="python -m brainseg " + shlex.join(argv))
         elif args.command == "evaluate":
-            from .evaluate import evaluate_checkpoint
+            from .evaluation import evaluate_checkpoint
 
             evaluate_checkpoint(args.weights, split=args.split, data_dir=args.data_dir, cache_dir=args.cache_dir,
                                 out_dir=args.out_dir, device=args.device, flip_tta=args.tta,

@@ -3,8 +3,7 @@ was chosen, wall time, device and command; per-case DSC charts, example segmenta
 curves and a hand-written analysis.
 
 ``python -m brainseg report`` rewrites the whole file and its figures in ``docs/report/``, except
-the text between :data:`ANALYSIS_START` and :data:`ANALYSIS_END`, which is kept as written. (Not to
-be confused with :mod:`brainseg.report`, the per-case metrics and pictures of one evaluation.)
+the text between :data:`ANALYSIS_START` and :data:`ANALYSIS_END`, which is kept as written.
 
 Which files of ``results/`` count:
 

@@ -141,7 +141,7 @@ def predict_rows(variants: list[tuple[dict, dict]], cases: list[str], data_dir: 
     Raises:
         DatasetError, FileNotFoundError: the dataset or a checkpoint cannot be read.
     """
-    from .evaluate import flair_on_metric_grid
+    from .evaluation import flair_on_metric_grid
     from .failures import fold_probabilities, slices_that_matter
     from .metrics import binarize_volume, dice_coefficient
 

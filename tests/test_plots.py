@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from brainseg.plots import slice_browser, slice_figure
-from brainseg.report import write_overlays
+from brainseg.plots import write_overlays
 
 
 @pytest.fixture

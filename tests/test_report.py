@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from medpy.metric.binary import assd, hd95
 
-from brainseg.report import case_metrics, case_overlays, dsc_chart, read_overlays, write_overlays
+from brainseg.metrics import case_metrics
+from brainseg.plots import case_overlays, dsc_chart, read_overlays, write_overlays
 
 
 def two_boxes():

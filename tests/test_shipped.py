@@ -10,7 +10,7 @@ import pytest
 
 from brainseg import paths
 from brainseg.data.kaggle import discover_cases, read_case
-from brainseg.evaluate import evaluate_checkpoint
+from brainseg.evaluation import evaluate_checkpoint
 from brainseg.data.preprocess import preprocess_case, restore_geometry
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,8 +25,8 @@ from .data.kaggle import discover_cases
 from .data.splits import split_cases
 from .data.volume import CaseVolume
 from .losses import create_loss
-from .metrics import THRESHOLD, binarize_volume, to_metric_grid
-from .report import METRIC_COLUMNS, case_metrics, case_overlays, dsc_chart, write_overlays
+from .metrics import METRIC_COLUMNS, THRESHOLD, binarize_volume, case_metrics, to_metric_grid
+from .plots import case_overlays, dsc_chart, write_overlays
 from .runtime import Runtime, select_device
 from .validation import evaluate
 
