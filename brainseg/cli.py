@@ -231,7 +231,7 @@ def _add_report_parser(sub) -> None:
 
 def _run_report(args: argparse.Namespace) -> None:
     """The ``report`` command: rebuild docs/report.md and print what was drawn, kept or skipped."""
-    from .report_doc import write_report
+    from .tools.report import write_report
 
     for message in write_report(args.doc, args.figures, args.results_dir, args.logs_dir, args.weights_dir,
                                 args.data_dir, args.cache_dir, args.device, args.cases, args.variants):
@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_results(args: argparse.Namespace, argv: list[str]) -> None:
     """The ``results`` actions: export, paired, failures, compare, table."""
     from . import results
+    from .tools import tables
 
     if args.action == "export":
         for run_dir in args.run_dirs:
@@ -277,7 +278,7 @@ def _run_results(args: argparse.Namespace, argv: list[str]) -> None:
         doc_dir = Path(args.doc).parent if args.doc else Path(args.figures).parent
         table = failures_markdown(rows, doc_dir)
         if args.doc:
-            results.write_readme_table(args.doc, table, f"<!-- failures:{args.cv}:start -->",
+            tables.write_readme_table(args.doc, table, f"<!-- failures:{args.cv}:start -->",
                                        f"<!-- failures:{args.cv}:end -->")
             print(f"updated the failure table of {args.cv} in {args.doc}")
         print(table)
@@ -290,14 +291,14 @@ def _run_results(args: argparse.Namespace, argv: list[str]) -> None:
         table = comparison_table(runs)
         plot_curves(runs, args.figure)
         if args.doc:
-            results.write_readme_table(args.doc, table, results.COMPARE_START, results.COMPARE_END)
+            tables.write_readme_table(args.doc, table, tables.COMPARE_START, tables.COMPARE_END)
             print(f"updated the comparison table in {args.doc}")
         print(table)
         print(f"wrote {args.figure}")
     else:
-        table = results.results_table(args.results_dir)
+        table = tables.results_table(args.results_dir)
         if args.doc:
-            results.write_readme_table(args.doc, table)
+            tables.write_readme_table(args.doc, table)
             print(f"updated the results table in {args.doc}")
         else:
             print(table)
@@ -358,9 +359,9 @@ def main(argv: list[str] | None = None) -> int:
             path = compact_checkpoint(args.weights, args.out)
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         elif args.command == "bench":
-            from .bench import goals_table, run_benchmark, speed_table
+            from .tools.bench import goals_table, run_benchmark, speed_table
             from .atomic import atomic_write_json
-            from .results import write_readme_table
+            from .tools.tables import write_readme_table
 
             out = args.out or paths.logs_dir() / "bench.json"
             results = run_benchmark(tuple(args.sizes), tuple(args.features), tuple(args.models), args.device, args.data,

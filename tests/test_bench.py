@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import brainseg
-from brainseg.bench import goals, goals_table, matmul_gflops, model_speed, pipeline_images_per_s, synthetic_volumes
+from brainseg.tools.bench import goals, goals_table, matmul_gflops, model_speed, pipeline_images_per_s, synthetic_volumes
 from brainseg.runtime import Runtime
 
 
@@ -17,7 +17,7 @@ def test_speed_and_flops_are_measured_in_every_mode():
 
 
 def test_flops_of_one_convolution_forward_and_backward(monkeypatch):
-    from brainseg import bench
+    from brainseg.tools import bench
 
     class OneConv(torch.nn.Module):
         def __init__(self, features=4):
@@ -35,7 +35,7 @@ def test_flops_of_one_convolution_forward_and_backward(monkeypatch):
 
 
 def test_process_tree_memory_is_measured():
-    from brainseg.bench import MemorySampler, tree_pss_mb
+    from brainseg.tools.bench import MemorySampler, tree_pss_mb
 
     assert tree_pss_mb() > 10  # this Python process with torch loaded
     with MemorySampler(interval=0.01) as sampler:
@@ -77,7 +77,7 @@ def test_package_exports():
 
 
 def test_speed_table_has_one_row_per_setting_and_a_column_per_mode():
-    from brainseg.bench import speed_table
+    from brainseg.tools.bench import speed_table
 
     speed = [{"model": model, "features": 32, "image_size": 128, "mode": mode, "train_images_per_s": rate,
               "infer_images_per_s": 4 * rate, "train_gflop_per_image": 18.0}
@@ -88,7 +88,7 @@ def test_speed_table_has_one_row_per_setting_and_a_column_per_mode():
 
 
 def test_auto_picks_the_faster_precision_per_model_on_cpu_and_bf16_on_cuda():
-    from brainseg.bench import auto_picks
+    from brainseg.tools.bench import auto_picks
 
     rows = [dict(model="unet", features=16, image_size=128, mode="fp32 channels_last", train_images_per_s=30.0),
             dict(model="unet", features=16, image_size=128, mode="bf16 autocast + channels_last", train_images_per_s=60.0),

@@ -1,4 +1,4 @@
-"""The case report (``python -m brainseg report``, brainseg/report_doc.py) rebuilt from a tiny
+"""The case report (``python -m brainseg report``, brainseg/tools/report.py) rebuilt from a tiny
 synthetic results folder: rows and numbers, the kept analysis, the figures, the side-by-side figure
 skipped, kept or drawn."""
 
@@ -12,8 +12,8 @@ import pytest
 
 from brainseg import cli, paths
 from brainseg.paired import load_comparisons
-from brainseg.report_doc import ANALYSIS_END, ANALYSIS_START, classify_run, reference_group, write_report
-from brainseg.report_figures import pick_cases
+from brainseg.tools.report import ANALYSIS_END, ANALYSIS_START, classify_run, reference_group, write_report
+from brainseg.tools.report_figures import pick_cases
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "kaggle_3m"

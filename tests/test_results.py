@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from brainseg.results import REQUIRED_KEYS, TABLE_END, TABLE_START, export_run, results_table, write_readme_table
+from brainseg.results import REQUIRED_KEYS, export_run
+from brainseg.tools.tables import TABLE_END, TABLE_START, results_table, write_readme_table
 
 
 def metrics(run="r1", dsc=0.8):

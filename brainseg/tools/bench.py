@@ -22,10 +22,10 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from .losses import create_loss
-from .models import create_model
-from .runtime import Runtime, peak_memory_mb, seconds_per_call, select_device
-from .train import training_step
+from ..losses import create_loss
+from ..models import create_model
+from ..runtime import Runtime, peak_memory_mb, seconds_per_call, select_device
+from ..train import training_step
 
 MODES = {
     "fp32 NCHW (reference)": dict(amp=False, channels_last=False),
@@ -96,8 +96,8 @@ def _training_loader(volumes: list, workers: int, batch_size: int = 16, augment:
     """The training input of ``fit`` with default augmentation: mask-weighted slices, joint
     augmentation per slice (``augment="sample"``) or none (``"batch"``: it runs on the batch),
     ``workers`` DataLoader processes."""
-    from .data.dataset import SliceDataset, make_sampler
-    from .data.transforms import JointAugment
+    from ..data.dataset import SliceDataset, make_sampler
+    from ..data.transforms import JointAugment
 
     dataset = SliceDataset(volumes, JointAugment() if augment == "sample" else None)  # the reference ranges
     sampler = make_sampler(dataset, "weighted", torch.Generator().manual_seed(0))
@@ -109,7 +109,7 @@ def pipeline_images_per_s(volumes: list, workers: int, batch_size: int = 16, bat
     """Images/s of the training input pipeline alone: cached volumes -> random slice -> collated
     batch, with ``workers`` DataLoader processes (as in ``fit``), augmented per slice in the workers
     (``augment="sample"``) or per batch on ``device`` after the copy (``"batch"``)."""
-    from .data.transforms import BatchAugment
+    from ..data.transforms import BatchAugment
 
     loader = _training_loader(volumes, workers, batch_size, augment)
     batch_augment = BatchAugment() if augment == "batch" else None
@@ -127,7 +127,7 @@ def pipeline_images_per_s(volumes: list, workers: int, batch_size: int = 16, bat
 
 def synthetic_volumes(cases: int, slices: int, image_size: int) -> list:
     """Random stand-ins for cached volumes, for the pipeline benchmark without the dataset."""
-    from .data.volume import CaseVolume
+    from ..data.volume import CaseVolume
 
     rng = np.random.default_rng(0)
     volumes = []
@@ -186,9 +186,9 @@ class MemorySampler:
 
 def _reference_training_volumes(image_size: int, data_dir: str | None) -> tuple[list[str], list]:
     """The reference training split's cases and their cached volumes (built when missing)."""
-    from .data.cache import load_volumes
-    from .data.kaggle import discover_cases
-    from .data.splits import reference_split
+    from ..data.cache import load_volumes
+    from ..data.kaggle import discover_cases
+    from ..data.splits import reference_split
 
     train_ids, _ = reference_split(sorted(discover_cases(data_dir)))
     return train_ids, load_volumes(train_ids, image_size, data_dir, progress=False)
@@ -251,8 +251,8 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 4096, repea
 
 def data_start_seconds(image_size: int, data_dir: str | None, workers: int | None = None) -> dict:
     """Seconds to prepare all 110 cases with an empty cache (first start) and again (cached start)."""
-    from .data.cache import load_volumes
-    from .data.kaggle import discover_cases
+    from ..data.cache import load_volumes
+    from ..data.kaggle import discover_cases
 
     case_ids = sorted(discover_cases(data_dir))
     with tempfile.TemporaryDirectory() as cache_dir:
@@ -273,7 +273,7 @@ def _peak_for(results: dict, amp: bool) -> float:
 def auto_picks(speed_rows: list[dict], device: torch.device) -> list[dict]:
     """What ``amp="auto"`` would pick for each model, width and size timed: on a CPU the faster of
     the fp32 and bf16 channels_last rows (:func:`brainseg.runtime.pick_bf16`), on CUDA bf16."""
-    from .runtime import pick_bf16
+    from ..runtime import pick_bf16
 
     rates: dict[tuple, dict[str, float]] = {}
     for row in speed_rows:
@@ -331,8 +331,8 @@ def run_benchmark(sizes: tuple[int, ...] = (128, 256), features: tuple[int, ...]
         print(f"amp auto for {pick['model']} {pick['features']} features at {pick['image_size']} px: {pick['picked']}")
     for size in sizes:
         if data:
-            from .data.cache import load_volumes
-            from .data.kaggle import discover_cases
+            from ..data.cache import load_volumes
+            from ..data.kaggle import discover_cases
 
             volumes = load_volumes(sorted(discover_cases(data_dir))[:20], size, data_dir, progress=False)
         else:

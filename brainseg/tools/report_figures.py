@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .atomic import atomic_write, atomic_write_json
+from ..atomic import atomic_write, atomic_write_json
 
 DPI = 80
 GROUP_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
@@ -79,7 +79,7 @@ def run_history(name: str, export: dict | None, logs_dir: str | Path) -> tuple[l
 def curves_figure(runs: list[tuple[str, list[dict]]], path: str | Path) -> Path:
     """Validation DSC and train/validation loss per epoch of ``(name, history)`` runs, drawn by
     :func:`brainseg.compare.plot_curves`, with a smaller legend."""
-    from .compare import plot_curves
+    from ..compare import plot_curves
 
     fig = plot_curves([{"name": name, "history": history} for name, history in runs])
     fig.set_size_inches(11, 4.2)
@@ -141,9 +141,9 @@ def predict_rows(variants: list[tuple[dict, dict]], cases: list[str], data_dir: 
     Raises:
         DatasetError, FileNotFoundError: the dataset or a checkpoint cannot be read.
     """
-    from .evaluation import flair_on_metric_grid
-    from .failures import fold_probabilities, slices_that_matter
-    from .metrics import binarize_volume, dice_coefficient
+    from ..evaluation import flair_on_metric_grid
+    from ..failures import fold_probabilities, slices_that_matter
+    from ..metrics import binarize_volume, dice_coefficient
 
     rows = {case: {"case": case, "preds": {}, "dsc": {}, "voxels": {}} for case in cases}
     for run, available in variants:
@@ -167,7 +167,7 @@ def predict_rows(variants: list[tuple[dict, dict]], cases: list[str], data_dir: 
 def side_by_side_figure(rows: list[dict], names: list[str], path: str | Path) -> Path:
     """Rows of cases; the first column FLAIR with the truth outlined in green, then one column per
     variant with its prediction outlined in red over the same slice (truth still in green)."""
-    from .plots import outline_overlay
+    from ..plots import outline_overlay
 
     fig = Figure(figsize=(2.1 * (1 + len(names)), 2.25 * len(rows)))
     axes = fig.subplots(len(rows), 1 + len(names), squeeze=False)
@@ -196,7 +196,7 @@ def build_side_by_side(runs: list[dict], name: str, figures_dir: str | Path, wei
     Returns:
         ``{"figure": path or None, "caption": that record or None, "message": what was done}``.
     """
-    from .data.kaggle import DatasetError
+    from ..data.kaggle import DatasetError
 
     png = Path(figures_dir) / f"side-by-side-{name}.png"
     record_path = png.with_suffix(".json")
