@@ -3,22 +3,7 @@ import torch
 
 from brainseg.checkpoint import load_checkpoint, load_model, save_checkpoint
 from brainseg.config import TrainConfig
-from brainseg.atomic import atomic_write
 from brainseg.models import create_model
-
-
-def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
-    path = tmp_path / "best.pt"
-    path.write_bytes(b"good")
-
-    def failing_write(handle):
-        handle.write(b"half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write(path, failing_write)
-    assert path.read_bytes() == b"good"
-    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
 
 def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):

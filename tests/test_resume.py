@@ -17,13 +17,12 @@ import torch
 from brainseg.checkpoint import load_checkpoint
 from brainseg.config import TrainConfig
 from brainseg.train import fit
-from conftest import write_case
 
 COMPARED = ("epoch", "train_loss", "val_loss", "val_mean_dsc", "val_median_dsc", "lr")  # not the timings
 
 
 @pytest.fixture
-def longer_data(tmp_path) -> Path:
+def longer_data(tmp_path, write_case) -> Path:
     root = tmp_path / "kaggle_3m"
     for i in range(9):
         write_case(root, f"TCGA_XX_{2000 + i}_20000101", slices=16, size=32, seed=i)

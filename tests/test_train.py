@@ -11,16 +11,7 @@ from brainseg.config import TrainConfig
 from brainseg.train import TrainingDiverged, fit, make_scheduler
 
 
-def synthetic_config(data_dir, tmp_path, **overrides):
-    values = dict(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), logs_dir=str(tmp_path / "logs"),
-                  weights_dir=str(tmp_path / "weights"), run_name="synthetic", split="kfold", folds=3,
-                  image_size=32, batch_size=4, epochs=2, features=4, workers=0, lr=1e-3,
-                  max_train_cases=0, max_val_cases=0)
-    values.update(overrides)
-    return TrainConfig.preset("smoke", **values)
-
-
-def test_fit_writes_history_and_checkpoints(synthetic_data, tmp_path):
+def test_fit_writes_history_and_checkpoints(synthetic_data, tmp_path, synthetic_config):
     result = fit(synthetic_config(synthetic_data, tmp_path), command="test", progress=False)
     log_dir = tmp_path / "logs" / "synthetic"
     with open(log_dir / "history.csv") as handle:
@@ -31,7 +22,7 @@ def test_fit_writes_history_and_checkpoints(synthetic_data, tmp_path):
     assert load_checkpoint(tmp_path / "weights" / "synthetic" / "last.pt")["epoch"] == 2
 
 
-def test_nan_loss_stops_training_and_keeps_best(synthetic_data, tmp_path, monkeypatch):
+def test_nan_loss_stops_training_and_keeps_best(synthetic_data, tmp_path, monkeypatch, synthetic_config):
     real_create_loss = train_module.create_loss
 
     class NanAfterFirstEpoch(torch.nn.Module):
@@ -70,9 +61,17 @@ def test_divergence_is_reported_on_its_own_line_after_the_progress_bars(syntheti
     assert line.endswith("no checkpoint was saved yet")
 
 
-def test_time_budget_stops_early(synthetic_data, tmp_path):
+def test_time_budget_stops_early(synthetic_data, tmp_path, synthetic_config):
     result = fit(synthetic_config(synthetic_data, tmp_path, epochs=50, max_minutes=1e-4), progress=False)
     assert result["stopped_early"] and result["epochs"] == 1
+
+
+def test_validation_every_n_epochs_keeps_the_final_one(synthetic_data, tmp_path, synthetic_config):
+    result = fit(synthetic_config(synthetic_data, tmp_path, epochs=3, val_every=2, selection="last"), progress=False)
+    with open(tmp_path / "logs" / "synthetic" / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["val_mean_dsc"] == "nan" for r in rows] == [True, False, False]
+    assert result["best_epoch"] == 3 and "val_mean_dsc_without_lcc" in result
 
 
 def test_cosine_schedule_warms_up_and_decays():
@@ -88,7 +87,7 @@ def test_cosine_schedule_warms_up_and_decays():
     assert lrs[5:] == sorted(lrs[5:], reverse=True) and lrs[-1] < 0.02
 
 
-def test_tensorboard_events_have_scalars_and_outlines(synthetic_data, tmp_path):
+def test_tensorboard_events_have_scalars_and_outlines(synthetic_data, tmp_path, synthetic_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     fit(synthetic_config(synthetic_data, tmp_path, epochs=2, vis_slices=2), progress=False)
@@ -101,7 +100,7 @@ def test_tensorboard_events_have_scalars_and_outlines(synthetic_data, tmp_path):
     assert "val/outlines" in tags["images"]
 
 
-def test_inner_selection_evaluates_the_outer_cases_once(synthetic_data, tmp_path):
+def test_inner_selection_evaluates_the_outer_cases_once(synthetic_data, tmp_path, synthetic_config):
     result = fit(synthetic_config(synthetic_data, tmp_path, selection="inner", inner_val_cases=2), progress=False)
     assert result["selection"].startswith("inner") and len(result["inner_cases"]) == 2
     assert len(result["per_case"]) == 4 and not set(result["inner_cases"]) & set(result["per_case"])
@@ -114,7 +113,7 @@ def test_inner_selection_evaluates_the_outer_cases_once(synthetic_data, tmp_path
     assert "final_inner_mean_dsc" in result and "final_val_mean_dsc" not in result
 
 
-def test_compiled_training_saves_the_eager_models_weights(synthetic_data, tmp_path):
+def test_compiled_training_saves_the_eager_models_weights(synthetic_data, tmp_path, synthetic_config):
     """With compile=True the optimiser still trains the saved model: its checkpoint loads into a plain
     model (no ``_orig_mod.`` prefix) and differs from the initial weights."""
     config = synthetic_config(synthetic_data, tmp_path, epochs=1, compile=True)
@@ -128,7 +127,7 @@ def test_compiled_training_saves_the_eager_models_weights(synthetic_data, tmp_pa
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), initial.parameters()))
 
 
-def test_batch_augmentation_trains_and_is_recorded(synthetic_data, tmp_path):
+def test_batch_augmentation_trains_and_is_recorded(synthetic_data, tmp_path, synthetic_config):
     result = fit(synthetic_config(synthetic_data, tmp_path, epochs=1, augment="batch"), progress=False)
     assert result["config"]["augment"] == "batch" and result["epochs"] == 1
     with pytest.raises(ValueError, match="augment must be one of"):

@@ -11,11 +11,9 @@ import imageio.v3 as iio
 import pytest
 
 from brainseg import cli, paths
-from brainseg.paired import load_comparisons
 from brainseg.tools.report import ANALYSIS_END, ANALYSIS_START, classify_run, reference_group, write_report
-from brainseg.tools.report_figures import pick_cases
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "kaggle_3m"
 SAMPLE_CASES = ("TCGA_CS_4944_20010208", "TCGA_HT_7616_19940813")
 CV_CASES = [f"TCGA_XX_{i:04d}_20000101" for i in range(6)]
@@ -195,19 +193,6 @@ def test_the_rule_that_sorts_run_exports(split, config, kind, group):
     if config["selection"] == "inner":
         run["selection"] = "inner: checkpoint chosen on inner cases"
     assert classify_run(run) == kind and reference_group(run) == group
-
-
-def test_an_incomplete_paired_file_is_named(tmp_path):
-    (tmp_path / "paired-a-vs-b.json").write_text(json.dumps({"a": "a", "b": "b"}))
-    with pytest.raises(ValueError, match=r"paired-a-vs-b.json: missing keys \['cases', 'folds'"):
-        load_comparisons(tmp_path)
-
-
-def test_rows_are_the_hardest_cases_then_spread_to_the_median():
-    run = {"run": "r", "per_case": {f"c{i}": i / 10 for i in range(10)}}  # c0 hardest
-    variants = [(run, {case: Path("w.pt") for case in run["per_case"] if case != "c3"})]  # c3: no checkpoint
-    assert pick_cases(variants, 4) == ["c0", "c1", "c2", "c5"]  # ranks 0, 1, then the quartile and median of 9
-    assert pick_cases(variants, 1) == ["c5"] and pick_cases(variants, 2) == ["c0", "c5"]
 
 
 def test_the_committed_report_has_one_analysis_section():

@@ -1,8 +1,16 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
+from skimage.exposure import rescale_intensity
 from skimage.transform import resize
 
-from brainseg.data.preprocess import crop_and_pad, crop_box, normalize_volume, preprocess_case, resize_slices, square_padding
+from brainseg.data.kaggle import discover_cases, read_case
+from brainseg.data.preprocess import (crop_and_pad, crop_box, normalize_volume, preprocess_case, resize_slices,
+                                     restore_geometry, square_padding)
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "kaggle_3m"  # the two committed sample cases
+CASE = "TCGA_CS_4944_20010208"  # a reference validation case of the real dataset
 
 
 def make_volume(depth=6, height=40, width=50):
@@ -95,9 +103,51 @@ def test_too_few_slices_and_bad_shape():
 
 
 def test_restore_geometry_rejects_a_wrong_shape():
-    from brainseg.data.preprocess import restore_geometry
-
     image, mask = make_volume()
     _, labels, geometry = preprocess_case(image, mask, 32)
     with pytest.raises(ValueError, match=r"expected a volume of shape \(3, 32, 32\)"):
         restore_geometry(labels[:, :16], geometry, mask.shape)
+
+
+@pytest.mark.parametrize("size, max_error", [(256, 0.005), (128, 0.08)])
+def test_restoring_a_preprocessed_mask_reproduces_the_original(size, max_error):
+    """Measured on the two samples: 0% of the lesion differs at 256 px, 4.0% and 5.9% at 128 px."""
+    for files in discover_cases(SAMPLES).values():
+        image, mask = read_case(files)
+        _, labels, geometry = preprocess_case(image, mask, size)
+        restored = restore_geometry(labels, geometry, mask.shape, order=0) > 0.5
+        truth = mask > 0
+        truth[[0, -1]] = False  # preprocessing drops the first and last slice
+        assert restored.shape == mask.shape
+        assert np.logical_xor(restored, truth).sum() / truth.sum() <= max_error
+
+
+def reference_preprocessing(image: np.ndarray, mask: np.ndarray, size: int):
+    """docs/protocol.md, section 2, written independently in float64 with the reference's skimage calls."""
+    volume, labels = image[1:-1].astype(np.float64), mask[1:-1]
+    volume[volume < np.max(volume) * 0.1] = 0
+    nonzero = [np.nonzero(volume.max(axis=tuple(a for a in range(4) if a != axis)))[0] for axis in range(3)]
+    box = tuple(slice(n.min(), n.max() + 1) for n in nonzero)
+    volume, labels = volume[box], labels[box]
+    a, b = volume.shape[1:3]
+    diff = (max(a, b) - min(a, b)) / 2.0
+    pad = (int(np.floor(diff)), int(np.ceil(diff)))
+    padding = ((0, 0), (0, 0), pad) if a > b else ((0, 0), pad, (0, 0))
+    labels = np.pad(labels, padding)
+    volume = np.pad(volume, padding + ((0, 0),))
+    labels = resize(labels, (labels.shape[0], size, size), order=0, mode="constant", cval=0, anti_aliasing=False)
+    volume = resize(volume, (volume.shape[0], size, size, 3), order=2, mode="constant", cval=0, anti_aliasing=False)
+    p10, p99 = np.percentile(volume, 10), np.percentile(volume, 99)
+    volume = rescale_intensity(volume, in_range=(p10, p99))
+    volume = (volume - volume.mean(axis=(0, 1, 2))) / volume.std(axis=(0, 1, 2))
+    return volume, labels > 0
+
+
+@pytest.mark.realdata
+def test_preprocessing_matches_an_independent_implementation(real_data):
+    image, mask = read_case(discover_cases(real_data)[CASE])
+    ours, labels, geometry = preprocess_case(image, mask, 256)
+    expected, expected_labels = reference_preprocessing(image, mask, 256)
+    assert ours.shape == expected.shape and geometry.size == 256
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+    np.testing.assert_array_equal(labels.astype(bool), expected_labels)

@@ -1,24 +1,33 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-import brainseg
-from brainseg.tools.bench import goals, goals_table, matmul_gflops, model_speed, pipeline_images_per_s, synthetic_volumes
 from brainseg.runtime import Runtime
+from brainseg.tools import bench
+from brainseg.tools.bench import goals, goals_table, matmul_gflops, model_speed, pipeline_images_per_s, synthetic_volumes
 
 
-def test_speed_and_flops_are_measured_in_every_mode():
+def test_speed_and_flops_are_measured_in_every_mode(monkeypatch):
+    timed = []
+
+    def seconds_per_call(step, device, warmup, steps):  # runs the step once; a training step "takes" 0.5 s
+        step()
+        timed.append(step)
+        return 0.5 if len(timed) % 2 else 0.25  # then inference 0.25 s
+
+    monkeypatch.setattr(bench, "seconds_per_call", seconds_per_call)
     for amp, channels_last in ((False, False), (True, True)):
         runtime = Runtime(torch.device("cpu"), amp=amp, channels_last=channels_last)
         speed = model_speed("unet", 4, 32, runtime, batch_size=2, warmup=1, steps=1)
-        assert speed["train_images_per_s"] > 0 and speed["infer_images_per_s"] > 0
+        assert (speed["train_images_per_s"], speed["infer_images_per_s"]) == (4.0, 8.0)  # 2 images / 0.5 s, / 0.25 s
     # FLOPs are per image: the same for any batch size
     other = model_speed("unet", 4, 32, runtime, batch_size=4, warmup=1, steps=1)
     assert other["train_gflop_per_image"] == pytest.approx(speed["train_gflop_per_image"], rel=1e-6)
+    assert len(timed) == 6  # training and inference of each of the three calls
 
 
 def test_flops_of_one_convolution_forward_and_backward(monkeypatch):
-    from brainseg.tools import bench
-
     class OneConv(torch.nn.Module):
         def __init__(self, features=4):
             super().__init__()
@@ -42,12 +51,19 @@ def test_process_tree_memory_is_measured():
         block = bytearray(200 * 2**20)  # 200 MiB touched
         import time
         time.sleep(0.1)
-    assert sampler.peak_mb > 200 and block
+    assert sampler.peak_mb > 200 and len(block) == 200 * 2**20
+
+
+def clock(*readings: float) -> SimpleNamespace:
+    """A stand-in for the benchmark's ``time`` module whose ``perf_counter`` returns ``readings`` in turn."""
+    return SimpleNamespace(perf_counter=iter(readings).__next__)
 
 
 @pytest.mark.parametrize("augment", ["sample", "batch"])
-def test_input_pipeline_rate_on_random_volumes(augment):
-    assert pipeline_images_per_s(synthetic_volumes(2, 4, 32), workers=0, batch_size=4, batches=3, augment=augment) > 0
+def test_input_pipeline_rate_on_random_volumes(augment, monkeypatch):
+    monkeypatch.setattr(bench, "time", clock(10.0, 12.0))
+    rate = pipeline_images_per_s(synthetic_volumes(2, 4, 32), workers=0, batch_size=4, batches=3, augment=augment)
+    assert rate == 6.0  # 3 batches of 4 images in 2 s
 
 
 def test_goals_compare_measured_ratios():
@@ -68,12 +84,9 @@ def test_goals_compare_measured_ratios():
     assert goals_table(rows).count("\n") == len(rows) + 1
 
 
-def test_matmul_gflops_positive():
-    assert matmul_gflops(torch.device("cpu"), torch.float32, n=64, repeats=1) > 0
-
-
-def test_package_exports():
-    assert callable(brainseg.load_model) and callable(brainseg.fit) and brainseg.TrainConfig.preset("smoke")
+def test_matmul_gflops_counts_two_flops_per_multiply_add(monkeypatch):
+    monkeypatch.setattr(bench, "time", clock(0.0, 0.5))
+    assert matmul_gflops(torch.device("cpu"), torch.float32, n=64, repeats=2) == pytest.approx(2 * 64**3 * 2 / 0.5 / 1e9)
 
 
 def test_speed_table_has_one_row_per_setting_and_a_column_per_mode():

@@ -32,9 +32,11 @@ def test_flip_only_is_an_exact_mirror():
     assert torch.equal(out_image, image.flip(-1)) and torch.equal(out_mask, mask.flip(-1))
 
 
-@pytest.mark.parametrize("kwargs", [dict(scale=1.5), dict(angle=-1), dict(flip_prob=2)])
-def test_bad_arguments(kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kwargs, message", [(dict(scale=1.5), r"scale must be in \[0, 1\), got 1.5"),
+                                             (dict(angle=-1), r"angle must be in \[0, 180\], got -1"),
+                                             (dict(flip_prob=2), r"flip_prob must be in \[0, 1\], got 2")])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         JointAugment(**kwargs)
 
 
