@@ -94,6 +94,7 @@ def test_boolean_flags(capsys):
     assert "expected true or false, got 'maybe'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m_brainseg_lists_the_commands():
     done = subprocess.run([sys.executable, "-m", "brainseg", "--help"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr

@@ -47,6 +47,7 @@ def test_cv_refuses_reduced_runs(synthetic_data, tmp_path, synthetic_config):
         run_cv(synthetic_config(synthetic_data, tmp_path, max_val_cases=2), folds=3, progress=False)
 
 
+@pytest.mark.slow
 def test_cv_predicts_every_case_once_and_resumes_fold_wise(synthetic_data, tmp_path, capsys, synthetic_config):
     base = synthetic_config(synthetic_data, tmp_path, epochs=2)
     results = tmp_path / "results"

@@ -15,7 +15,7 @@ from brainseg.data.cache import load_volumes
 from brainseg.runtime import Runtime
 from brainseg.validation import predict_volume
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 CASE = "TCGA_CS_4944_20010208"  # a reference validation case
 
 

@@ -35,6 +35,7 @@ def test_an_unknown_split_is_named():
         evaluation_cases(TrainConfig.preset("smoke"), "random", None)
 
 
+@pytest.mark.slow
 def test_shipped_weights_reproduce_the_recorded_dsc_on_the_samples(tmp_path):
     recorded = json.loads((ROOT / "results" / f"{WEIGHTS.stem}.json").read_text())["per_case"]
     report = evaluate_checkpoint(str(WEIGHTS), split="all", data_dir=str(SAMPLES), cache_dir=str(tmp_path / "cache"),

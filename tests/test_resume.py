@@ -43,6 +43,7 @@ def history(root: Path) -> list[tuple]:
         return [tuple(row[c] for c in COMPARED) for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_runs(longer_data, tmp_path):
     first = fit(config_for(longer_data, tmp_path / "a"), progress=False)
     second = fit(config_for(longer_data, tmp_path / "b"), progress=False)
@@ -53,6 +54,7 @@ def test_same_seed_gives_identical_runs(longer_data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch_repeats_the_uninterrupted_run(longer_data, tmp_path):
     epochs = 5
     fit(config_for(longer_data, tmp_path / "whole", epochs=epochs), progress=False)

@@ -11,6 +11,7 @@ from brainseg.config import TrainConfig
 from brainseg.train import TrainingDiverged, fit, make_scheduler
 
 
+@pytest.mark.slow
 def test_fit_writes_history_and_checkpoints(synthetic_data, tmp_path, synthetic_config):
     result = fit(synthetic_config(synthetic_data, tmp_path), command="test", progress=False)
     log_dir = tmp_path / "logs" / "synthetic"
@@ -22,6 +23,7 @@ def test_fit_writes_history_and_checkpoints(synthetic_data, tmp_path, synthetic_
     assert load_checkpoint(tmp_path / "weights" / "synthetic" / "last.pt")["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_training_and_keeps_best(synthetic_data, tmp_path, monkeypatch, synthetic_config):
     real_create_loss = train_module.create_loss
 
@@ -45,6 +47,7 @@ def test_nan_loss_stops_training_and_keeps_best(synthetic_data, tmp_path, monkey
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_divergence_is_reported_on_its_own_line_after_the_progress_bars(synthetic_data, tmp_path, monkeypatch,
                                                                         capsys):
     real_create_loss = train_module.create_loss
@@ -61,11 +64,13 @@ def test_divergence_is_reported_on_its_own_line_after_the_progress_bars(syntheti
     assert line.endswith("no checkpoint was saved yet")
 
 
+@pytest.mark.slow
 def test_time_budget_stops_early(synthetic_data, tmp_path, synthetic_config):
     result = fit(synthetic_config(synthetic_data, tmp_path, epochs=50, max_minutes=1e-4), progress=False)
     assert result["stopped_early"] and result["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_validation_every_n_epochs_keeps_the_final_one(synthetic_data, tmp_path, synthetic_config):
     result = fit(synthetic_config(synthetic_data, tmp_path, epochs=3, val_every=2, selection="last"), progress=False)
     with open(tmp_path / "logs" / "synthetic" / "history.csv") as handle:
@@ -87,6 +92,7 @@ def test_cosine_schedule_warms_up_and_decays():
     assert lrs[5:] == sorted(lrs[5:], reverse=True) and lrs[-1] < 0.02
 
 
+@pytest.mark.slow
 def test_tensorboard_events_have_scalars_and_outlines(synthetic_data, tmp_path, synthetic_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -100,6 +106,7 @@ def test_tensorboard_events_have_scalars_and_outlines(synthetic_data, tmp_path, 
     assert "val/outlines" in tags["images"]
 
 
+@pytest.mark.slow
 def test_inner_selection_evaluates_the_outer_cases_once(synthetic_data, tmp_path, synthetic_config):
     result = fit(synthetic_config(synthetic_data, tmp_path, selection="inner", inner_val_cases=2), progress=False)
     assert result["selection"].startswith("inner") and len(result["inner_cases"]) == 2
@@ -113,6 +120,7 @@ def test_inner_selection_evaluates_the_outer_cases_once(synthetic_data, tmp_path
     assert "final_inner_mean_dsc" in result and "final_val_mean_dsc" not in result
 
 
+@pytest.mark.slow
 def test_compiled_training_saves_the_eager_models_weights(synthetic_data, tmp_path, synthetic_config):
     """With compile=True the optimiser still trains the saved model: its checkpoint loads into a plain
     model (no ``_orig_mod.`` prefix) and differs from the initial weights."""
@@ -127,6 +135,7 @@ def test_compiled_training_saves_the_eager_models_weights(synthetic_data, tmp_pa
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), initial.parameters()))
 
 
+@pytest.mark.slow
 def test_batch_augmentation_trains_and_is_recorded(synthetic_data, tmp_path, synthetic_config):
     result = fit(synthetic_config(synthetic_data, tmp_path, epochs=1, augment="batch"), progress=False)
     assert result["config"]["augment"] == "batch" and result["epochs"] == 1

@@ -74,6 +74,7 @@ def test_a_flat_case_is_named_with_its_folder(synthetic_data, tmp_path):
         load_volumes([case], 32, synthetic_data, tmp_path / "cache", workers=1, progress=False)
 
 
+@pytest.mark.slow
 def test_a_preprocessing_error_prints_on_its_own_line_after_the_progress_bar(synthetic_data, tmp_path, capsys):
     for case in discover_cases(synthetic_data):
         make_flat(synthetic_data / case)

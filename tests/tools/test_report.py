@@ -159,6 +159,7 @@ def test_without_checkpoints_a_committed_figure_is_kept_with_its_caption(setup):
     assert "](report/side-by-side-cv.png)" in text and f"Rows: `{CV_CASES[0]}` (slice 7)" in text
 
 
+@pytest.mark.slow
 def test_side_by_side_drawn_from_the_shipped_checkpoint_on_the_samples(setup, tmp_path):
     # the synthetic run "cpu-unet-dice-reference" gets the shipped checkpoint, whose recorded DSC it must match
     name, shipped = "cpu-unet-dice-reference", paths.shipped_checkpoint()
