@@ -109,6 +109,7 @@ def test_restore_geometry_rejects_a_wrong_shape():
         restore_geometry(labels[:, :16], geometry, mask.shape)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size, max_error", [(256, 0.005), (128, 0.08)])
 def test_restoring_a_preprocessed_mask_reproduces_the_original(size, max_error):
     """Measured on the two samples: 0% of the lesion differs at 256 px, 4.0% and 5.9% at 128 px."""
@@ -143,6 +144,7 @@ def reference_preprocessing(image: np.ndarray, mask: np.ndarray, size: int):
     return volume, labels > 0
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_preprocessing_matches_an_independent_implementation(real_data):
     image, mask = read_case(discover_cases(real_data)[CASE])

@@ -9,8 +9,13 @@ from brainseg.models import MODELS, create_model
 from brainseg.train import compute_loss
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+# The reference U-Net in fp32 is the fast tier's model test; the others take 3-12 s each on the CPU.
+FORWARD_CASES = [pytest.param(name, amp, id=f"{'bf16' if amp else 'fp32'}-{name}",
+                              marks=() if (name, amp) == ("unet", False) else pytest.mark.slow)
+                 for amp in (False, True) for name in sorted(MODELS)]
+
+
+@pytest.mark.parametrize("name, amp", FORWARD_CASES)
 def test_forward_backward(name, amp):
     torch.manual_seed(0)
     model = create_model(name, features=4)
