@@ -24,7 +24,8 @@ NOT_CONFIG = ("command", "func", "command_line", "preset", "resume")  # parsed a
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every default shown: ``(default: X)`` is added to an option's help unless the help already
-    says it (``default`` in the text), the option is required, or it is a flag (off unless given)."""
+    says it (``default`` in the text), the option is required, or it is a flag (off unless given).
+    An option whose default is None says in its own help what happens without it (test_cli checks)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
