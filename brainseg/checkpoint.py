@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_write
 from .config import TrainConfig
-from .io import atomic_write
 from .models import create_model
 
 CHECKPOINT_VERSION = 1

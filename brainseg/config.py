@@ -128,7 +128,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
                 raise ValueError(f"{name} must be a dict with string keys, got {value!r}")
-        from .transforms import check_augment_ranges  # the augmentation's own range check
+        from .data.transforms import check_augment_ranges  # the augmentation's own range check
 
         check_augment_ranges(self.aug_scale, self.aug_angle, self.flip_prob, self.flair_fill, self.intensity)
         if not 0 <= self.ema < 1:

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
+from .atomic import atomic_write_json, atomic_write_text
 from .config import TrainConfig
-from .data import discover_cases
-from .io import atomic_write_json, atomic_write_text
+from .data.kaggle import discover_cases
+from .data.splits import kfold_split
 from .metrics import summarize
 from .results import export_run
-from .splits import kfold_split
 
 
 def write_folds(path: str | Path, case_ids: list[str], folds: int, seed: int) -> list[list[str]]:
@@ -48,7 +48,7 @@ def write_folds(path: str | Path, case_ids: list[str], folds: int, seed: int) ->
         return saved
     groups = [kfold_split(case_ids, folds, k, seed)[1] for k in range(folds)]
     atomic_write_json(path, {"folds": groups, "seed": seed, "cases": len(case_ids),
-                             "rule": "brainseg.splits.kfold_split: random.Random(seed).shuffle, dealt round robin"})
+                             "rule": "brainseg.data.splits.kfold_split: random.Random(seed).shuffle, dealt round robin"})
     return groups
 
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .cache import CaseVolume
+from .data.transforms import FLAIR, POST, PRE
+from .data.volume import CaseVolume
 from .metrics import binarize_volume, dice_coefficient, to_metric_grid
-from .transforms import FLAIR, POST, PRE
 
 CHANNEL_NAMES = {PRE: "pre-contrast", FLAIR: "FLAIR", POST: "post-contrast"}
 # Thresholds near the 10th percentile of the 110 cases (measured: lesion volume 5541 voxels on the
@@ -195,7 +195,7 @@ def fold_probabilities(weights: Path, volume_ids: list[str], data_dir: str | Non
     Returns:
         ``{case: (D, 256, 256) float32}`` and the volumes at the checkpoint's training size.
     """
-    from .cache import load_volumes
+    from .data.cache import load_volumes
     from .checkpoint import load_model
     from .runtime import Runtime, select_device
     from .validation import predict_volume
@@ -223,7 +223,7 @@ def analyse_failures(cv: str, below: float = 0.6, results_dir: str | Path = "res
         One dict per case, worst first: the CV's DSC, :func:`data_profile`, with a checkpoint
         :func:`prediction_profile`, ``causes`` (:func:`classify`) and ``figure``.
     """
-    from .cache import load_volumes
+    from .data.cache import load_volumes
     from .paired import load_per_case
 
     result = load_per_case(cv, results_dir, logs_dir)

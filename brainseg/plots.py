@@ -1,12 +1,17 @@
-"""Pictures of results: outline overlays (FLAIR in grey, truth in green, prediction in red), a data
+"""Pictures of results: outline overlays (FLAIR in grey, truth in green, prediction in red), the
+pictures an evaluation writes (per-case DSC chart, overlays of every slice and their GIF), a data
 preview, and a slice browser for notebooks."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import imageio.v3 as iio
+from matplotlib.figure import Figure
 import numpy as np
 from skimage.segmentation import find_boundaries
+
+from .atomic import atomic_write
 
 GREEN = np.array([0, 255, 0], dtype=np.uint8)
 RED = np.array([255, 0, 0], dtype=np.uint8)
@@ -43,7 +48,7 @@ def data_preview(volumes, per_case: int = 1):
     """A figure of each case's slices with the largest lesions, truth outlined in green.
 
     Args:
-        volumes: preprocessed cases (:class:`brainseg.cache.CaseVolume`).
+        volumes: preprocessed cases (:class:`brainseg.data.volume.CaseVolume`).
         per_case: slices shown per case.
     """
     from matplotlib.figure import Figure
@@ -68,7 +73,7 @@ def slice_figure(frames: np.ndarray, index: int, title: str = ""):
 
     Args:
         frames: (D, H, W, 3) uint8 overlays (FLAIR in grey, truth outline in green, prediction
-            outline in red), e.g. from :func:`brainseg.report.read_overlays`.
+            outline in red), e.g. from :func:`read_overlays`.
         index: 0-based slice index.
         title: shown before the slice number, e.g. the case id.
 
@@ -95,15 +100,13 @@ def slice_browser(case_dir: str | Path):
     Without ipywidgets installed, the case's animated GIF instead (the same frames, played).
 
     Args:
-        case_dir: the case's overlay folder written by :func:`brainseg.evaluate.evaluate_checkpoint`,
+        case_dir: the case's overlay folder written by :func:`brainseg.evaluation.evaluate_checkpoint`,
             ``<out_dir>/<case>`` (its GIF ``<out_dir>/<case>.gif`` lies beside it).
 
     Returns:
         An ipywidgets ``interactive`` widget, or an ``IPython.display.Image`` of the GIF; a notebook
         displays either.
     """
-    from .report import read_overlays  # report draws with this module's outline_overlay
-
     case_dir = Path(case_dir)
     try:
         import ipywidgets
@@ -115,3 +118,54 @@ def slice_browser(case_dir: str | Path):
     slider = ipywidgets.IntSlider(value=len(frames) // 2 + 1, min=1, max=len(frames), description="slice")
     return ipywidgets.interactive(lambda number: slice_figure(frames, number - 1, case_dir.name),
                                   {"auto_display": True}, number=slider)
+
+
+def dsc_chart(per_case: dict[str, float], path: str | Path | None = None, title: str = "") -> Figure:
+    """Horizontal bar chart of per-case DSC, sorted, with the mean (red) and median (green) lines.
+
+    Saved as PNG to ``path`` when given; the figure is returned (notebooks display it).
+    """
+    cases = sorted(per_case, key=per_case.get)
+    values = np.array([per_case[c] for c in cases])
+    fig = Figure(figsize=(7, 0.3 * len(cases) + 1.5))
+    ax = fig.subplots()
+    ax.barh(np.arange(len(cases)), values, color="tab:blue")
+    ax.set_yticks(np.arange(len(cases)), cases, fontsize=8)
+    mean, median = values.mean(), np.median(values)
+    ax.axvline(mean, color="red", linewidth=2, label=f"mean {mean:.3f}")
+    ax.axvline(median, color="green", linewidth=2, linestyle="--", label=f"median {median:.3f}")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("Dice similarity coefficient (per volume)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(title)
+    fig.tight_layout()
+    if path is not None:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    return fig
+
+
+def case_overlays(flair: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Outline overlays of every slice: (D, H, W, 3) uint8 from (D, H, W) FLAIR, truth and prediction."""
+    return np.stack([outline_overlay(flair[i], truth[i], pred[i]) for i in range(len(flair))])
+
+
+def write_overlays(frames: np.ndarray, folder: str | Path, gif_path: str | Path, fps: float = 5.0) -> None:
+    """One PNG per slice (``<folder>/<slice>.png``, 1-based) and an animated GIF of all of them."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames, 1):
+        atomic_write(folder / f"{i:02d}.png", lambda f, frame=frame: iio.imwrite(f, frame, extension=".png"))
+    atomic_write(gif_path, lambda f: iio.imwrite(f, list(frames), extension=".gif", duration=1000 / fps, loop=0))
+
+
+def read_overlays(folder: str | Path) -> np.ndarray:
+    """The per-slice PNGs written by :func:`write_overlays`, in slice order: (D, H, W, 3) uint8.
+
+    Raises:
+        FileNotFoundError: ``folder`` holds no ``<slice>.png`` (the evaluation ran without overlays).
+    """
+    files = sorted((path for path in Path(folder).glob("*.png") if path.stem.isdigit()), key=lambda path: int(path.stem))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no slice overlays (01.png, 02.png, ...); evaluate the checkpoint "
+                                "with overlays (without --no-overlays)")
+    return np.stack([iio.imread(path)[..., :3] for path in files])

@@ -15,12 +15,12 @@ import numpy as np
 import tifffile
 import torch
 
+from .atomic import atomic_write
 from .checkpoint import load_checkpoint, load_model
-from .data import list_case_files, naming_the_case, read_case
-from .io import atomic_write
+from .data.kaggle import list_case_files, naming_the_case, read_case
+from .data.preprocess import preprocess_case, restore_geometry
 from .metrics import THRESHOLD, binarize_volume
-from .preprocess import preprocess_case, restore_geometry
-from .report import case_overlays, write_overlays
+from .plots import case_overlays, write_overlays
 from .runtime import Runtime, select_device
 from .validation import predict_volume
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from torch import nn
 
-from .cache import CaseVolume
 from .config import TrainConfig
+from .data.splits import inner_split
+from .data.volume import CaseVolume
 from .metrics import summarize
 from .runtime import Runtime
-from .splits import inner_split
 from .validation import select_and_evaluate_outer
 
 DESCRIPTIONS = {

@@ -36,14 +36,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .cache import CaseVolume, load_volumes
+from .atomic import atomic_write_json, atomic_write_text
 from .checkpoint import TrainingState, restore_training_state, save_checkpoint, save_training_state
 from .config import TrainConfig
-from .data import discover_cases
-from .dataset import DeviceBatches, SliceDataset, make_sampler
+from .data.cache import load_volumes
+from .data.dataset import DeviceBatches, SliceDataset, make_sampler
+from .data.splits import split_cases
+from .data.transforms import BatchAugment, ForegroundCrop, JointAugment, chain
+from .data.volume import CaseVolume
 from .distributed import (Distributed, ShardedSampler, all_ranks, init_distributed, ranks_agree, shutdown,
                           sync_buffers, wrap_model)
-from .io import atomic_write_json, atomic_write_text
 from .losses import create_loss
 from .metrics import to_metric_grid
 from .models import count_parameters, create_model
@@ -51,8 +53,6 @@ from .plots import outline_overlay
 from .runtime import Runtime, describe_precision, peak_memory_mb, resolve_amp, select_device
 from .schedule import TimeBudget, TrainingClock, make_scheduler
 from .selection import Selection
-from .splits import folds_from_file, kfold_split, reference_split
-from .transforms import BatchAugment, ForegroundCrop, JointAugment, chain
 from .validation import evaluate_across_ranks
 
 
@@ -470,17 +470,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def split_cases(config: TrainConfig) -> tuple[list[str], list[str]]:
-    """(train, validation) case ids of ``config``'s split, shortened by ``max_*_cases``."""
-    case_ids = sorted(discover_cases(config.data_dir or None))
-    if config.split == "reference":
-        train, val = reference_split(case_ids)
-    else:
-        train, val = (folds_from_file(config.folds_file, case_ids, config.fold) if config.folds_file
-                      else kfold_split(case_ids, config.folds, config.fold, config.split_seed))
-    return train[: config.max_train_cases or None], val[: config.max_val_cases or None]
-
-
 def compute_loss(loss_fn: nn.Module, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The loss of ``logits`` (N, K, H, W) against ``mask`` (N, 1, H, W).
 
@@ -511,7 +500,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
     """One pass over ``loader``, or fewer steps if ``should_stop()`` turns true after a step.
 
     ``batch_augment(image, mask)``, if given, augments each batch on the device (see
-    :class:`~brainseg.transforms.BatchAugment`).
+    :class:`~brainseg.data.transforms.BatchAugment`).
 
     ``after_step()`` runs after every optimiser step (the moving average's update).
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import CaseVolume
 from .checkpoint import load_model
+from .data.volume import CaseVolume
 from .distributed import Distributed
 from .metrics import summarize, to_metric_grid, volume_dsc
 from .runtime import Runtime

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from brainseg.cv import bootstrap_interval, pool_folds, run_cv, write_folds
-from brainseg.splits import folds_from_file
-from test_train import synthetic_config
+from brainseg.data.splits import folds_from_file
 
 
 def test_bootstrap_interval_brackets_the_statistic_and_narrows_with_more_cases():
@@ -43,12 +42,13 @@ def test_pool_folds_rejects_a_case_in_two_folds():
         pool_folds([fold, fold], "x", "")
 
 
-def test_cv_refuses_reduced_runs(synthetic_data, tmp_path):
+def test_cv_refuses_reduced_runs(synthetic_data, tmp_path, synthetic_config):
     with pytest.raises(ValueError, match="max_train_cases and max_val_cases must be 0"):
         run_cv(synthetic_config(synthetic_data, tmp_path, max_val_cases=2), folds=3, progress=False)
 
 
-def test_cv_predicts_every_case_once_and_resumes_fold_wise(synthetic_data, tmp_path, capsys):
+@pytest.mark.slow
+def test_cv_predicts_every_case_once_and_resumes_fold_wise(synthetic_data, tmp_path, capsys, synthetic_config):
     base = synthetic_config(synthetic_data, tmp_path, epochs=2)
     results = tmp_path / "results"
     assert run_cv(base, folds=3, name="cv", only_fold=1, results_dir=results, progress=False) is None
@@ -75,13 +75,3 @@ def test_cv_predicts_every_case_once_and_resumes_fold_wise(synthetic_data, tmp_p
         metrics = json.loads((results / f"cv-fold{k}.json").read_text())
         assert metrics["selection"].startswith("last") and metrics["best_epoch"] == 2
         assert sorted(metrics["per_case"]) == sorted(folds[k])
-
-
-def test_validation_every_n_epochs_keeps_the_final_one(synthetic_data, tmp_path):
-    from brainseg.train import fit
-
-    result = fit(synthetic_config(synthetic_data, tmp_path, epochs=3, val_every=2, selection="last"), progress=False)
-    with open(tmp_path / "logs" / "synthetic" / "history.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    assert [r["val_mean_dsc"] == "nan" for r in rows] == [True, False, False]
-    assert result["best_epoch"] == 3 and "val_mean_dsc_without_lcc" in result

@@ -51,6 +51,7 @@ def _one_step(rank: int, world_size: int, port: int, use_ddp: bool, results) -> 
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_ddp", [True, False])
 def test_two_gloo_processes_agree_on_the_weights_after_a_step(use_ddp):
     port = 29500 + (os.getpid() % 1000) + (0 if use_ddp else 1000)
@@ -61,6 +62,7 @@ def test_two_gloo_processes_agree_on_the_weights_after_a_step(use_ddp):
     assert [agree for agree, _ in results.values()] == [use_ddp, use_ddp]
 
 
+@pytest.mark.slow
 def test_torchrun_trains_a_smoke_run_with_two_processes(synthetic_data, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "brainseg", "train", "--preset", "smoke", "--data-dir", str(synthetic_data),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from brainseg.results import COMPARE_END, COMPARE_START, TABLE_END, TABLE_START
+from brainseg.tools.tables import COMPARE_END, COMPARE_START, TABLE_END, TABLE_START
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "samples" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

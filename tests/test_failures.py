@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from brainseg.cache import CaseVolume
+from brainseg.data.volume import CaseVolume
 from brainseg.failures import (analyse_failures, blank_channels, classify, components, data_profile,
                                failures_markdown, flair_copies, prediction_profile, slices_that_matter)
-from brainseg.preprocess import Geometry
+from brainseg.data.preprocess import Geometry
 
 
 def _volume(copies: tuple[int, ...] = (), lesion_value: float = 3.0, size: int = 256) -> CaseVolume:
@@ -98,7 +98,7 @@ def test_slices_that_matter_are_the_lesion_then_the_errors():
 
 def test_analyse_failures_without_checkpoints_writes_figures_and_a_table(tmp_path, monkeypatch):
     volume = _volume(copies=(0, 2))
-    monkeypatch.setattr("brainseg.cache.load_volumes", lambda ids, *a, **k: [volume])
+    monkeypatch.setattr("brainseg.data.cache.load_volumes", lambda ids, *a, **k: [volume])
     (tmp_path / "cv.json").write_text(json.dumps({"run": "cv", "per_case": {volume.case_id: 0.2, "TCGA_OK": 0.9},
                                                   "fold_of_case": {volume.case_id: 3, "TCGA_OK": 1}}))
     rows = analyse_failures("cv", 0.6, results_dir=tmp_path, weights_dir=tmp_path / "none",
@@ -124,7 +124,7 @@ def test_analyse_failures_predicts_with_the_fold_checkpoint(tmp_path, monkeypatc
     torch.manual_seed(0)
     model = create_model("unet", features=4)
     save_checkpoint(tmp_path / "weights" / "cv-fold1" / "best.pt", model, config, 1, {}, 64)
-    monkeypatch.setattr("brainseg.cache.load_volumes", lambda ids, size, *a, **k: [volume] if size == 64 else [])
+    monkeypatch.setattr("brainseg.data.cache.load_volumes", lambda ids, size, *a, **k: [volume] if size == 64 else [])
     (tmp_path / "cv.json").write_text(json.dumps({"run": "cv", "per_case": {volume.case_id: 0.1},
                                                   "fold_of_case": {volume.case_id: 1}}))
     [row] = analyse_failures("cv", 0.6, results_dir=tmp_path, weights_dir=tmp_path / "weights",

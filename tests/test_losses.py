@@ -89,7 +89,9 @@ def test_bce_dice_and_focal_against_formulas(target):
 def test_focal_perfect_and_wrong(target):
     loss = create_loss("focal")
     assert loss(logits_of(target), target).item() == pytest.approx(0.0, abs=1e-6)
-    assert loss(logits_of(1 - target), target).item() > 1.0  # confident and wrong: large
+    # confident and wrong, -log(p_t) = 30 everywhere: alpha_t (1 - p_t)^2 30 averaged over 8 lesion (alpha 0.25)
+    # and 24 background (alpha 0.75) pixels
+    assert loss(logits_of(1 - target), target).item() == pytest.approx((8 * 0.25 + 24 * 0.75) * 30 / 32, rel=1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -120,6 +122,8 @@ def test_bad_arguments():
         create_loss("focal", alpha=1.5)
     with pytest.raises(ValueError, match="same shape"):
         create_loss("dice")(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
+    with pytest.raises(ValueError, match=r"loss 'dice' has no argument\(s\) \['alpha'\]; it accepts: smooth, per_sample"):
+        create_loss("dice", alpha=0.3)
 
 
 def test_the_study_defects_reproduce_their_arithmetic():

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import torch
-from medpy.metric.binary import dc
+from medpy.metric.binary import assd, dc, hd95
 
-from brainseg.metrics import binarize_volume, dice_coefficient, summarize, to_metric_grid, volume_dsc
+from brainseg.metrics import binarize_volume, case_metrics, dice_coefficient, summarize, to_metric_grid, volume_dsc
 
 
 def test_dice_matches_medpy():
@@ -46,3 +46,26 @@ def test_summarize():
 def test_shape_mismatch():
     with pytest.raises(ValueError, match="same shape"):
         dice_coefficient(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def test_case_metrics_known_values(two_boxes):
+    probs, truth = two_boxes
+    m = case_metrics(probs, truth)
+    assert m["dsc"] == pytest.approx(2 * 96 / (128 + 128))
+    assert m["dsc_no_lcc"] == pytest.approx(2 * 96 / (132 + 128))
+    assert m["precision"] == pytest.approx(96 / 128) and m["recall"] == pytest.approx(96 / 128)
+    pred = probs > 0.5
+    pred[0] = False
+    assert m["hd95_px"] == pytest.approx(hd95(pred, truth)) and m["assd_px"] == pytest.approx(assd(pred, truth))
+    assert m["pred_volume_px"] == 128 and m["true_volume_px"] == 128
+
+
+def test_empty_masks_have_documented_values():
+    empty = np.zeros((4, 32, 32))
+    both = case_metrics(empty, empty.astype(bool))
+    assert (both["dsc"], both["precision"], both["recall"], both["hd95_px"], both["assd_px"]) == (1, 1, 1, 0, 0)
+    truth = np.zeros((4, 32, 32), bool)
+    truth[1, 4:8, 4:8] = True
+    missed = case_metrics(empty, truth)
+    diagonal = np.sqrt(4**2 + 32**2 + 32**2)
+    assert missed["dsc"] == 0 and missed["recall"] == 0 and missed["hd95_px"] == pytest.approx(diagonal)

@@ -59,6 +59,7 @@ def outputs_of(book: nbformat.NotebookNode) -> list[dict]:
     return [o for c in book.cells if c.cell_type == "code" for o in c.outputs]
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_notebooks_with_default_folders_write_to_the_top_level(real_data, tmp_path, monkeypatch):
     repo = copy_of_repository(tmp_path / "repo", real_data)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from brainseg.cli import main
-from brainseg.paired import compare_results, load_per_case, paired_difference
+from brainseg.paired import compare_results, load_comparisons, load_per_case, paired_difference
 
 
 def _tables(n: int, shift: float, noise: float, seed: int = 0) -> tuple[dict, dict]:
@@ -102,3 +102,9 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     assert saved["losses"] == 30 and saved["command"].startswith("python -m brainseg results paired")
     assert main(["results", "paired", "old", "nothing", "--results-dir", str(tmp_path)]) == 2
     assert "nothing: not a file" in capsys.readouterr().err
+
+
+def test_an_incomplete_paired_file_is_named(tmp_path):
+    (tmp_path / "paired-a-vs-b.json").write_text(json.dumps({"a": "a", "b": "b"}))
+    with pytest.raises(ValueError, match=r"paired-a-vs-b.json: missing keys \['cases', 'folds'"):
+        load_comparisons(tmp_path)

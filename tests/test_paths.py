@@ -9,7 +9,7 @@ import pytest
 
 from brainseg import paths
 from brainseg.config import TrainConfig
-from brainseg.data import DATA_ENV_VAR, DatasetError, resolve_data_dir
+from brainseg.data.kaggle import DATA_ENV_VAR, DatasetError, resolve_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,5 @@
-"""Pictures for notebooks: the slice figure, and the slice browser with and without ipywidgets."""
+"""Pictures: an evaluation's DSC chart, overlays and GIF; for notebooks, the slice figure and the slice
+browser with and without ipywidgets."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from brainseg.plots import slice_browser, slice_figure
-from brainseg.report import write_overlays
+from brainseg.plots import case_overlays, dsc_chart, read_overlays, slice_browser, slice_figure, write_overlays
 
 
 @pytest.fixture
@@ -44,3 +44,27 @@ def test_browser_slider_covers_every_slice(evaluated_case):
     assert (slider.min, slider.max, slider.value) == (1, 5, 3)
     slider.value = 5
     assert browser.result.axes[0].get_title().startswith("TCGA_XX_0001_20000101: slice 5/5")
+
+
+def test_chart_overlays_and_gif(tmp_path, two_boxes):
+    import imageio.v3 as iio
+
+    dsc_chart({"a": 0.5, "b": 0.9, "c": 0.7}, tmp_path / "dsc.png", title="test")
+    assert iio.imread(tmp_path / "dsc.png").shape[-1] in (3, 4)
+    probs, truth = two_boxes
+    frames = case_overlays(np.random.default_rng(0).random((4, 32, 32)), truth, probs > 0.5)
+    assert frames.shape == (4, 32, 32, 3) and frames.dtype == np.uint8
+    assert (frames[1, 8, 8] == [0, 255, 0]).all()  # truth outline in green
+    assert (frames[1, 17, 12] == [255, 0, 0]).all()  # prediction outline in red
+    write_overlays(frames, tmp_path / "case", tmp_path / "case.gif")
+    assert sorted(p.name for p in (tmp_path / "case").iterdir()) == ["01.png", "02.png", "03.png", "04.png"]
+    assert len(iio.imread(tmp_path / "case.gif", index=None)) == 4
+
+
+def test_overlays_read_back_in_slice_order(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (11, 8, 8, 3), dtype=np.uint8)
+    write_overlays(frames, tmp_path / "case", tmp_path / "case.gif")
+    np.testing.assert_array_equal(read_overlays(tmp_path / "case"), frames)  # 10.png after 09.png
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no slice overlays .*without --no-overlays"):
+        read_overlays(tmp_path / "empty")

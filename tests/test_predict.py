@@ -8,7 +8,6 @@ from brainseg.cli import main
 from brainseg.config import TrainConfig
 from brainseg.models import create_model
 from brainseg.predict import predict_case
-from conftest import write_case
 
 
 @pytest.fixture
@@ -20,7 +19,7 @@ def checkpoint(tmp_path):
     return path
 
 
-def test_predict_writes_masks_in_original_geometry(tmp_path, checkpoint):
+def test_predict_writes_masks_in_original_geometry(tmp_path, checkpoint, write_case):
     folder = write_case(tmp_path / "data", "TCGA_XX_0001_20000101", slices=6, size=48)
     for path in folder.glob("*_mask.tif"):
         path.unlink()  # a user's case without masks
@@ -32,14 +31,14 @@ def test_predict_writes_masks_in_original_geometry(tmp_path, checkpoint):
     assert (tmp_path / "out" / "TCGA_XX_0001_20000101.gif").exists()
 
 
-def test_predict_bad_input(tmp_path, checkpoint, capsys):
+def test_predict_bad_input(tmp_path, checkpoint, capsys, write_case):
     folder = write_case(tmp_path / "data", "TCGA_XX_0001_20000101", slices=6)
     tifffile.imwrite(folder / "TCGA_XX_0001_20000101_2.tif", np.zeros((64, 64, 4), np.uint8))
     assert main(["predict", "--weights", str(checkpoint), "--case", str(folder), "--out", str(tmp_path / "o")]) == 2
     assert "TCGA_XX_0001_20000101_2.tif: expected an image of shape (H, W, 3)" in capsys.readouterr().err
 
 
-def test_predict_names_a_case_that_cannot_be_preprocessed(tmp_path, checkpoint, capsys):
+def test_predict_names_a_case_that_cannot_be_preprocessed(tmp_path, checkpoint, capsys, write_case):
     folder = write_case(tmp_path / "data", "TCGA_XX_0001_20000101", slices=6)
     for path in folder.glob("*.tif"):
         tifffile.imwrite(path, np.zeros_like(tifffile.imread(path)))

@@ -17,13 +17,12 @@ import torch
 from brainseg.checkpoint import load_checkpoint
 from brainseg.config import TrainConfig
 from brainseg.train import fit
-from conftest import write_case
 
 COMPARED = ("epoch", "train_loss", "val_loss", "val_mean_dsc", "val_median_dsc", "lr")  # not the timings
 
 
 @pytest.fixture
-def longer_data(tmp_path) -> Path:
+def longer_data(tmp_path, write_case) -> Path:
     root = tmp_path / "kaggle_3m"
     for i in range(9):
         write_case(root, f"TCGA_XX_{2000 + i}_20000101", slices=16, size=32, seed=i)
@@ -44,6 +43,7 @@ def history(root: Path) -> list[tuple]:
         return [tuple(row[c] for c in COMPARED) for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_runs(longer_data, tmp_path):
     first = fit(config_for(longer_data, tmp_path / "a"), progress=False)
     second = fit(config_for(longer_data, tmp_path / "b"), progress=False)
@@ -54,6 +54,7 @@ def test_same_seed_gives_identical_runs(longer_data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch_repeats_the_uninterrupted_run(longer_data, tmp_path):
     epochs = 5
     fit(config_for(longer_data, tmp_path / "whole", epochs=epochs), progress=False)

@@ -12,16 +12,8 @@ from brainseg.schedule import make_scheduler
 from brainseg.train import TrainingDiverged, fit
 
 
-def synthetic_config(data_dir, tmp_path, **overrides):
-    values = dict(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), logs_dir=str(tmp_path / "logs"),
-                  weights_dir=str(tmp_path / "weights"), run_name="synthetic", split="kfold", folds=3,
-                  image_size=32, batch_size=4, epochs=2, features=4, workers=0, lr=1e-3,
-                  max_train_cases=0, max_val_cases=0)
-    values.update(overrides)
-    return TrainConfig.preset("smoke", **values)
-
-
-def test_fit_writes_history_and_checkpoints(synthetic_data, tmp_path):
+@pytest.mark.slow
+def test_fit_writes_history_and_checkpoints(synthetic_data, tmp_path, synthetic_config):
     result = fit(synthetic_config(synthetic_data, tmp_path), command="test", progress=False)
     log_dir = tmp_path / "logs" / "synthetic"
     with open(log_dir / "history.csv") as handle:
@@ -32,7 +24,8 @@ def test_fit_writes_history_and_checkpoints(synthetic_data, tmp_path):
     assert load_checkpoint(tmp_path / "weights" / "synthetic" / "last.pt")["epoch"] == 2
 
 
-def test_nan_loss_stops_training_and_keeps_best(synthetic_data, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_nan_loss_stops_training_and_keeps_best(synthetic_data, tmp_path, monkeypatch, synthetic_config):
     real_create_loss = train_module.create_loss
 
     class NanAfterFirstEpoch(torch.nn.Module):
@@ -55,6 +48,7 @@ def test_nan_loss_stops_training_and_keeps_best(synthetic_data, tmp_path, monkey
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_divergence_is_reported_on_its_own_line_after_the_progress_bars(synthetic_data, tmp_path, monkeypatch,
                                                                         capsys):
     real_create_loss = train_module.create_loss
@@ -71,9 +65,19 @@ def test_divergence_is_reported_on_its_own_line_after_the_progress_bars(syntheti
     assert line.endswith("no checkpoint was saved yet")
 
 
-def test_time_budget_stops_early(synthetic_data, tmp_path):
+@pytest.mark.slow
+def test_time_budget_stops_early(synthetic_data, tmp_path, synthetic_config):
     result = fit(synthetic_config(synthetic_data, tmp_path, epochs=50, max_minutes=1e-4), progress=False)
     assert result["stopped_early"] and result["epochs"] == 1
+
+
+@pytest.mark.slow
+def test_validation_every_n_epochs_keeps_the_final_one(synthetic_data, tmp_path, synthetic_config):
+    result = fit(synthetic_config(synthetic_data, tmp_path, epochs=3, val_every=2, selection="last"), progress=False)
+    with open(tmp_path / "logs" / "synthetic" / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["val_mean_dsc"] == "nan" for r in rows] == [True, False, False]
+    assert result["best_epoch"] == 3 and "val_mean_dsc_without_lcc" in result
 
 
 def test_cosine_schedule_warms_up_and_decays():
@@ -89,7 +93,8 @@ def test_cosine_schedule_warms_up_and_decays():
     assert lrs[5:] == sorted(lrs[5:], reverse=True) and lrs[-1] < 0.02
 
 
-def test_tensorboard_events_have_scalars_and_outlines(synthetic_data, tmp_path):
+@pytest.mark.slow
+def test_tensorboard_events_have_scalars_and_outlines(synthetic_data, tmp_path, synthetic_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     fit(synthetic_config(synthetic_data, tmp_path, epochs=2, vis_slices=2), progress=False)
@@ -102,7 +107,8 @@ def test_tensorboard_events_have_scalars_and_outlines(synthetic_data, tmp_path):
     assert "val/outlines" in tags["images"]
 
 
-def test_inner_selection_evaluates_the_outer_cases_once(synthetic_data, tmp_path):
+@pytest.mark.slow
+def test_inner_selection_evaluates_the_outer_cases_once(synthetic_data, tmp_path, synthetic_config):
     result = fit(synthetic_config(synthetic_data, tmp_path, selection="inner", inner_val_cases=2), progress=False)
     assert result["selection"].startswith("inner") and len(result["inner_cases"]) == 2
     assert len(result["per_case"]) == 4 and not set(result["inner_cases"]) & set(result["per_case"])
@@ -115,7 +121,8 @@ def test_inner_selection_evaluates_the_outer_cases_once(synthetic_data, tmp_path
     assert "final_inner_mean_dsc" in result and "final_val_mean_dsc" not in result
 
 
-def test_compiled_training_saves_the_eager_models_weights(synthetic_data, tmp_path):
+@pytest.mark.slow
+def test_compiled_training_saves_the_eager_models_weights(synthetic_data, tmp_path, synthetic_config):
     """With compile=True the optimiser still trains the saved model: its checkpoint loads into a plain
     model (no ``_orig_mod.`` prefix) and differs from the initial weights."""
     config = synthetic_config(synthetic_data, tmp_path, epochs=1, compile=True)
@@ -129,8 +136,57 @@ def test_compiled_training_saves_the_eager_models_weights(synthetic_data, tmp_pa
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), initial.parameters()))
 
 
-def test_batch_augmentation_trains_and_is_recorded(synthetic_data, tmp_path):
+@pytest.mark.slow
+def test_batch_augmentation_trains_and_is_recorded(synthetic_data, tmp_path, synthetic_config):
     result = fit(synthetic_config(synthetic_data, tmp_path, epochs=1, augment="batch"), progress=False)
     assert result["config"]["augment"] == "batch" and result["epochs"] == 1
     with pytest.raises(ValueError, match="augment must be one of"):
         synthetic_config(synthetic_data, tmp_path, augment="gpu")
+
+
+def ema_config(data, root, **overrides) -> TrainConfig:
+    values = dict(data_dir=str(data), cache_dir=str(root / "cache"), logs_dir=str(root / "logs"),
+                  weights_dir=str(root / "weights"), run_name="ema", split="kfold", folds=3, image_size=32,
+                  batch_size=4, epochs=2, features=4, max_train_cases=0, lr=1e-2, selection="last", device="cpu")
+    values.update(overrides)
+    return TrainConfig.preset("smoke", **values)
+
+
+def saved(root, name) -> dict:
+    return load_checkpoint(root / "weights" / "ema" / name)
+
+
+@pytest.mark.slow
+def test_the_average_is_what_is_saved_and_it_lags_the_weights(synthetic_data, tmp_path):
+    fit(ema_config(synthetic_data, tmp_path, ema=0.9), progress=False)
+    best, last = saved(tmp_path, "best.pt"), saved(tmp_path, "last.pt")
+    weights, average = last["state_dict"], last["averaged"]
+    for key, value in best["state_dict"].items():  # best.pt (selection last) holds the average
+        assert torch.equal(value, average[f"module.{key}"]), key
+    conv = "encoders.0.0.weight"
+    assert not torch.allclose(best["state_dict"][conv], weights[conv])
+    assert int(average["n_averaged"]) == last["scheduler"]["last_epoch"] > 0  # one update per step
+
+
+@pytest.mark.slow
+def test_a_tiny_decay_follows_the_weights(synthetic_data, tmp_path):
+    fit(ema_config(synthetic_data, tmp_path, ema=1e-12), progress=False)
+    best, last = saved(tmp_path, "best.pt"), saved(tmp_path, "last.pt")
+    for key, value in last["state_dict"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(best["state_dict"][key], value, msg=key)
+
+
+@pytest.mark.slow
+def test_resume_restores_the_average(synthetic_data, tmp_path):
+    fit(ema_config(synthetic_data, tmp_path / "whole", ema=0.9), progress=False)
+    fit(ema_config(synthetic_data, tmp_path / "parts", ema=0.9, epochs=1), progress=False)
+    fit(ema_config(synthetic_data, tmp_path / "parts", ema=0.9), progress=False, resume=True)
+    whole, parts = saved(tmp_path / "whole", "best.pt"), saved(tmp_path / "parts", "best.pt")
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(parts["state_dict"][key], value), key
+
+
+def test_ema_range_is_checked():
+    with pytest.raises(ValueError, match=r"ema must be in \[0, 1\), got 1"):
+        TrainConfig.preset("smoke", ema=1)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from brainseg import validation
-from brainseg.cache import CaseVolume
+from brainseg.data.volume import CaseVolume
 from brainseg.losses import create_loss
 from brainseg.runtime import Runtime
 

@@ -1,0 +1,122 @@
+"""Evaluate a checkpoint: per-case metrics table and CSV, the DSC chart, outline overlays and GIFs.
+
+Outputs under the repository's ``predictions/<run>/`` (or ``--out-dir``): ``metrics.csv`` (one row
+per case, then mean and median rows), ``dsc.png``, and with overlays ``<case>/<slice>.png`` and
+``<case>.gif`` (FLAIR in grey, truth outline in green, prediction outline in red, on the 256x256
+metric grid).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import paths
+from .atomic import atomic_write_text
+from .checkpoint import load_checkpoint, load_model
+from .config import TrainConfig
+from .data.cache import load_volumes
+from .data.kaggle import discover_cases
+from .data.splits import split_cases
+from .data.volume import CaseVolume
+from .losses import create_loss
+from .metrics import METRIC_COLUMNS, THRESHOLD, binarize_volume, case_metrics, to_metric_grid
+from .plots import case_overlays, dsc_chart, write_overlays
+from .runtime import Runtime, select_device
+from .validation import evaluate
+
+SPLITS = ("reference", "kfold", "all")
+
+
+def format_table(rows: dict[str, dict], columns: tuple[str, ...] = ("dsc", "dsc_no_lcc", "precision", "recall",
+                                                                      "hd95_px")) -> str:
+    """Per-case lines sorted by DSC, then mean and median lines."""
+    lines = [f"{'case':<24}" + "".join(f" {c:>10}" for c in columns)]
+    for case, row in sorted(rows.items(), key=lambda item: item[1]["dsc"]):
+        lines.append(f"{case:<24}" + "".join(f" {row[c]:10.4f}" for c in columns))
+    for name, reduce in (("mean", np.mean), ("median", np.median)):
+        lines.append(f"{name:<24}" + "".join(f" {reduce([r[c] for r in rows.values()]):10.4f}" for c in columns))
+    return "\n".join(lines)
+
+
+def metrics_csv(rows: dict[str, dict]) -> str:
+    """CSV text: ``case`` + :data:`METRIC_COLUMNS`, one row per case, then mean and median rows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["case", *METRIC_COLUMNS])
+    for case in sorted(rows):
+        writer.writerow([case, *(f"{rows[case][c]:.6g}" for c in METRIC_COLUMNS)])
+    for name, reduce in (("mean", np.mean), ("median", np.median)):
+        writer.writerow([name, *(f"{reduce([r[c] for r in rows.values()]):.6g}" for c in METRIC_COLUMNS)])
+    return buffer.getvalue()
+
+
+def flair_on_metric_grid(volume: CaseVolume) -> np.ndarray:
+    """(D, 256, 256) FLAIR channel of a preprocessed case, bilinearly resized when S != 256."""
+    return to_metric_grid(torch.from_numpy(volume.image[:, 1:2].astype(np.float32))).numpy()
+
+
+def evaluation_cases(config: TrainConfig, split: str, data_dir: str | None) -> list[str]:
+    """Case ids to evaluate: the validation side of ``split`` or every case of the folder (``all``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "all":
+        return sorted(discover_cases(data_dir or config.data_dir or None))
+    eval_config = TrainConfig.from_dict({**config.to_dict(), "split": split, "data_dir": data_dir or config.data_dir,
+                                         "max_val_cases": 0})
+    return split_cases(eval_config)[1]
+
+
+def evaluate_checkpoint(weights: str | None = None, split: str | None = None, data_dir: str | None = None,
+                        cache_dir: str | None = None, out_dir: str | None = None, device: str = "auto",
+                        flip_tta: bool = False, overlays: bool = True, progress: bool = True) -> dict:
+    """Evaluate a checkpoint on a split's validation cases (docs/protocol.md, section 4) and write the report.
+
+    Args:
+        weights: checkpoint path (``weights/<run>/best.pt``); default the shipped checkpoint
+            (:func:`brainseg.paths.shipped_checkpoint`).
+        split: ``reference``, ``kfold`` (the checkpoint's fold settings) or ``all`` (every case
+            in the data folder); default: the checkpoint's own split.
+        data_dir, cache_dir: dataset and cache folders (default: as for training).
+        out_dir: output folder; default the repository's ``predictions/<run>`` (``<run>-tta`` with
+            ``flip_tta``).
+        flip_tta: average with horizontally flipped predictions.
+        overlays: write per-slice PNG overlays and a GIF per case.
+
+    Returns:
+        ``{"mean", "median", "per_case" (DSC), "rows" (all metrics per case), "out_dir"}``.
+    """
+    weights = weights or paths.shipped_checkpoint()
+    torch_device = select_device(device)
+    model, config = load_model(weights, torch_device)
+    image_size = load_checkpoint(weights)["image_size"]
+    case_ids = evaluation_cases(config, split or config.split, data_dir)
+    volumes = load_volumes(case_ids, image_size, data_dir or config.data_dir or None, cache_dir, progress=progress)
+    runtime = Runtime(torch_device, amp=config.amp, channels_last=config.channels_last)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = create_loss(config.loss, **config.loss_args)
+    result = evaluate(model, volumes, loss_fn, runtime, progress=progress, flip_tta=flip_tta)
+
+    run = Path(weights).resolve().parent.name if Path(weights).name in ("best.pt", "last.pt") else Path(weights).stem
+    out = paths.or_default(out_dir, paths.predictions_dir() / (run + ("-tta" if flip_tta else "")))
+    rows = {}
+    with tqdm(volumes, desc="report", unit="case", disable=not progress) as bar:  # closed on errors too
+        for volume in bar:
+            probs = result["probs"][volume.case_id]
+            rows[volume.case_id] = case_metrics(probs, volume.metric_mask)
+            if overlays:
+                frames = case_overlays(flair_on_metric_grid(volume), volume.metric_mask,
+                                       binarize_volume(probs, THRESHOLD))
+                write_overlays(frames, out / volume.case_id, out / f"{volume.case_id}.gif")
+    atomic_write_text(out / "metrics.csv", metrics_csv(rows))
+    per_case = {case: row["dsc"] for case, row in rows.items()}
+    dsc_chart(per_case, out / "dsc.png", title=f"{run}{' + flip TTA' if flip_tta else ''}: per-volume DSC")
+    print(format_table(rows))
+    print(f"wrote {out / 'metrics.csv'}, {out / 'dsc.png'}" + (" and overlays" if overlays else ""))
+    return {"mean": result["mean"], "median": result["median"], "per_case": per_case, "rows": rows, "out_dir": str(out)}

@@ -1,0 +1,458 @@
+"""Speed figures: training and inference images/s per precision/memory-format mode, the FLOPs of
+a step and the fraction of the device's measured matmul peak they reach, the input pipeline's
+images/s, the data preparation time (first versus cached start) and the peak memory of training.
+
+``python -m brainseg bench`` prints tables and writes JSON. Figures, not pass/fail: ratios are
+measured in one run on one machine, and :func:`goals` states where each goal stands.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..losses import create_loss
+from ..models import create_model
+from ..runtime import Runtime, peak_memory_mb, seconds_per_call, select_device
+from ..train import training_step
+
+MODES = {
+    "fp32 NCHW (reference)": dict(amp=False, channels_last=False),
+    "fp32 channels_last": dict(amp=False, channels_last=True),
+    "bf16 autocast + channels_last": dict(amp=True, channels_last=True),
+}
+REFERENCE_MODE, PROJECT_MODE = "fp32 NCHW (reference)", "bf16 autocast + channels_last"
+COMPILE_MODE = "fp32 channels_last + torch.compile"
+
+
+@dataclass
+class Speed:
+    """One row of the speed table; GFLOP are per image (forward + backward for training)."""
+
+    model: str
+    features: int
+    image_size: int
+    mode: str
+    train_images_per_s: float
+    infer_images_per_s: float
+    train_gflop_per_image: float
+    train_gflop_per_s: float
+    peak_fraction: float  # train GFLOP/s over the matmul peak of the mode's dtype
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def model_speed(model_name: str, features: int, image_size: int, runtime: Runtime, batch_size: int = 16,
+                warmup: int = 3, steps: int = 8, compile_model: bool = False) -> dict:
+    """Training and inference images/s of one model on random data, and the FLOPs of a training step.
+
+    A training step is forward, Dice loss, backward and an Adam step; inference is a forward pass
+    under ``torch.no_grad`` in eval mode. FLOPs are counted by ``torch.utils.flop_counter`` on
+    the eager model (convolutions and matmuls, forward and backward).
+
+    Returns:
+        ``{"train_images_per_s", "infer_images_per_s", "train_gflop_per_image"}``.
+    """
+    torch.manual_seed(0)
+    model = create_model(model_name, features=features).to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = create_loss("dice")
+    image = runtime.to_input(torch.randn(batch_size, 3, image_size, image_size))
+    mask = (torch.rand(batch_size, 1, image_size, image_size) > 0.9).float().to(runtime.device)
+    with FlopCounterMode(display=False) as counter:
+        training_step(model, image, mask, loss_fn, optimizer, runtime)
+    flops = counter.get_total_flops()
+    runner = torch.compile(model) if compile_model else model
+    train_s = seconds_per_call(lambda: training_step(runner, image, mask, loss_fn, optimizer, runtime),
+                               runtime.device, warmup, steps)
+    runner.eval()
+
+    def infer() -> None:
+        with torch.no_grad(), runtime.autocast():
+            runner(image)
+
+    infer_s = seconds_per_call(infer, runtime.device, warmup, steps)
+    return {"train_images_per_s": batch_size / train_s, "infer_images_per_s": batch_size / infer_s,
+            "train_gflop_per_image": flops / batch_size / 1e9}
+
+
+PIPELINES = {"sample": "augmented per slice in the DataLoader workers",
+             "batch": "augmented per batch on the device, after the copy",
+             "device": "data on the device (no workers), augmented per batch there"}
+
+
+def _training_loader(volumes: list, workers: int, batch_size: int = 16, augment: str = "sample",
+                     device: torch.device = torch.device("cpu")):
+    """The training input of ``fit`` with default augmentation: mask-weighted slices, joint
+    augmentation per slice (``augment="sample"``) or none (``"batch"``, ``"device"``: it runs on
+    the batch), from ``workers`` DataLoader processes or, with ``"device"``, from
+    :class:`~brainseg.data.dataset.DeviceBatches` on ``device``."""
+    from ..data.dataset import DeviceBatches, SliceDataset, make_sampler
+    from ..data.transforms import JointAugment
+
+    dataset = SliceDataset(volumes, JointAugment() if augment == "sample" else None)  # the reference ranges
+    sampler = make_sampler(dataset, "weighted", torch.Generator().manual_seed(0))
+    if augment == "device":
+        return DeviceBatches(dataset, sampler, batch_size, device)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
+
+
+def pipeline_images_per_s(volumes: list, workers: int, batch_size: int = 16, batches: int = 40,
+                          augment: str = "sample", device: torch.device = torch.device("cpu")) -> float:
+    """Images/s of the training input pipeline alone: cached volumes -> random slice -> batch on
+    ``device``, one of :data:`PIPELINES`: with ``workers`` DataLoader processes (as in ``fit``),
+    augmented per slice in the workers (``augment="sample"``) or per batch on ``device`` after the
+    copy (``"batch"``), or gathered and augmented on ``device`` (``"device"``)."""
+    from ..data.transforms import BatchAugment
+
+    loader = _training_loader(volumes, workers, batch_size, augment, device)
+    batch_augment = BatchAugment() if augment != "sample" else None
+    iterator = iter(loader)
+    next(iterator)  # start-up of the workers is not throughput
+    start, images = time.perf_counter(), 0
+    for _, (image, mask) in zip(range(batches), iterator):
+        if batch_augment is not None:
+            image, mask = batch_augment(image.to(device), mask.to(device))
+        images += image.shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return images / (time.perf_counter() - start)
+
+
+def synthetic_volumes(cases: int, slices: int, image_size: int) -> list:
+    """Random stand-ins for cached volumes, for the pipeline benchmark without the dataset."""
+    from ..data.volume import CaseVolume
+
+    rng = np.random.default_rng(0)
+    volumes = []
+    for c in range(cases):
+        image = rng.standard_normal((slices, 3, image_size, image_size)).astype(np.float16)
+        mask = (rng.random((slices, image_size, image_size)) > 0.95).astype(np.uint8)
+        volumes.append(CaseVolume(f"synthetic_{c}", image, mask, mask, None))
+    return volumes
+
+
+def tree_pss_mb(pid: int | None = None) -> float:
+    """Proportional set size of a process and its direct children (DataLoader workers), in MiB.
+
+    PSS splits each shared page among the processes mapping it, so pages a forked worker shares
+    with its parent count once; summing resident sizes would count the loaded volumes twice.
+    Linux only; 0 elsewhere.
+    """
+    def pss(p: int) -> float:
+        try:
+            for line in open(f"/proc/{p}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    pid = pid or os.getpid()
+    try:
+        children = [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        children = []
+    return pss(pid) + sum(pss(c) for c in children)
+
+
+class MemorySampler:
+    """Samples :func:`tree_pss_mb` every ``interval`` seconds in a thread; ``peak_mb`` is the maximum."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peak_mb = interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, tree_pss_mb())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "MemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _reference_training_volumes(image_size: int, data_dir: str | None) -> tuple[list[str], list]:
+    """The reference training split's cases and their cached volumes (built when missing)."""
+    from ..data.cache import load_volumes
+    from ..data.kaggle import discover_cases
+    from ..data.splits import reference_split
+
+    train_ids, _ = reference_split(sorted(discover_cases(data_dir)))
+    return train_ids, load_volumes(train_ids, image_size, data_dir, progress=False)
+
+
+def _warm_cache_child(image_size: int, data_dir: str | None) -> int:
+    """In a fresh process: build any missing cache files of the training split; their number of cases."""
+    return len(_reference_training_volumes(image_size, data_dir)[1])
+
+
+def _training_memory_child(image_size: int, features: int, steps: int, data_dir: str | None, workers: int,
+                           checkpointing: bool = False) -> dict:
+    """In a fresh process, with the cache already built: load the reference training split at
+    ``image_size`` as ``fit`` does and take ``steps`` training steps (fp32, channels_last: the
+    ``cpu`` preset's mode; activation ``checkpointing`` if asked). Reports the memory after loading
+    the data (``data_memory_mb``), the peak during training (``peak_memory_mb``; sampled PSS of the
+    process and its DataLoader workers, shared pages counted once), as an upper bound the sum of
+    their peak RSS, and the seconds per step after the first."""
+    train_ids, volumes = _reference_training_volumes(image_size, data_dir)
+    data_mb = tree_pss_mb()
+    loader = _training_loader(volumes, workers)
+    runtime = Runtime(torch.device("cpu"), amp=False, channels_last=True)
+    model = create_model("unet", features=features).to(memory_format=torch.channels_last)
+    model.checkpointing = checkpointing
+    optimizer, loss_fn = torch.optim.AdamW(model.parameters()), create_loss("dice")
+    with MemorySampler() as sampler:
+        batches = iter(loader)
+        for step, (image, mask) in zip(range(steps), batches):
+            if step == 1:
+                start = time.perf_counter()
+            training_step(model, runtime.to_input(image), mask, loss_fn, optimizer, runtime)
+        seconds_per_step = (time.perf_counter() - start) / max(1, steps - 1)
+        del batches  # joins the workers, so that their peak RSS counts among finished children
+    return {"image_size": image_size, "features": features, "checkpointing": checkpointing,
+            "train_cases": len(train_ids), "train_slices": len(loader.dataset), "steps": steps, "workers": workers,
+            "seconds_per_step": round(seconds_per_step, 2),
+            "data_memory_mb": round(data_mb, 1), "peak_memory_mb": round(sampler.peak_mb, 1),
+            "peak_rss_sum_mb": round(peak_memory_mb(), 1)}
+
+
+def training_memory(image_size: int, features: int, steps: int, data_dir: str | None, workers: int = 1,
+                    checkpointing: bool = False) -> dict:
+    """Peak memory of a CPU training run on the full reference training split (see the child).
+
+    A first process builds any missing cache files, so that the measured one starts as a cached
+    training run does and the figure is that of training, not of a first start's preprocessing.
+    """
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        pool.submit(_warm_cache_child, image_size, data_dir).result()
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_training_memory_child, image_size, features, steps, data_dir, workers,
+                           checkpointing).result()
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 3) -> float:
+    """Achieved GFLOP/s of an n x n matmul (float32 on CUDA with TF32 exactly when cuDNN
+    convolutions use it, so that the fp32 modes are compared with the peak they can reach)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def data_start_seconds(image_size: int, data_dir: str | None, workers: int | None = None) -> dict:
+    """Seconds to prepare all 110 cases with an empty cache (first start) and again (cached start)."""
+    from ..data.cache import load_volumes
+    from ..data.kaggle import discover_cases
+
+    case_ids = sorted(discover_cases(data_dir))
+    with tempfile.TemporaryDirectory() as cache_dir:
+        start = time.perf_counter()
+        load_volumes(case_ids, image_size, data_dir, cache_dir, workers=workers, progress=True)
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        volumes = load_volumes(case_ids, image_size, data_dir, cache_dir, progress=False)
+        cached = time.perf_counter() - start
+    return {"image_size": image_size, "cases": len(case_ids), "first_start_s": round(first, 1),
+            "cached_start_s": round(cached, 2), "cached_gb": round(sum(v.image.nbytes for v in volumes) / 1e9, 2)}
+
+
+def _peak_for(results: dict, amp: bool) -> float:
+    return results["matmul_gflops"]["bfloat16" if amp else "float32"]
+
+
+def auto_picks(speed_rows: list[dict], device: torch.device) -> list[dict]:
+    """What ``amp="auto"`` would pick for each model, width and size timed: on a CPU the faster of
+    the fp32 and bf16 channels_last rows (:func:`brainseg.runtime.pick_bf16`), on CUDA bf16."""
+    from ..runtime import pick_bf16
+
+    rates: dict[tuple, dict[str, float]] = {}
+    for row in speed_rows:
+        rates.setdefault((row["model"], row["features"], row["image_size"]), {})[row["mode"]] = row["train_images_per_s"]
+    picks = []
+    for (model, width, size), by_mode in rates.items():
+        fp32, bf16 = by_mode.get("fp32 channels_last"), by_mode.get("bf16 autocast + channels_last")
+        if fp32 is None or bf16 is None:
+            continue
+        picked = "bf16" if device.type == "cuda" or pick_bf16(fp32, bf16) else "fp32"
+        picks.append({"model": model, "features": width, "image_size": size, "picked": picked})
+    return picks
+
+
+def run_benchmark(sizes: tuple[int, ...] = (128, 256), features: tuple[int, ...] = (32,),
+                  models: tuple[str, ...] = ("unet",), device: str = "auto", data: bool = False,
+                  data_dir: str | None = None, data_size: int = 256, steps: int = 8, compile_model: bool = False,
+                  memory: bool = False, memory_steps: int = 20, workers: int = 1) -> dict:
+    """Run the benchmark and print its tables; returns everything as a dict (see ``bench`` CLI).
+
+    Args:
+        sizes, features, models: the grid of models timed in every mode of :data:`MODES`.
+        data: also time data preparation (first and cached start, all cases at ``data_size``) and
+            feed the pipeline benchmark with real cached volumes instead of random ones.
+        compile_model: add a ``torch.compile`` mode (compilation time is not counted).
+        memory: peak memory of ``memory_steps`` training steps at 256 px on the full training split.
+        workers: DataLoader workers of the pipeline and memory measurements (the ``cpu`` preset's 1).
+    """
+    torch_device = select_device(device)
+    results = {"device": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda"
+               else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+               "torch_version": torch.__version__, "speed": [], "matmul_gflops": {}, "pipeline": []}
+    for dtype in (torch.float32, torch.bfloat16):
+        results["matmul_gflops"][str(dtype).removeprefix("torch.")] = round(matmul_gflops(torch_device, dtype), 1)
+    print(f"device: {results['device']}; 4096^2 matmul GFLOP/s: {results['matmul_gflops']}")
+    modes = {**MODES, **({COMPILE_MODE: dict(amp=False, channels_last=True)} if compile_model else {})}
+    print(f"{'model':<15} {'feat':>4} {'size':>5}  {'mode':<36} {'train img/s':>11} {'infer img/s':>11} "
+          f"{'GFLOP/img':>9} {'GFLOP/s':>8} {'of peak':>7}")
+    for model in models:
+        for size in sizes:
+            for width in features:
+                for mode, flags in modes.items():
+                    runtime = Runtime(torch_device, **flags)
+                    speed = model_speed(model, width, size, runtime, steps=steps, compile_model=mode == COMPILE_MODE)
+                    achieved = speed["train_gflop_per_image"] * speed["train_images_per_s"]
+                    row = Speed(model, width, size, mode, round(speed["train_images_per_s"], 2),
+                                round(speed["infer_images_per_s"], 2), round(speed["train_gflop_per_image"], 2),
+                                round(achieved, 1), round(achieved / _peak_for(results, flags["amp"]), 3))
+                    results["speed"].append(row.__dict__)
+                    print(f"{model:<15} {width:>4} {size:>5}  {mode:<36} {row.train_images_per_s:>11.2f} "
+                          f"{row.infer_images_per_s:>11.2f} {row.train_gflop_per_image:>9.2f} "
+                          f"{row.train_gflop_per_s:>8.1f} {row.peak_fraction:>7.0%}", flush=True)
+    results["amp_auto"] = auto_picks(results["speed"], torch_device)
+    for pick in results["amp_auto"]:
+        print(f"amp auto for {pick['model']} {pick['features']} features at {pick['image_size']} px: {pick['picked']}")
+    for size in sizes:
+        if data:
+            from ..data.cache import load_volumes
+            from ..data.kaggle import discover_cases
+
+            volumes = load_volumes(sorted(discover_cases(data_dir))[:20], size, data_dir, progress=False)
+        else:
+            volumes = synthetic_volumes(4, 20, size)
+        for augment, how in PIPELINES.items():
+            rate = pipeline_images_per_s(volumes, workers, augment=augment, device=torch_device)
+            results["pipeline"].append({"image_size": size, "workers": 0 if augment == "device" else workers,
+                                        "augment": augment, "images_per_s": round(rate, 1),
+                                        "source": "20 cached cases" if data else "random volumes"})
+            print(f"input pipeline at {size} px, {how}: {rate:.1f} images/s")
+    if data:
+        results["data"] = data_start_seconds(data_size, data_dir)
+        print(f"data at {data_size} px: first start {results['data']['first_start_s']} s, "
+              f"cached start {results['data']['cached_start_s']} s")
+    results["peak_memory_mb"] = round(peak_memory_mb(), 1)  # this process, before the memory child
+    if memory:
+        results.update(memory_figures(max(features), memory_steps, data_dir, workers))
+    results["goals"] = goals(results)
+    print(goals_table(results["goals"]))
+    return results
+
+
+def memory_figures(features: int, steps: int, data_dir: str | None, workers: int) -> dict:
+    """Peak memory of training at 256 px without and with activation checkpointing (printed):
+    ``{"training_memory": ..., "training_memory_checkpointing": ...}``."""
+    figures = {}
+    for key, checkpointing in (("training_memory", False), ("training_memory_checkpointing", True)):
+        figures[key] = found = training_memory(256, features, steps, data_dir, workers, checkpointing)
+        print(f"training at 256 px ({features} features, full training split, {steps} steps, activation "
+              f"checkpointing {'on' if checkpointing else 'off'}): peak memory {found['peak_memory_mb']:.0f} MB "
+              f"(PSS of process and workers; {found['data_memory_mb']:.0f} MB of it after loading the data), "
+              f"{found['seconds_per_step']:.2f} s per step", flush=True)
+    return figures
+
+
+def goals(results: dict) -> list[dict]:
+    """Where each speed goal of the project stands in ``results`` (only those measured).
+
+    Returns:
+        Rows ``{"goal", "target", "measured", "met"}``.
+    """
+    def find(model: str, size: int, mode: str) -> list[dict]:
+        return [r for r in results["speed"] if r["model"] == model and r["image_size"] == size and r["mode"] == mode]
+
+    rows = []
+    for ref in find("unet", 256, REFERENCE_MODE):
+        for mode in [m for m in MODES if m != REFERENCE_MODE] + [COMPILE_MODE]:
+            for other in [r for r in find("unet", 256, mode) if r["features"] == ref["features"]]:
+                ratio = other["train_images_per_s"] / ref["train_images_per_s"]
+                rows.append({"goal": f"train img/s at 256 px, {mode} / fp32 NCHW ({ref['features']} features)",
+                             "target": ">= 3.5x", "measured": f"{ratio:.2f}x", "met": ratio >= 3.5})
+    for row in find("unet", 256, PROJECT_MODE):
+        rows.append({"goal": f"bf16 GFLOP/s at 256 px / bf16 matmul peak ({row['features']} features)",
+                     "target": ">= 70%", "measured": f"{row['peak_fraction']:.0%} ({row['train_gflop_per_s']:.0f} of "
+                                                     f"{results['matmul_gflops']['bfloat16']:.0f})",
+                     "met": row["peak_fraction"] >= 0.7})
+    for pipe in results.get("pipeline", []):
+        fastest = max((r["train_images_per_s"] for r in results["speed"] if r["image_size"] == pipe["image_size"]),
+                      default=None)
+        if fastest:
+            ratio = pipe["images_per_s"] / fastest
+            augment = pipe.get("augment", "sample")
+            label = "data and augmentation on the device" if augment == "device" else f"augmentation per {augment}"
+            rows.append({"goal": f"input pipeline ({label}) / fastest model training at "
+                                 f"{pipe['image_size']} px",
+                         "target": ">= 3x", "measured": f"{ratio:.1f}x ({pipe['images_per_s']:.0f} vs {fastest:.1f} img/s)",
+                         "met": ratio >= 3})
+    if "data" in results:
+        data = results["data"]
+        rows.append({"goal": f"first start, {data['cases']} cases at {data['image_size']} px", "target": "< 120 s",
+                     "measured": f"{data['first_start_s']} s", "met": data["first_start_s"] < 120})
+        rows.append({"goal": "cached start", "target": "< 5 s", "measured": f"{data['cached_start_s']} s",
+                     "met": data["cached_start_s"] < 5})
+    for key, how in (("training_memory", ""), ("training_memory_checkpointing", ", activation checkpointing")):
+        if key in results:
+            memory = results[key]
+            rows.append({"goal": f"peak memory of training at 256 px ({memory['features']} features, full split{how})",
+                         "target": "< 4 GB", "measured": f"{memory['peak_memory_mb'] / 1024:.2f} GB",
+                         "met": memory["peak_memory_mb"] < 4096})
+    return rows
+
+
+def goals_table(rows: list[dict]) -> str:
+    """The goals as a Markdown table."""
+    lines = ["| goal | target | measured | met |", "|---|---|---|---|"]
+    lines += [f"| {r['goal']} | {r['target']} | {r['measured']} | {'yes' if r['met'] else 'no'} |" for r in rows]
+    return "\n".join(lines)
+
+
+def speed_table(results: dict) -> str:
+    """Training images/s of every timed model, width and size in each mode, with inference
+    images/s and GFLOP per training image, as a Markdown table."""
+    modes = list(dict.fromkeys(row["mode"] for row in results["speed"]))
+    settings = list(dict.fromkeys((row["model"], row["features"], row["image_size"]) for row in results["speed"]))
+    lines = ["| model | width | size | " + " | ".join(f"train img/s, {m}" for m in modes)
+             + " | inference img/s (fastest mode) | GFLOP per training image |",
+             "|---|---|---|" + "---|" * (len(modes) + 2)]
+    for model, width, size in settings:
+        rows = {r["mode"]: r for r in results["speed"] if (r["model"], r["features"], r["image_size"]) == (model, width, size)}
+        cells = [f"{rows[m]['train_images_per_s']:.2f}" if m in rows else "-" for m in modes]
+        infer = max(r["infer_images_per_s"] for r in rows.values())
+        flops = next(iter(rows.values()))["train_gflop_per_image"]
+        lines.append(f"| {model} | {width} | {size} | " + " | ".join(cells) + f" | {infer:.2f} | {flops:.1f} |")
+    return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""The registry: every registered model trains (a forward/backward pass with a gradient on every
+parameter) and predicts; an unknown name lists the registered ones."""
+
+import pytest
+import torch
+
+from brainseg.losses import create_loss
+from brainseg.models import MODELS, create_model
+from brainseg.train import compute_loss
+
+
+# The reference U-Net in fp32 is the fast tier's model test; the others take 3-12 s each on the CPU.
+FORWARD_CASES = [pytest.param(name, amp, id=f"{'bf16' if amp else 'fp32'}-{name}",
+                              marks=() if (name, amp) == ("unet", False) else pytest.mark.slow)
+                 for amp in (False, True) for name in sorted(MODELS)]
+
+
+@pytest.mark.parametrize("name, amp", FORWARD_CASES)
+def test_forward_backward(name, amp):
+    torch.manual_seed(0)
+    model = create_model(name, features=4)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        logits = model(x)
+    heads = 4 if name == "unet_plus_plus" else 1  # deep supervision in training mode
+    assert logits.shape == (2, heads, 64, 96)
+    compute_loss(create_loss("dice"), logits, torch.zeros(2, 1, 64, 96)).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not no_grad, f"{name}: parameters without a finite gradient: {no_grad[:5]}"
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        assert model(x).shape == (2, 1, 64, 96)
+
+
+def test_unknown_model_lists_the_registry():
+    with pytest.raises(ValueError, match="available models: attention_unet, resunet34, unet, unet_plus_plus"):
+        create_model("vnet")

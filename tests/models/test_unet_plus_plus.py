@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+from brainseg.models import create_model
+
+
+@pytest.mark.slow
+def test_unet_plus_plus_inference_modes():
+    torch.manual_seed(0)
+    final = create_model("unet_plus_plus", features=4).eval()
+    mean = create_model("unet_plus_plus", features=4, inference="mean").eval()
+    mean.load_state_dict(final.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        final.train()  # training mode returns the 4 stacked heads; BatchNorm kept in eval mode
+        for module in final.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
+        heads = final(x)
+        final.eval()
+        assert heads.shape == (1, 4, 32, 32)
+        torch.testing.assert_close(final(x), heads[:, 3:])
+        torch.testing.assert_close(mean(x), heads.mean(dim=1, keepdim=True))
+    with pytest.raises(ValueError, match="inference must be"):
+        create_model("unet_plus_plus", inference="max")
