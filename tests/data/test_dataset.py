@@ -7,6 +7,7 @@ from brainseg.config import TrainConfig
 from brainseg.data.volume import CaseVolume
 from brainseg.data.dataset import DeviceBatches, SliceDataset, make_sampler, mask_weighted_slice_weights
 from brainseg.data.preprocess import Geometry
+from brainseg.tools.bench import synthetic_volumes
 from brainseg.train import fit
 
 GEOMETRY = Geometry((1, 4), (0, 8), (0, 8), (0, 0), (0, 0), 8)
@@ -42,19 +43,9 @@ def test_dataset_items_and_samplers():
         SliceDataset([])
 
 
-def random_volumes(cases=3, slices=5, size=16) -> list[CaseVolume]:
-    rng = np.random.default_rng(0)
-    volumes = []
-    for c in range(cases):
-        image = rng.standard_normal((slices, 3, size, size)).astype(np.float16)
-        mask = (rng.random((slices, size, size)) > 0.8).astype(np.uint8)
-        volumes.append(CaseVolume(f"case_{c}", image, mask, mask, None))
-    return volumes
-
-
 @pytest.mark.parametrize("kind", ["weighted", "shuffle"])
 def test_same_batches_as_the_dataloader(kind):
-    dataset = SliceDataset(random_volumes())
+    dataset = SliceDataset(synthetic_volumes(3, 5, 16))
     loader = DataLoader(dataset, batch_size=4, sampler=make_sampler(dataset, kind, torch.Generator().manual_seed(3)))
     batches = DeviceBatches(dataset, make_sampler(dataset, kind, torch.Generator().manual_seed(3)), 4,
                             torch.device("cpu"))
