@@ -6,7 +6,6 @@ from brainseg.config import TrainConfig
 from brainseg.models import create_model
 
 
-@pytest.mark.slow
 def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
     torch.manual_seed(0)
     config = TrainConfig.preset("smoke")
@@ -94,7 +93,6 @@ def _next_draws(generator):
     return (torch.rand(3), torch.randperm(10, generator=generator), np.random.rand(3).tolist(), random.random())
 
 
-@pytest.mark.slow
 def test_training_state_round_trip_restores_every_state_into_fresh_objects(tmp_path):
     import random
 

@@ -27,7 +27,6 @@ def test_pick_bf16_needs_the_margin():
     assert pick_bf16(10.0, 10.5, margin=1.0)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("fp32_s, bf16_s, picked", [(2.0, 1.0, "bf16"), (1.0, 2.0, "fp32"), (1.0, 0.95, "fp32")])
 def test_auto_times_both_precisions_and_keeps_the_faster(tiny_unet, fp32_s, bf16_s, picked):
     before = [p.detach().clone() for p in tiny_unet.parameters()]

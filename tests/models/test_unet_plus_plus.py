@@ -4,7 +4,6 @@ import torch
 from brainseg.models import create_model
 
 
-@pytest.mark.slow
 def test_unet_plus_plus_inference_modes():
     torch.manual_seed(0)
     final = create_model("unet_plus_plus", features=4).eval()

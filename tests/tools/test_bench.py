@@ -8,7 +8,6 @@ from brainseg.tools import bench
 from brainseg.tools.bench import goals, goals_table, matmul_gflops, model_speed, pipeline_images_per_s, synthetic_volumes
 
 
-@pytest.mark.slow
 def test_speed_and_flops_are_measured_in_every_mode(monkeypatch):
     timed = []
 

@@ -113,7 +113,6 @@ def test_history_from_logs_wins_over_the_exported_copy(setup):
     assert "No history (skipped): cpu-unet-dice-reference." not in setup["doc"].read_text()
 
 
-@pytest.mark.slow
 def test_analysis_survives_regeneration(setup):
     build(setup)
     text = setup["doc"].read_text()
