@@ -148,9 +148,12 @@ def _add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
 def _add_evaluate_parser(sub) -> None:
     parser = sub.add_parser("evaluate", help="per-case metrics, DSC chart and outline overlays of a checkpoint",
                             formatter_class=HelpFormatter)
-    parser.add_argument("--weights", default=None,
+    parser.add_argument("--weights", nargs="+", default=None,
                         help="checkpoint, e.g. weights/<run>/best.pt (default: the shipped "
-                             "weights/cpu-unet-bce_dice-flairfill-reference.pt)")
+                             "weights/cpu-unet-bce_dice-flairfill-reference.pt); several, a run folder or a "
+                             "cross-validation's name (its fold models) make an ensemble that averages "
+                             "probabilities. Cases a checkpoint trained on are refused on the reference and "
+                             "kfold splits")
     parser.add_argument("--split", default=None, choices=["reference", "kfold", "all"],
                         help="validation cases of this split, or every case of the data folder "
                              "(default: the checkpoint's own split)")
@@ -175,7 +178,9 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _add_predict_parser(sub) -> None:
     parser = sub.add_parser("predict", help="masks for a new case folder (no masks needed), in its original geometry",
                             formatter_class=HelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint, e.g. weights/<run>/best.pt")
+    parser.add_argument("--weights", nargs="+", required=True,
+                        help="checkpoint, e.g. weights/<run>/best.pt; several, a run folder or a cross-validation's "
+                             "name (e.g. weights/<cv>, its fold models) make an ensemble that averages probabilities")
     parser.add_argument("--case", required=True, help="case folder with <case>_<n>.tif slices")
     parser.add_argument("--out", required=True, help="output folder for <case>_<n>_mask.tif, overlays and GIF")
     parser.add_argument("--tta", action="store_true", help="average with horizontally flipped predictions")
@@ -240,6 +245,7 @@ def _add_results_parser(sub) -> None:
     table.set_defaults(func=_results_table)
     _add_compare_parser(action)
     _add_paired_parser(action)
+    _add_ensemble_parser(action)
     _add_failures_parser(action)
     _add_postprocess_parser(action)
 
@@ -317,6 +323,32 @@ def _results_paired(args: argparse.Namespace) -> None:
     atomic_write_json(out, {**result, "command": args.command_line})
     print(paired_report(result))
     print(f"wrote {out}")
+
+
+def _add_ensemble_parser(action) -> None:
+    ensemble = action.add_parser("ensemble", help="out-of-fold cross-validation of an ensemble of cross-validations",
+                                 description="Each case is predicted by the averaged probabilities of the fold "
+                                             "models (one per cross-validation, weights/<cv>-fold<k>/best.pt) that "
+                                             "did not train on it. The pooled result goes to results/<name>.json, "
+                                             "ready for 'results paired'.",
+                                 formatter_class=HelpFormatter)
+    ensemble.add_argument("cvs", nargs="+", help="cross-validations trained on the same saved folds")
+    ensemble.add_argument("--name", default="", help="result name (default: ensemble-<cv>+<cv>...)")
+    ensemble.add_argument("--folds", type=int, nargs="+", default=None,
+                          help="score only these folds, for screening (default: every fold all of them have)")
+    _add_results_dir(ensemble)
+    _add_weights_dir(ensemble)
+    _add_data_dir(ensemble)
+    ensemble.add_argument("--cache-dir", default=None, help="preprocessed-volume cache (default: as for training)")
+    _add_device(ensemble)
+    ensemble.set_defaults(func=_results_ensemble)
+
+
+def _results_ensemble(args: argparse.Namespace) -> None:
+    from .cv import ensemble_cv
+
+    ensemble_cv(args.cvs, args.name, args.folds, args.weights_dir, args.results_dir, args.data_dir, args.cache_dir,
+                args.device, command=args.command_line)
 
 
 def _add_failures_parser(action) -> None:

@@ -13,19 +13,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import paths
 from .atomic import atomic_write_json, atomic_write_text
 from .config import TrainConfig
+from .data.cache import load_volumes
 from .data.kaggle import discover_cases
 from .data.splits import kfold_split
+from .ensemble import check_unseen, load_ensemble, resolve_checkpoints, run_split
+from .losses import create_loss
 from .metrics import summarize
 from .results import export_run
+from .runtime import Runtime, describe_device, select_device
+from .validation import evaluate
 
 
 def write_folds(path: str | Path, case_ids: list[str], folds: int, seed: int) -> list[list[str]]:
@@ -192,3 +199,104 @@ def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", onl
           f"rule mean {result['val_mean_dsc_without_lcc']:.4f}; folds' wall time {result['wall_time_s'] / 60:.1f} min "
           f"(this call {(time.perf_counter() - start) / 60:.1f} min); wrote {results_dir}/{name}.json")
     return result
+
+
+def fold_checkpoints(cv_name: str, weights_dir: str | Path | None = None) -> dict[int, Path]:
+    """``{k: weights/<cv_name>-fold<k>/best.pt}`` for every fold found.
+
+    Raises:
+        FileNotFoundError: no fold checkpoint of that name (the place looked at is named).
+    """
+    found = [p for p in resolve_checkpoints([cv_name], weights_dir) if re.search(r"-fold\d+$", p.parent.name)]
+    if not found:
+        raise FileNotFoundError(f"{cv_name}: not a cross-validation; no {cv_name}-fold<k>/best.pt in "
+                                f"{weights_dir or paths.weights_dir()}")
+    return {int(re.search(r"fold(\d+)$", p.parent.name).group(1)): p for p in found}
+
+
+def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = None,
+                weights_dir: str | Path | None = None, results_dir: str | Path | None = None,
+                data_dir: str | None = None, cache_dir: str | None = None, device: str = "auto",
+                command: str = "", progress: bool = True) -> dict:
+    """Out-of-fold cross-validation of an ensemble of cross-validations trained on the same folds.
+
+    Each case is predicted by the ensemble (:class:`brainseg.ensemble.ProbabilityMean`) of the fold
+    models, one per cross-validation, that did not train on it; the per-case DSC are pooled as in
+    :func:`pool_folds` and written to ``results/<name>.json`` and ``-per-case.csv``, so that
+    ``results paired`` can compare the ensemble with any of its members.
+
+    Args:
+        cv_names: the cross-validations (their checkpoints ``weights/<cv>-fold<k>/best.pt``).
+        name: the result's name; default ``ensemble-<cv>+<cv>...``.
+        folds: score only these folds (screening: the result's split says which); default every
+            fold that all cross-validations have.
+
+    Raises:
+        ValueError: a fold missing from one of them, or members of a fold that validate different cases.
+    """
+    by_cv = {cv: fold_checkpoints(cv, weights_dir) for cv in cv_names}
+    common = sorted(set.intersection(*(set(f) for f in by_cv.values())))
+    folds = sorted(folds) if folds is not None else common
+    for cv, found in by_cv.items():
+        if set(folds) - set(found):
+            raise ValueError(f"{cv} has no checkpoint for folds {sorted(set(folds) - set(found))} "
+                             f"(it has {sorted(found)})")
+    torch_device, start = select_device(device), time.perf_counter()
+    per_case, without_lcc, fold_of, configs = {}, {}, {}, []
+    for k in folds:
+        ensemble = load_ensemble([by_cv[cv][k] for cv in cv_names], torch_device)
+        validation = {tuple(run_split(c, data_dir)[1]) for c in ensemble.configs}
+        if len(validation) > 1:
+            raise ValueError(f"the fold {k} models of {', '.join(cv_names)} validate different cases; "
+                             "an out-of-fold ensemble needs cross-validations on the same saved folds")
+        case_ids = list(validation.pop())
+        check_unseen(ensemble, case_ids, data_dir)
+        config = ensemble.config
+        volumes = load_volumes(case_ids, ensemble.image_size, data_dir or config.data_dir or None, cache_dir,
+                               progress=progress)
+        runtime = Runtime(torch_device, amp=config.amp, channels_last=config.channels_last)
+        model = ensemble.model.to(memory_format=torch.channels_last) if config.channels_last else ensemble.model
+        result = evaluate(model, volumes, create_loss(config.loss, **config.loss_args), runtime,
+                          progress=progress)
+        per_case.update(result["per_case"])
+        without_lcc.update(result["per_case_without_lcc"])
+        fold_of.update({case: k for case in case_ids})
+        configs += ensemble.configs
+        print(f"ensemble fold {k}: {len(case_ids)} cases, mean DSC {result['mean']:.4f}")
+    name = name or "ensemble-" + "+".join(cv_names)
+    every_fold = len(folds) == len(common) == configs[0].folds
+    pooled = _ensemble_result(name, cv_names, configs, per_case, without_lcc, fold_of,
+                              f"cv{len(folds)}" if every_fold else f"cv{configs[0].folds}-folds{','.join(map(str, folds))}",
+                              describe_device(torch_device), time.perf_counter() - start, command)
+    results_dir = paths.or_default(results_dir, paths.results_dir())
+    atomic_write_json(results_dir / f"{name}.json", pooled)
+    atomic_write_text(results_dir / f"{name}-per-case.csv", per_case_csv(pooled))
+    low, high = pooled["val_mean_dsc_ci95"]
+    print(f"{name}: {len(per_case)} cases, mean DSC {pooled['val_mean_dsc']:.4f} (95% CI {low:.4f}-{high:.4f}), "
+          f"median {pooled['val_median_dsc']:.4f}; wrote {results_dir}/{name}.json")
+    return pooled
+
+
+def _ensemble_result(name: str, cv_names: list[str], configs: list[TrainConfig], per_case: dict,
+                     without_lcc: dict, fold_of: dict, split: str, device: str, seconds: float, command: str) -> dict:
+    """A results entry for :func:`ensemble_cv`, with the keys of a trained cross-validation's."""
+    values = [per_case[c] for c in sorted(per_case)]
+    summary, summary_raw = summarize(per_case), summarize(without_lcc)
+
+    def shared(field: str) -> str:
+        return "+".join(sorted({str(getattr(c, field)) for c in configs}))
+
+    return {
+        "run": name, "model": shared("model"), "loss": shared("loss"), "preset": shared("preset"),
+        "image_size": configs[0].image_size, "epochs": max(c.epochs for c in configs), "split": split,
+        "selection": "last: an ensemble of each cross-validation's final fold models, nothing chosen on evaluated "
+                     "cases; every case predicted by the fold models that did not train on it",
+        "members": cv_names,
+        "val_mean_dsc": summary["mean"], "val_median_dsc": summary["median"],
+        "val_mean_dsc_ci95": bootstrap_interval(values, np.mean),
+        "val_median_dsc_ci95": bootstrap_interval(values, np.median),
+        "val_mean_dsc_without_lcc": summary_raw["mean"], "val_median_dsc_without_lcc": summary_raw["median"],
+        "per_case": per_case, "per_case_without_lcc": without_lcc, "fold_of_case": fold_of,
+        "best_epoch": max(c.epochs for c in configs), "wall_time_s": round(seconds, 1),
+        "device": device, "command": command,
+    }

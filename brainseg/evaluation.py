@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,12 +19,12 @@ from tqdm.auto import tqdm
 
 from . import paths
 from .atomic import atomic_write_text
-from .checkpoint import load_checkpoint, load_model
 from .config import TrainConfig
 from .data.cache import load_volumes
 from .data.kaggle import discover_cases
 from .data.splits import split_cases
 from .data.volume import CaseVolume
+from .ensemble import check_unseen, load_ensemble, resolve_checkpoints
 from .losses import create_loss
 from .metrics import METRIC_COLUMNS, THRESHOLD, binarize_volume, case_metrics, to_metric_grid
 from .plots import case_overlays, dsc_chart, write_overlays
@@ -72,51 +73,67 @@ def evaluation_cases(config: TrainConfig, split: str, data_dir: str | None) -> l
     return split_cases(eval_config)[1]
 
 
-def evaluate_checkpoint(weights: str | None = None, split: str | None = None, data_dir: str | None = None,
-                        cache_dir: str | None = None, out_dir: str | None = None, device: str = "auto",
-                        flip_tta: bool = False, overlays: bool = True, progress: bool = True) -> dict:
-    """Evaluate a checkpoint on a split's validation cases (docs/protocol.md, section 4) and write the report.
+def evaluate_checkpoint(weights: str | Sequence[str] | None = None, split: str | None = None,
+                        data_dir: str | None = None, cache_dir: str | None = None, out_dir: str | None = None,
+                        device: str = "auto", flip_tta: bool = False, overlays: bool = True,
+                        progress: bool = True) -> dict:
+    """Evaluate a checkpoint, or an ensemble of several, on a split's validation cases
+    (docs/protocol.md, section 4) and write the report.
 
     Args:
-        weights: checkpoint path (``weights/<run>/best.pt``); default the shipped checkpoint
-            (:func:`brainseg.paths.shipped_checkpoint`).
-        split: ``reference``, ``kfold`` (the checkpoint's fold settings) or ``all`` (every case
-            in the data folder); default: the checkpoint's own split.
+        weights: checkpoint path (``weights/<run>/best.pt``), or several (their probabilities
+            averaged; any form :func:`brainseg.ensemble.resolve_checkpoints` takes); default the
+            shipped checkpoint (:func:`brainseg.paths.shipped_checkpoint`).
+        split: ``reference``, ``kfold`` (the first checkpoint's fold settings) or ``all`` (every case
+            in the data folder, which may include training cases); default: the first checkpoint's split.
         data_dir, cache_dir: dataset and cache folders (default: as for training).
         out_dir: output folder; default the repository's ``predictions/<run>`` (``<run>-tta`` with
-            ``flip_tta``).
+            ``flip_tta``; ``ensemble<n>-<runs>`` for several checkpoints).
         flip_tta: average with horizontally flipped predictions.
         overlays: write per-slice PNG overlays and a GIF per case.
 
     Returns:
         ``{"mean", "median", "per_case" (DSC), "rows" (all metrics per case), "out_dir"}``.
+
+    Raises:
+        ValueError: on the ``reference`` or ``kfold`` split, a checkpoint trained on one of the cases.
     """
-    weights = weights or paths.shipped_checkpoint()
+    specs = [weights] if isinstance(weights, (str, Path)) else list(weights or [paths.shipped_checkpoint()])
     torch_device = select_device(device)
-    model, config = load_model(weights, torch_device)
-    image_size = load_checkpoint(weights)["image_size"]
-    case_ids = evaluation_cases(config, split or config.split, data_dir)
-    volumes = load_volumes(case_ids, image_size, data_dir or config.data_dir or None, cache_dir, progress=progress)
+    ensemble = load_ensemble(resolve_checkpoints(specs), torch_device)
+    config = ensemble.config
+    split = split or config.split
+    case_ids = evaluation_cases(config, split, data_dir)
+    if split != "all":
+        check_unseen(ensemble, case_ids, data_dir)
+    volumes = load_volumes(case_ids, ensemble.image_size, data_dir or config.data_dir or None, cache_dir,
+                           progress=progress)
     runtime = Runtime(torch_device, amp=config.amp, channels_last=config.channels_last)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = ensemble.model.to(memory_format=torch.channels_last) if config.channels_last else ensemble.model
     loss_fn = create_loss(config.loss, **config.loss_args)
     result = evaluate(model, volumes, loss_fn, runtime, progress=progress, flip_tta=flip_tta)
 
-    run = Path(weights).resolve().parent.name if Path(weights).name in ("best.pt", "last.pt") else Path(weights).stem
+    run = ensemble.name
     out = paths.or_default(out_dir, paths.predictions_dir() / (run + ("-tta" if flip_tta else "")))
-    rows = {}
-    with tqdm(volumes, desc="report", unit="case", disable=not progress) as bar:  # closed on errors too
-        for volume in bar:
-            probs = result["probs"][volume.case_id]
-            rows[volume.case_id] = case_metrics(probs, volume.metric_mask)
-            if overlays:
-                frames = case_overlays(flair_on_metric_grid(volume), volume.metric_mask,
-                                       binarize_volume(probs, THRESHOLD))
-                write_overlays(frames, out / volume.case_id, out / f"{volume.case_id}.gif")
+    rows = _write_case_reports(volumes, result["probs"], out, overlays, progress)
     atomic_write_text(out / "metrics.csv", metrics_csv(rows))
     per_case = {case: row["dsc"] for case, row in rows.items()}
     dsc_chart(per_case, out / "dsc.png", title=f"{run}{' + flip TTA' if flip_tta else ''}: per-volume DSC")
     print(format_table(rows))
     print(f"wrote {out / 'metrics.csv'}, {out / 'dsc.png'}" + (" and overlays" if overlays else ""))
     return {"mean": result["mean"], "median": result["median"], "per_case": per_case, "rows": rows, "out_dir": str(out)}
+
+
+def _write_case_reports(volumes: list[CaseVolume], probs: dict[str, np.ndarray], out: Path, overlays: bool,
+                        progress: bool) -> dict[str, dict]:
+    """Every metric of every case (from its (D, 256, 256) probabilities) and, with ``overlays``,
+    its outline overlays and GIF under ``out``."""
+    rows = {}
+    with tqdm(volumes, desc="report", unit="case", disable=not progress) as bar:  # closed on errors too
+        for volume in bar:
+            rows[volume.case_id] = case_metrics(probs[volume.case_id], volume.metric_mask)
+            if overlays:
+                frames = case_overlays(flair_on_metric_grid(volume), volume.metric_mask,
+                                       binarize_volume(probs[volume.case_id], THRESHOLD))
+                write_overlays(frames, out / volume.case_id, out / f"{volume.case_id}.gif")
+    return rows

@@ -10,27 +10,30 @@ through the inverse of resize, padding and crop to every slice's original grid, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import tifffile
 import torch
 
 from .atomic import atomic_write
-from .checkpoint import load_checkpoint, load_model
 from .data.kaggle import list_case_files, naming_the_case, read_case
 from .data.preprocess import preprocess_case, restore_geometry
+from .ensemble import load_ensemble, resolve_checkpoints
 from .metrics import THRESHOLD, binarize_volume
 from .plots import case_overlays, write_overlays
 from .runtime import Runtime, select_device
 from .validation import predict_volume
 
 
-def predict_case(weights: str, case_dir: str, out_dir: str, device: str = "auto", flip_tta: bool = False,
+def predict_case(weights: str | Sequence[str], case_dir: str, out_dir: str, device: str = "auto", flip_tta: bool = False,
                  overlays: bool = True) -> np.ndarray:
     """Predict one case folder and write its masks (and overlays).
 
     Args:
-        weights: checkpoint path.
+        weights: checkpoint path, or several (an ensemble: their probabilities are averaged; any
+            form :func:`brainseg.ensemble.resolve_checkpoints` takes, e.g. a cross-validation's name
+            for its fold models).
         case_dir: folder with ``<case>_<n>.tif`` slices (masks optional; when present, overlays
             show them in green).
         out_dir: output folder.
@@ -45,13 +48,13 @@ def predict_case(weights: str, case_dir: str, out_dir: str, device: str = "auto"
     files = list_case_files(case_dir, require_masks=False)
     image, truth = read_case(files)
     torch_device = select_device(device)
-    model, config = load_model(weights, torch_device)
-    size = load_checkpoint(weights)["image_size"]
+    ensemble = load_ensemble(resolve_checkpoints([weights] if isinstance(weights, (str, Path)) else weights),
+                             torch_device)
+    config = ensemble.config
     with naming_the_case(files):
-        volume, _, geometry = preprocess_case(image, None, size)
+        volume, _, geometry = preprocess_case(image, None, ensemble.image_size)
     runtime = Runtime(torch_device, amp=config.amp, channels_last=config.channels_last)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = ensemble.model.to(memory_format=torch.channels_last) if config.channels_last else ensemble.model
     slices = np.ascontiguousarray(volume.transpose(0, 3, 1, 2))  # (D', 3, S, S)
     probs = torch.sigmoid(predict_volume(model, slices, runtime))
     if flip_tta:

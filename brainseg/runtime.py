@@ -4,6 +4,7 @@ the precision ``amp="auto"`` picks on this machine, and the peak memory of the p
 from __future__ import annotations
 
 import copy
+import platform
 import resource
 import time
 from contextlib import nullcontext
@@ -41,6 +42,13 @@ def select_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
     return torch.device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    """The GPU's name, or the CPU's with the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def peak_memory_mb() -> float:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import platform
 import random
 import sys
 import time
@@ -50,7 +49,7 @@ from .losses import create_loss
 from .metrics import to_metric_grid
 from .models import count_parameters, create_model
 from .plots import outline_overlay
-from .runtime import Runtime, describe_precision, peak_memory_mb, resolve_amp, select_device
+from .runtime import Runtime, describe_device, describe_precision, peak_memory_mb, resolve_amp, select_device
 from .schedule import TimeBudget, TrainingClock, make_scheduler
 from .selection import Selection
 from .validation import evaluate_across_ranks
@@ -455,13 +454,6 @@ def run_summary(config: TrainConfig, run: Run, data: RunData, state: TrainingSta
         "commands": state.commands,
         "config": config.to_dict(),
     }
-
-
-def describe_device(device: torch.device) -> str:
-    """The GPU's name, or the CPU's with the threads torch uses."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def seed_everything(seed: int) -> None:

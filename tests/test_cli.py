@@ -13,7 +13,8 @@ COMMANDS = {("train",): "_train", ("cv",): "_cv", ("evaluate",): "_evaluate",
             ("predict", "--weights", "w", "--case", "c", "--out", "o"): "_predict",
             ("compact", "--weights", "w", "--out", "o"): "_compact", ("results", "export", "r"): "_results_export",
             ("results", "table"): "_results_table", ("results", "compare"): "_results_compare",
-            ("results", "paired", "a", "b"): "_results_paired", ("results", "failures", "cv"): "_results_failures",
+            ("results", "paired", "a", "b"): "_results_paired", ("results", "ensemble", "a", "b"): "_results_ensemble",
+            ("results", "failures", "cv"): "_results_failures",
             ("results", "postprocess", "cv"): "_results_postprocess", ("bench",): "_bench", ("report",): "_report"}
 
 
@@ -46,7 +47,7 @@ def test_every_command_has_help_and_shows_every_default():
                     action, (argparse._HelpAction, argparse._StoreTrueAction)):
                 continue
             assert "default" in formatter._get_help_string(action), f"{name} {action.option_strings[0]}"
-    assert len(names) == 1 + 8 + 6  # the program, its commands, the results actions
+    assert len(names) == 1 + 8 + 7  # the program, its commands, the results actions
 
 
 @pytest.mark.parametrize("argv, function", COMMANDS.items(), ids=[" ".join(a[:2]) for a in COMMANDS])
@@ -82,7 +83,7 @@ def test_bad_values_exit_with_a_message(capsys, tmp_path, monkeypatch):
     assert main(["train", "--preset", "smoke", "--logs-dir", str(tmp_path)]) == 2
     assert "kagglehub" in capsys.readouterr().err
     assert main(["evaluate", "--weights", str(tmp_path / "none.pt")]) == 2
-    assert "no checkpoint there" in capsys.readouterr().err
+    assert f"{tmp_path / 'none.pt'}: no checkpoint file" in capsys.readouterr().err
 
 
 def test_boolean_flags(capsys):
