@@ -35,7 +35,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: TrainConf
     checkpoint = {
         "version": CHECKPOINT_VERSION,
         "model": config.model,
-        "model_kwargs": {"features": config.features, **config.model_args},
+        "model_kwargs": config.model_kwargs(),
         "image_size": geometry_size,
         "preprocessing": {"protocol": "reference (docs/protocol.md, section 2)", "image_size": geometry_size,
                           "metric_size": 256},

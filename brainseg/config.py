@@ -11,6 +11,8 @@ from pathlib import Path
 
 from . import paths
 
+MAX_CONTEXT = 3  # neighbouring slices on each side, 7 slices in all; a wider view is a 3D model's job
+
 
 def setting(default, help: str, choices: tuple | None = None):
     """A :class:`TrainConfig` field with its help text and allowed values, the one place that
@@ -45,6 +47,9 @@ class TrainConfig:
     model: str = setting("unet", "registered model name (docs/models.md)")
     features: int = setting(32, "channels of the model's first level")
     model_args: dict = setting({}, "other keyword arguments of the model, e.g. {'inference': 'mean'} for UNet++")
+    context: int = setting(0, "neighbouring slices on each side given to the model with the slice (2.5D): the input "
+                              "has 3 x (2 context + 1) channels, the edge slice repeated at a case's ends (0: the "
+                              "slice alone, as the reference)")
     loss: str = setting("dice", "registered loss name (docs/models.md)")
     loss_args: dict = setting({}, "keyword arguments of the loss, e.g. {'alpha': 0.3}")
     image_size: int = setting(256, "training image side in pixels, a multiple of 16; the metric is always on "
@@ -131,6 +136,8 @@ class TrainConfig:
         from .data.transforms import check_augment_ranges  # the augmentation's own range check
 
         check_augment_ranges(self.aug_scale, self.aug_angle, self.flip_prob, self.flair_fill, self.intensity)
+        if not 0 <= self.context <= MAX_CONTEXT:
+            raise ValueError(f"context must be between 0 and {MAX_CONTEXT} slices, got {self.context}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if self.crop_size and (self.crop_size % 16 or self.crop_size >= self.image_size):
@@ -182,6 +189,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def model_kwargs(self) -> dict:
+        """Keyword arguments of ``create_model(self.model, ...)``: features, input channels (3 for
+        each slice the model reads, :attr:`context`) and :attr:`model_args`."""
+        from .data.volume import input_channels
+
+        return {"features": self.features, "in_channels": input_channels(self.context), **self.model_args}
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

@@ -38,7 +38,12 @@ class ProbabilityMean(nn.Module):
         super().__init__()
         if not models:
             raise ValueError("an ensemble needs at least one model")
+        channels = {getattr(model, "in_channels", 3) for model in models}
+        if len(channels) > 1:
+            raise ValueError(f"ensemble members must read the same input channels, got {sorted(channels)} "
+                             "(trained with different context)")
         self.members = nn.ModuleList(models)
+        self.in_channels = channels.pop()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, S, S) input -> (N, 1, S, S) float32 logits of the mean probability."""

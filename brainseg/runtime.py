@@ -65,12 +65,12 @@ def training_images_per_s(model: nn.Module, runtime: Runtime, image_size: int, b
     the run's results untouched.
 
     Shape:
-        the timed batches are (batch_size, 3, image_size, image_size).
+        the timed batches are (batch_size, model.in_channels, image_size, image_size).
     """
     model = copy.deepcopy(model).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     generator = torch.Generator().manual_seed(0)
-    image = runtime.to_input(torch.randn(batch_size, 3, image_size, image_size, generator=generator))
+    image = runtime.to_input(torch.randn(batch_size, model.in_channels, image_size, image_size, generator=generator))
     mask = (torch.rand(batch_size, 1, image_size, image_size, generator=generator) > 0.5).float().to(runtime.device)
 
     def step():

@@ -234,7 +234,7 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
     """Seed everything, then build the model, loss, augmentation, sampler, loader, optimiser and
     per-step scheduler, in the order that fixes what the seed draws."""
     seed_everything(config.seed)
-    model = create_model(config.model, features=config.features, **config.model_args).to(run.device)
+    model = create_model(config.model, **config.model_kwargs()).to(run.device)
     model.checkpointing = config.checkpointing
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -243,7 +243,7 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
     batch_augment = BatchAugment(*augment_args) if config.augment == "batch" else None
     train_set = SliceDataset(data.train_volumes, chain(
         JointAugment(*augment_args) if config.augment == "sample" else None,
-        ForegroundCrop(config.crop_size, config.crop_foreground) if config.crop_size else None))
+        ForegroundCrop(config.crop_size, config.crop_foreground) if config.crop_size else None), config.context)
     sampler_generator = torch.Generator().manual_seed(config.seed)
     sampler = make_sampler(train_set, config.sampler, sampler_generator)
     if run.dist.enabled:  # the same order on every rank (same seed); each rank takes every N-th sample

@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import load_model
-from .data.volume import CaseVolume
+from .data.volume import MODALITIES, CaseVolume, context_of, with_context
 from .distributed import Distributed
 from .metrics import summarize, to_metric_grid, volume_dsc
 from .runtime import Runtime
@@ -22,6 +22,10 @@ def predict_volume(model: nn.Module, images: np.ndarray, runtime: Runtime, batch
                    flip: bool = False) -> torch.Tensor:
     """Logits of every slice of a case.
 
+    A model reading more than one slice (``model.in_channels`` = 3 (2 k + 1), trained with
+    ``context`` k) gets each slice with its k neighbours on each side
+    (:func:`~brainseg.data.volume.with_context`).
+
     Args:
         images: (D, 3, S, S) normalised slices (any float dtype).
         flip: predict on horizontally flipped slices and flip the logits back (for flip TTA).
@@ -30,9 +34,10 @@ def predict_volume(model: nn.Module, images: np.ndarray, runtime: Runtime, batch
         (D, 1, S, S) float32 logits on the CPU.
     """
     model.eval()
-    outputs = []
+    context = context_of(getattr(model, "in_channels", MODALITIES))
+    slices, outputs = np.arange(len(images)), []
     for start in range(0, len(images), batch_size):
-        image = torch.from_numpy(images[start:start + batch_size].astype(np.float32))
+        image = torch.from_numpy(with_context(images, slices[start:start + batch_size], context).astype(np.float32))
         if flip:
             image = image.flip(-1)
         with runtime.autocast():

@@ -32,10 +32,18 @@ def test_round_trip_through_dict():
     (dict(split="random"), "split must be one of"),
     (dict(loss_args=[("alpha", 1)]), "loss_args must be a dict with string keys"),
     (dict(model_args={1: 2}), "model_args must be a dict with string keys"),
+    (dict(context=4), "context must be between 0 and 3 slices, got 4"),
+    (dict(context=-1), "context must be between 0 and 3 slices, got -1"),
 ])
 def test_invalid_values(overrides, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig.preset("smoke", **overrides)
+
+
+def test_model_arguments_read_three_channels_per_slice():
+    assert TrainConfig.preset("smoke").model_kwargs() == {"features": 8, "in_channels": 3}
+    config = TrainConfig.preset("smoke", context=2, features=8, model_args={"deep_supervision": True})
+    assert config.model_kwargs() == {"features": 8, "in_channels": 15, "deep_supervision": True}
 
 
 def test_unknown_preset_and_field():

@@ -47,6 +47,8 @@ def test_one_member_gives_back_its_probabilities():
     torch.testing.assert_close(torch.sigmoid(ProbabilityMean([member])(x)), torch.sigmoid(member(x)), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="at least one model"):
         ProbabilityMean([])
+    with pytest.raises(ValueError, match=r"same input channels, got \[3, 9\] \(trained with different context\)"):
+        ProbabilityMean([create_model("unet", features=4), create_model("unet", features=4, in_channels=9)])
 
 
 def test_weights_arguments_resolve_to_files_run_folders_and_the_folds_of_a_cv(tmp_path, monkeypatch):

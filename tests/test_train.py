@@ -190,3 +190,18 @@ def test_resume_restores_the_average(synthetic_data, tmp_path):
 def test_ema_range_is_checked():
     with pytest.raises(ValueError, match=r"ema must be in \[0, 1\), got 1"):
         TrainConfig.preset("smoke", ema=1)
+
+
+@pytest.mark.slow
+def test_a_model_with_context_trains_reloads_and_predicts_whole_cases(synthetic_data, tmp_path, synthetic_config):
+    from brainseg.evaluation import evaluate_checkpoint
+
+    config = synthetic_config(synthetic_data, tmp_path, run_name="context", context=1, selection="last")
+    result = fit(config, progress=False)
+    assert result["config"]["context"] == 1 and len(result["per_case"]) == 4
+    model, saved = load_model(tmp_path / "weights" / "context" / "best.pt")
+    assert model.in_channels == 9 and saved.context == 1
+    report = evaluate_checkpoint(str(tmp_path / "weights" / "context" / "best.pt"), data_dir=str(synthetic_data),
+                                 cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "eval"), device="cpu",
+                                 overlays=False, progress=False)
+    assert report["per_case"] == pytest.approx(result["per_case"], abs=1e-6)  # the same 2.5D input as in training

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
-from .volume import CaseVolume
+from .volume import CaseVolume, neighbour_indices, with_context
 
 
 class SliceDataset(Dataset):
@@ -19,16 +19,19 @@ class SliceDataset(Dataset):
     Args:
         volumes: preprocessed cases (see :func:`brainseg.data.cache.load_volumes`).
         transform: optional joint augmentation ``(image, mask) -> (image, mask)``.
+        context: neighbouring slices on each side stacked with each slice (2.5D,
+            :func:`~brainseg.data.volume.with_context`); 0 for the slice alone.
 
     Items:
-        image (3, S, S) float32, mask (1, S, S) float32 in {0, 1}.
+        image (3 (2 context + 1), S, S) float32, mask (1, S, S) float32 in {0, 1} (the middle slice's).
     """
 
-    def __init__(self, volumes: list[CaseVolume], transform: Callable | None = None):
+    def __init__(self, volumes: list[CaseVolume], transform: Callable | None = None, context: int = 0):
         if not volumes:
             raise ValueError("SliceDataset needs at least one case")
         self.volumes = volumes
         self.transform = transform
+        self.context = context
         self.index = [(c, s) for c, v in enumerate(volumes) for s in range(v.num_slices)]
 
     def __len__(self) -> int:
@@ -37,7 +40,7 @@ class SliceDataset(Dataset):
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         case, slice_n = self.index[idx]
         volume = self.volumes[case]
-        image = torch.from_numpy(volume.image[slice_n].astype(np.float32))
+        image = torch.from_numpy(with_context(volume.image, np.array([slice_n]), self.context)[0].astype(np.float32))
         mask = torch.from_numpy(volume.mask[slice_n][None].astype(np.float32))
         if self.transform is not None:
             image, mask = self.transform(image, mask)
@@ -91,13 +94,17 @@ class DeviceBatches:
         sampler: indices into ``dataset``, drawn anew at every pass.
 
     Yields:
-        image (B, 3, S, S) float32 and mask (B, 1, S, S) float32 on ``device``; the last batch of a
-        pass may be shorter.
+        image (B, 3 (2 context + 1), S, S) float32 (``dataset.context``) and mask (B, 1, S, S)
+        float32 on ``device``; the last batch of a pass may be shorter.
     """
 
     def __init__(self, dataset: SliceDataset, sampler: Sampler, batch_size: int, device: torch.device):
         self.images = torch.cat([torch.from_numpy(np.ascontiguousarray(v.image)) for v in dataset.volumes]).to(device)
         self.masks = torch.cat([torch.from_numpy(np.ascontiguousarray(v.mask)) for v in dataset.volumes]).to(device)
+        starts = np.cumsum([0] + [v.num_slices for v in dataset.volumes[:-1]])
+        self.neighbours = torch.from_numpy(np.concatenate(  # (slices, 2 context + 1) rows of self.images
+            [neighbour_indices(v.num_slices, dataset.context) + start for v, start in zip(dataset.volumes, starts)]
+        )).to(device)
         self.dataset, self.sampler, self.batch_size, self.device = dataset, sampler, batch_size, device
 
     def __len__(self) -> int:
@@ -106,4 +113,5 @@ class DeviceBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.device)
         for batch in order.split(self.batch_size):
-            yield self.images[batch].float(), self.masks[batch].unsqueeze(1).float()
+            image = self.images[self.neighbours[batch]]  # (B, 2 context + 1, 3, S, S)
+            yield image.flatten(1, 2).float(), self.masks[batch].unsqueeze(1).float()

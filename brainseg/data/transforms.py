@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from .volume import MODALITIES
+
 
 PRE, FLAIR, POST = 0, 1, 2  # channel order of the dataset's slices (docs/protocol.md, section 1)
 # The channels that fill_with_flair may overwrite, drawn with equal probability: pre-contrast
@@ -38,21 +40,24 @@ def fill_with_flair(image: torch.Tensor, prob: float) -> torch.Tensor:
     by the FLAIR channel, as the dataset stores cases whose scan is missing.
 
     Preprocessing maps equal raw channels to equal normalised channels, so copying the normalised
-    FLAIR gives exactly what a missing scan would. Draws come from the global torch RNG, and none
-    are made when ``prob`` is 0.
+    FLAIR gives exactly what a missing scan would. An image of several slices (2.5D) loses the
+    same scan on all of them, as a case does. Draws come from the global torch RNG, and none are
+    made when ``prob`` is 0.
 
     Shape:
-        image (3, H, W) or (N, 3, H, W); returns a new tensor of the same shape.
+        image (3 k, H, W) or (N, 3 k, H, W): k slices of 3 channels each; returns a new tensor of
+        the same shape.
     """
     if prob == 0:
         return image
     batch = image if image.dim() == 4 else image[None]
-    batch = batch.clone()
+    batch = batch.clone(memory_format=torch.contiguous_format)
+    slices = batch.view(len(batch), -1, MODALITIES, *batch.shape[-2:])  # (N, k, 3, H, W), a view of batch
     hit = torch.rand(len(batch)) < prob
     choice = torch.randint(len(FLAIR_FILL_CHOICES), (len(batch),))
     for n in torch.nonzero(hit).flatten().tolist():
         for channel in FLAIR_FILL_CHOICES[int(choice[n])]:
-            batch[n, channel] = batch[n, FLAIR]
+            slices[n, :, channel] = slices[n, :, FLAIR]
     return batch if image.dim() == 4 else batch[0]
 
 
@@ -88,23 +93,28 @@ def _uniform(shape: tuple[int, ...], bounds: tuple[float, float]) -> torch.Tenso
 def jitter_intensity(image: torch.Tensor, prob: float) -> torch.Tensor:
     """With probability ``prob`` per image, change each channel's intensities independently by
     :func:`adjust_intensity` with parameters drawn from ``GAMMA_RANGE`` (log-uniform),
-    ``CONTRAST_RANGE``, ``SHIFT_RANGE`` and Gaussian noise of std up to ``NOISE_STD_MAX``.
+    ``CONTRAST_RANGE``, ``SHIFT_RANGE`` and Gaussian noise of std up to ``NOISE_STD_MAX``. An
+    image of several slices (2.5D) gets one draw per modality, the same on all its slices.
 
     Draws come from the global torch RNG (on the CPU, whatever the image's device), and none are
     made when ``prob`` is 0.
 
     Shape:
-        image (3, H, W) or (N, 3, H, W); returns a tensor of the same shape (the input itself when
-        no image is drawn).
+        image (3 k, H, W) or (N, 3 k, H, W): k slices of 3 channels each; returns a tensor of the
+        same shape (the input itself when no image is drawn).
     """
     if prob == 0:
         return image
     batch = image if image.dim() == 4 else image[None]
-    n, c = batch.shape[:2]
+    n, slices = batch.shape[0], batch.shape[1] // MODALITIES
     hit = torch.rand(n) < prob
-    draws = [_uniform((n, c), (math.log(GAMMA_RANGE[0]), math.log(GAMMA_RANGE[1]))).exp(),
-             _uniform((n, c), CONTRAST_RANGE), _uniform((n, c), SHIFT_RANGE)]
-    noise = torch.randn(batch.shape) * _uniform((n, c), (0.0, NOISE_STD_MAX))[..., None, None]
+
+    def per_channel(bounds: tuple[float, float]) -> torch.Tensor:  # (N, 3 k): a draw per modality, per slice
+        return _uniform((n, MODALITIES), bounds).repeat(1, slices)
+
+    draws = [per_channel((math.log(GAMMA_RANGE[0]), math.log(GAMMA_RANGE[1]))).exp(),
+             per_channel(CONTRAST_RANGE), per_channel(SHIFT_RANGE)]
+    noise = torch.randn(batch.shape) * per_channel((0.0, NOISE_STD_MAX))[..., None, None]
     if not hit.any():  # the draws are made all the same, so the random stream does not depend on it
         return image
     gamma, contrast, shift = (d.to(batch.device, batch.dtype) for d in draws)

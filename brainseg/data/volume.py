@@ -31,3 +31,51 @@ class CaseVolume:
     @property
     def num_slices(self) -> int:
         return self.image.shape[0]
+
+
+MODALITIES = 3  # pre-contrast, FLAIR, post-contrast: the channels of one slice
+
+
+def input_channels(context: int) -> int:
+    """Model input channels for ``context`` neighbouring slices on each side: 3 x (2 context + 1)."""
+    return MODALITIES * (2 * context + 1)
+
+
+def context_of(channels: int) -> int:
+    """The inverse of :func:`input_channels`.
+
+    Raises:
+        ValueError: ``channels`` is not 3 times an odd number.
+    """
+    slices, rest = divmod(channels, MODALITIES)
+    if rest or slices % 2 == 0:
+        raise ValueError(f"a model reading {channels} channels does not take 3 channels of 2 k + 1 slices")
+    return slices // 2
+
+
+def neighbour_indices(num_slices: int, context: int) -> np.ndarray:
+    """For every slice of a case, the indices of itself and ``context`` neighbours on each side,
+    in slice order; beyond the case's first and last slices the edge slice is repeated.
+
+    Returns:
+        (num_slices, 2 context + 1) int64.
+    """
+    offsets = np.arange(-context, context + 1)
+    return np.clip(np.arange(num_slices)[:, None] + offsets, 0, num_slices - 1)
+
+
+def with_context(images: np.ndarray, indices: np.ndarray, context: int) -> np.ndarray:
+    """The slices ``indices`` of a case with their neighbours stacked on the channel axis (2.5D input).
+
+    Args:
+        images: (D, 3, S, S) the case's slices.
+        indices: (B,) slices wanted.
+
+    Returns:
+        (B, 3 (2 context + 1), S, S): slice ``i - context`` first, then its modalities in order,
+        up to slice ``i + context``; for ``context`` 0 simply ``images[indices]``.
+    """
+    if context == 0:
+        return images[indices]
+    stacked = images[neighbour_indices(len(images), context)[indices]]  # (B, 2 context + 1, 3, S, S)
+    return stacked.reshape(len(indices), -1, *images.shape[2:])

@@ -43,9 +43,22 @@ def test_dataset_items_and_samplers():
         SliceDataset([])
 
 
-@pytest.mark.parametrize("kind", ["weighted", "shuffle"])
-def test_same_batches_as_the_dataloader(kind):
-    dataset = SliceDataset(synthetic_volumes(3, 5, 16))
+def test_items_with_context_hold_the_neighbouring_slices():
+    case = volume("a", [0, 10, 30])
+    dataset = SliceDataset([case, volume("b", [5, 0])], context=1)
+    first, mask = dataset[0]  # slice 0 of case a: itself twice (the edge repeated), then slice 1
+    assert first.shape == (9, 8, 8) and mask.shape == (1, 8, 8) and mask.sum() == 0
+    expected = torch.from_numpy(case.image[[0, 0, 1]].astype(np.float32)).reshape(9, 8, 8)
+    assert torch.equal(first, expected)
+    middle, mask = dataset[1]
+    assert torch.equal(middle[3:6], torch.from_numpy(case.image[1].astype(np.float32))) and mask.sum() == 10
+    last, _ = dataset[4]  # slice 1 of case b, its last: slices 0, 1, 1 of b, nothing of case a
+    assert torch.equal(last[6:], last[3:6]) and not torch.equal(last[:3], last[3:6])
+
+
+@pytest.mark.parametrize("kind, context", [("weighted", 0), ("shuffle", 0), ("shuffle", 1)])
+def test_same_batches_as_the_dataloader(kind, context):
+    dataset = SliceDataset(synthetic_volumes(3, 5, 16), context=context)
     loader = DataLoader(dataset, batch_size=4, sampler=make_sampler(dataset, kind, torch.Generator().manual_seed(3)))
     batches = DeviceBatches(dataset, make_sampler(dataset, kind, torch.Generator().manual_seed(3)), 4,
                             torch.device("cpu"))

@@ -165,6 +165,25 @@ def test_intensity_jitter_leaves_mask_and_skips_images_not_drawn():
         BatchAugment(intensity=-0.1)
 
 
+def test_a_stack_of_slices_loses_the_same_scan_on_every_slice():
+    torch.manual_seed(0)
+    image = torch.randn(200, 9, 4, 4)  # 3 slices of 3 channels (2.5D, context 1)
+    filled = fill_with_flair(image, 1.0).view(200, 3, 3, 4, 4)
+    for slices in filled:
+        patterns = {(torch.equal(x[PRE], x[FLAIR]), torch.equal(x[POST], x[FLAIR])) for x in slices}
+        assert len(patterns) == 1 and patterns.pop() != (False, False)  # one scan choice for all three slices
+    assert torch.equal(filled[:, :, FLAIR], image.view(200, 3, 3, 4, 4)[:, :, FLAIR])
+
+
+def test_a_stack_of_slices_gets_one_intensity_draw_per_modality():
+    torch.manual_seed(0)
+    one_slice = torch.randn(16, 3, 32, 32)
+    stack = one_slice.repeat(1, 3, 1, 1)  # (16, 9, 32, 32): three copies of each slice
+    out = jitter_intensity(stack, 1.0).view(16, 3, 3, 32, 32)
+    means = out.mean(dim=(3, 4))  # (16, slices, modalities): equal over slices up to the per-pixel noise
+    assert (means - means[:, :1]).abs().max() < 0.02  # independent draws per channel move them by up to 0.4
+
+
 def numbered_slice(size=64):
     """image (3, size, size) whose pixels hold their own flat index, and an empty mask."""
     image = torch.arange(3 * size * size, dtype=torch.float32).reshape(3, size, size)
