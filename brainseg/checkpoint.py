@@ -70,7 +70,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
     """The model of a checkpoint in eval mode on ``device``, and its training config."""
-    checkpoint = load_checkpoint(path)
+    return build_model(load_checkpoint(path), device)
+
+
+def build_model(checkpoint: dict, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
+    """:func:`load_model` of a checkpoint already read by :func:`load_checkpoint`."""
     model = create_model(checkpoint["model"], **checkpoint["model_kwargs"])
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), TrainConfig.from_dict(checkpoint["config"])
@@ -125,11 +129,15 @@ class TrainingState:
 
 def save_training_state(path: str | os.PathLike, state: TrainingState, model: nn.Module,
                         optimizer: torch.optim.Optimizer, scheduler, sampler_generator: torch.Generator,
-                        config: TrainConfig, averaged: nn.Module | None = None) -> None:
+                        config: TrainConfig, averaged: nn.Module | None = None,
+                        trained_on: list[str] | None = None) -> None:
     """Save a checkpoint (:func:`save_checkpoint`) that :func:`restore_training_state` resumes from:
     ``model`` with ``state``, the optimizer's and scheduler's state dicts, every random state
-    (:func:`rng_state`) and, if given, the ``averaged`` weights (``config.ema``)."""
+    (:func:`rng_state`), if given the ``averaged`` weights (``config.ema``) and the case ids the
+    run ``trained_on`` (its training and inner validation cases, read by :mod:`brainseg.ensemble`)."""
     extra = {"averaged": averaged.state_dict()} if averaged is not None else {}
+    if trained_on is not None:
+        extra["trained_on"] = sorted(trained_on)
     save_checkpoint(path, model, config, state.epoch, state.metrics, config.image_size,
                     optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                     rng=rng_state(sampler_generator), best=state.best, history=state.history,

@@ -11,6 +11,11 @@ from pathlib import Path
 
 from . import paths
 
+# Fields that say where and how fast a run computes, not what it learns: a cross-validation's folds
+# may differ in these (one fold on a GPU with 14 workers, another on a CPU) and still pool.
+NOT_RECIPE = ("preset", "run_name", "data_dir", "cache_dir", "logs_dir", "weights_dir", "fold", "folds_file",
+              "workers", "device", "channels_last", "amp", "compile", "checkpointing", "data_on_device",
+              "max_minutes", "val_every", "vis_slices")
 MAX_CONTEXT = 3  # neighbouring slices on each side, 7 slices in all; a wider view is a 3D model's job
 
 
@@ -189,6 +194,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def recipe_differences(self, other: "TrainConfig") -> list[str]:
+        """``"field: mine -> other's"`` for every field outside :data:`NOT_RECIPE` where the two differ."""
+        return [f"{f.name}: {getattr(self, f.name)!r} -> {getattr(other, f.name)!r}" for f in fields(self)
+                if f.name not in NOT_RECIPE and getattr(self, f.name) != getattr(other, f.name)]
 
     def model_kwargs(self) -> dict:
         """Keyword arguments of ``create_model(self.model, ...)``: features, input channels (3 for

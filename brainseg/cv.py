@@ -19,10 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import paths
 from .atomic import atomic_write_json, atomic_write_text
+from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .data.cache import load_volumes
 from .data.kaggle import discover_cases
@@ -31,7 +31,7 @@ from .ensemble import check_unseen, load_ensemble, resolve_checkpoints, run_spli
 from .losses import create_loss
 from .metrics import summarize
 from .results import export_run
-from .runtime import Runtime, describe_device, select_device
+from .runtime import describe_device, select_device
 from .validation import evaluate
 
 
@@ -131,6 +131,18 @@ def per_case_csv(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_same_recipe(saved: dict, config: TrainConfig, source: str) -> None:
+    """Refuse to pool or resume a fold trained with another recipe than ``config``.
+
+    Raises:
+        ValueError: naming ``source`` and every field that differs (:meth:`TrainConfig.recipe_differences`).
+    """
+    differences = TrainConfig.from_dict(saved).recipe_differences(config)
+    if differences:
+        raise ValueError(f"{source} was trained with another recipe than this command's ({'; '.join(differences)}); "
+                         "repeat the options it was started with, or give the cross-validation another --run-name")
+
+
 def finished_fold(log_dir: Path, export: Path) -> dict | None:
     """The metrics of a fold that already finished: ``<log_dir>/metrics.json``, else its export
     ``results/<run>.json`` (committed, so a CV can be finished from a fresh clone); else ``None``."""
@@ -177,10 +189,14 @@ def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", onl
                          selection="last", run_name=f"{name}-fold{k}")
         log_dir, weights_dir = config.run_dirs(config.run_name)
         finished = finished_fold(log_dir, results_dir / f"{config.run_name}.json")
+        if finished is not None:
+            check_same_recipe(finished["config"], config, f"fold {k}'s finished run ({log_dir} or {results_dir})")
         if finished is not None or (only_fold is not None and k != only_fold):
             fold_results.append(finished)
             continue
         resume = (weights_dir / "last.pt").is_file()
+        if resume:
+            check_same_recipe(load_checkpoint(weights_dir / "last.pt")["config"], config, str(weights_dir / "last.pt"))
         print(f"cv {name}: fold {k + 1}/{folds}" + (" (resuming)" if resume else ""))
         fold_results.append(fit(config, command=command, progress=progress, resume=resume))
         export_run(log_dir, results_dir)  # a later clone finds the fold
@@ -234,47 +250,79 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
     Raises:
         ValueError: a fold missing from one of them, or members of a fold that validate different cases.
     """
+    results_dir = paths.or_default(results_dir, paths.results_dir())
     by_cv = {cv: fold_checkpoints(cv, weights_dir) for cv in cv_names}
     common = sorted(set.intersection(*(set(f) for f in by_cv.values())))
+    if not common:
+        raise ValueError(f"{', '.join(cv_names)} have no fold in common: " +
+                         "; ".join(f"{cv} folds {sorted(found)}" for cv, found in by_cv.items()))
     folds = sorted(folds) if folds is not None else common
     for cv, found in by_cv.items():
         if set(folds) - set(found):
             raise ValueError(f"{cv} has no checkpoint for folds {sorted(set(folds) - set(found))} "
                              f"(it has {sorted(found)})")
     torch_device, start = select_device(device), time.perf_counter()
-    per_case, without_lcc, fold_of, configs = {}, {}, {}, []
+    per_case, without_lcc, fold_of, configs, epochs = {}, {}, {}, [], []
     for k in folds:
         ensemble = load_ensemble([by_cv[cv][k] for cv in cv_names], torch_device)
-        validation = {tuple(run_split(c, data_dir)[1]) for c in ensemble.configs}
-        if len(validation) > 1:
-            raise ValueError(f"the fold {k} models of {', '.join(cv_names)} validate different cases; "
-                             "an out-of-fold ensemble needs cross-validations on the same saved folds")
-        case_ids = list(validation.pop())
-        check_unseen(ensemble, case_ids, data_dir)
-        config = ensemble.config
-        volumes = load_volumes(case_ids, ensemble.image_size, data_dir or config.data_dir or None, cache_dir,
-                               progress=progress)
-        runtime = Runtime(torch_device, amp=config.amp, channels_last=config.channels_last)
-        model = ensemble.model.to(memory_format=torch.channels_last) if config.channels_last else ensemble.model
-        result = evaluate(model, volumes, create_loss(config.loss, **config.loss_args), runtime,
-                          progress=progress)
+        epochs += [_finished_final_model(path, c, results_dir)
+                   for path, c in zip(ensemble.checkpoints, ensemble.configs)]
+        result = _score_out_of_fold(ensemble, k, cv_names, data_dir, cache_dir, progress)
         per_case.update(result["per_case"])
         without_lcc.update(result["per_case_without_lcc"])
-        fold_of.update({case: k for case in case_ids})
+        fold_of.update({case: k for case in result["per_case"]})
         configs += ensemble.configs
-        print(f"ensemble fold {k}: {len(case_ids)} cases, mean DSC {result['mean']:.4f}")
+        print(f"ensemble fold {k}: {len(result['per_case'])} cases, mean DSC {result['mean']:.4f}")
     name = name or "ensemble-" + "+".join(cv_names)
     every_fold = len(folds) == len(common) == configs[0].folds
     pooled = _ensemble_result(name, cv_names, configs, per_case, without_lcc, fold_of,
                               f"cv{len(folds)}" if every_fold else f"cv{configs[0].folds}-folds{','.join(map(str, folds))}",
                               describe_device(torch_device), time.perf_counter() - start, command)
-    results_dir = paths.or_default(results_dir, paths.results_dir())
+    pooled.update(epochs=max(epochs), best_epoch=max(epochs), member_epochs=epochs)  # as trained, not as configured
     atomic_write_json(results_dir / f"{name}.json", pooled)
     atomic_write_text(results_dir / f"{name}-per-case.csv", per_case_csv(pooled))
     low, high = pooled["val_mean_dsc_ci95"]
     print(f"{name}: {len(per_case)} cases, mean DSC {pooled['val_mean_dsc']:.4f} (95% CI {low:.4f}-{high:.4f}), "
           f"median {pooled['val_median_dsc']:.4f}; wrote {results_dir}/{name}.json")
     return pooled
+
+
+def _finished_final_model(checkpoint: Path, config: TrainConfig, results_dir: Path) -> int:
+    """The epochs a fold member trained, after checking that it is a finished fold's final model:
+    ``selection`` last (nothing chosen on the fold's cases) and its ``metrics.json`` or export written.
+
+    Raises:
+        ValueError: naming the checkpoint, when either does not hold.
+    """
+    if config.selection != "last":
+        raise ValueError(f"{checkpoint}: selection {config.selection!r}, so it was chosen on the cases it would score; "
+                         "an out-of-fold ensemble takes final models (selection last, as cv trains them)")
+    finished = finished_fold(config.run_dirs(config.run_name)[0], results_dir / f"{config.run_name}.json")
+    if finished is None:
+        raise ValueError(f"{checkpoint}: run {config.run_name} has not finished (no metrics.json in its log folder and "
+                         f"no {results_dir / config.run_name}.json); finish its fold first")
+    return int(finished["epochs"])
+
+
+def _score_out_of_fold(ensemble, fold: int, cv_names: list[str], data_dir: str | None, cache_dir: str | None,
+                       progress: bool) -> dict:
+    """:func:`brainseg.validation.evaluate` of one fold's ensemble on the cases all its members
+    validated (and none trained on).
+
+    Raises:
+        ValueError: the members validate different cases.
+    """
+    validation = {tuple(run_split(c, data_dir)[1]) for c in ensemble.configs}
+    if len(validation) > 1:
+        raise ValueError(f"the fold {fold} models of {', '.join(cv_names)} validate different cases; "
+                         "an out-of-fold ensemble needs cross-validations on the same saved folds")
+    case_ids = list(validation.pop())
+    check_unseen(ensemble, case_ids, data_dir)
+    config = ensemble.config
+    volumes = load_volumes(case_ids, ensemble.image_size, data_dir or config.data_dir or None, cache_dir,
+                           progress=progress)
+    return evaluate(ensemble.model, volumes, create_loss(config.loss, **config.loss_args), ensemble.runtime,
+                    progress=progress)
 
 
 def _ensemble_result(name: str, cv_names: list[str], configs: list[TrainConfig], per_case: dict,

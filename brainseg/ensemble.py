@@ -9,6 +9,7 @@ that any member trained on (docs/protocol.md, section 5: nothing is scored on it
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,10 @@ import torch
 from torch import nn
 
 from . import paths
-from .checkpoint import load_checkpoint, load_model
+from .checkpoint import build_model, load_checkpoint
 from .config import TrainConfig
 from .data.splits import split_cases
+from .runtime import Runtime, inference_amp
 
 PROBABILITY_EPS = 1e-6  # logits of the mean probability stay within +-13.8
 
@@ -53,24 +55,30 @@ class ProbabilityMean(nn.Module):
 
 @dataclass
 class Ensemble:
-    """Loaded checkpoints: ``model`` (one model, or a :class:`ProbabilityMean` of several), the
-    first member's ``config`` (precision, memory format, loss), every member's ``configs`` and
-    ``checkpoints``, and the shared ``image_size``."""
+    """Loaded checkpoints, ready to predict: ``model`` (one model, or a :class:`ProbabilityMean` of
+    several, in eval mode, channels_last when the first member trained so), the ``runtime`` to
+    predict with (device, precision, memory format), the first member's ``config`` (loss), every
+    member's ``configs``, ``checkpoints`` and recorded ``trained_on`` case ids (``None`` in
+    checkpoints older than that record), and the shared ``image_size``."""
 
     model: nn.Module
+    runtime: Runtime
     config: TrainConfig
     configs: list[TrainConfig]
     checkpoints: list[Path]
+    trained_on: list[list[str] | None]
     image_size: int
 
     @property
     def name(self) -> str:
-        """The run name of a single checkpoint; ``ensemble<n>-<common prefix of the run names>`` otherwise."""
+        """The run name of a single checkpoint; otherwise ``ensemble<n>-<common prefix of the run
+        names>-<hash of the checkpoint paths>``, so that two ensembles never share an output folder."""
         runs = [_run_name(path) for path in self.checkpoints]
         if len(runs) == 1:
             return runs[0]
         prefix = re.sub(r"[-_]*(fold\d*)?$", "", _common_prefix(runs))
-        return f"ensemble{len(runs)}-{prefix or 'mixed'}"
+        digest = hashlib.sha1("\n".join(str(p.resolve()) for p in self.checkpoints).encode()).hexdigest()[:6]
+        return f"ensemble{len(runs)}-{prefix or 'mixed'}-{digest}"
 
 
 def _run_name(checkpoint: Path) -> str:
@@ -123,47 +131,76 @@ def _checkpoints_at(base: Path) -> list[Path]:
         return [base]
     if (base / "best.pt").is_file():
         return [base / "best.pt"]
-    folds = [p for p in base.parent.glob(f"{base.name}-fold*/best.pt") if re.search(r"fold\d+$", p.parent.name)]
+    folds = [p for p in base.parent.glob(f"{base.name}-fold*/best.pt")
+             if re.fullmatch(re.escape(base.name) + r"-fold\d+", p.parent.name)]
     return sorted(folds, key=_fold_number)
 
 
 def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device = "cpu") -> Ensemble:
-    """Load checkpoints as one model (in eval mode on ``device``).
+    """Load checkpoints as one model (in eval mode on ``device``) with the runtime to predict with:
+    the precision of :func:`brainseg.runtime.inference_amp` (``amp="auto"`` never means bf16 on a
+    CPU that training did not time) and the first member's memory format.
 
     Raises:
         ValueError: the members were trained at different image sizes (each predicts on the
-            slices of its own size, so one set of preprocessed volumes cannot serve them all).
+            slices of its own size, so one set of preprocessed volumes cannot serve them all) or
+            with different ``context`` (they read different inputs); the checkpoints are named.
     """
+    device = torch.device(device)
     checkpoints = [Path(c) for c in checkpoints]
-    sizes = [load_checkpoint(path)["image_size"] for path in checkpoints]
-    if len(set(sizes)) > 1:
-        raise ValueError("ensemble members must share one image size: " +
-                         ", ".join(f"{path} {size} px" for path, size in zip(checkpoints, sizes)))
-    models, configs = zip(*(load_model(path, device) for path in checkpoints))
+    loaded = [load_checkpoint(path) for path in checkpoints]
+    sizes = [f"{c['image_size']} px" for c in loaded]
+    channels = [f"{c['model_kwargs'].get('in_channels', 3)} input channels" for c in loaded]
+    for what, values in (("image size", sizes), ("context (input channels)", channels)):
+        if len(set(values)) > 1:
+            raise ValueError(f"ensemble members must share one {what}: " +
+                             ", ".join(f"{path} {value}" for path, value in zip(checkpoints, values)))
+    models, configs = zip(*(build_model(checkpoint, device) for checkpoint in loaded))
+    first = configs[0]
     model = models[0] if len(models) == 1 else ProbabilityMean(models).to(device).eval()
-    return Ensemble(model, configs[0], list(configs), checkpoints, sizes[0])
+    if first.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    record = loaded[0].get("precision") or loaded[0].get("progress", {}).get("precision")
+    runtime = Runtime(device, inference_amp(first.amp, device, record), first.channels_last)
+    return Ensemble(model, runtime, first, list(configs), checkpoints, [c.get("trained_on") for c in loaded],
+                    loaded[0]["image_size"])
 
 
 def run_split(config: TrainConfig, data_dir: str | None = None) -> tuple[list[str], list[str]]:
-    """(train, validation) cases of a run; its training cases include any inner validation cases
-    (they chose its checkpoint).
+    """(train, validation) cases of a run's split, recomputed from its config; the training side
+    includes any inner validation cases (they chose its checkpoint).
 
-    ``data_dir`` replaces the run's own dataset folder (which may be another machine's); a relative
-    folds file is looked up in the working directory, then in the repository.
+    ``data_dir`` replaces the run's own dataset folder (which may be another machine's). A folds
+    file is looked up as recorded, then in the repository, then as the cross-validation's committed
+    copy ``results/<cv>-folds.json``.
 
     Raises:
-        FileNotFoundError: the run's folds file is in neither place.
+        FileNotFoundError: the run's folds file is in none of these places.
     """
-    folds_file = config.folds_file
-    if folds_file and not Path(folds_file).is_file():
-        in_repo = paths.project_root() / folds_file
-        if not in_repo.is_file():
-            raise FileNotFoundError(f"{folds_file}: the folds file of run {config.run_name} is missing, so the cases "
-                                    "it trained on are unknown")
-        folds_file = str(in_repo)
     where = TrainConfig.from_dict({**config.to_dict(), "data_dir": data_dir or config.data_dir,
-                                   "folds_file": folds_file})
+                                   "folds_file": _folds_file(config)})
     return split_cases(where)
+
+
+def _folds_file(config: TrainConfig) -> str:
+    if not config.folds_file:
+        return ""
+    cv_name = re.sub(r"-fold\d+$", "", config.run_name)
+    candidates = [Path(config.folds_file), paths.project_root() / config.folds_file,
+                  paths.results_dir() / f"{cv_name}-folds.json"]
+    found = next((path for path in candidates if path.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"{config.folds_file}: the folds file of run {config.run_name} is missing (also looked "
+                                f"for {candidates[1]} and {candidates[2]}), so its cases are unknown")
+    return str(found)
+
+
+def seen_cases(ensemble: Ensemble, case_ids: Sequence[str], data_dir: str | None = None) -> list[list[str]]:
+    """For each member, the cases among ``case_ids`` it trained on: from the ids its checkpoint
+    records, else (older checkpoints) from its split recomputed by :func:`run_split`."""
+    cases = set(case_ids)
+    return [sorted(cases & set(recorded if recorded is not None else run_split(config, data_dir)[0]))
+            for recorded, config in zip(ensemble.trained_on, ensemble.configs)]
 
 
 def check_unseen(ensemble: Ensemble, case_ids: Sequence[str], data_dir: str | None = None) -> None:
@@ -172,8 +209,7 @@ def check_unseen(ensemble: Ensemble, case_ids: Sequence[str], data_dir: str | No
     Raises:
         ValueError: naming the member, how many of the cases it trained on and a few of them.
     """
-    for path, config in zip(ensemble.checkpoints, ensemble.configs):
-        seen = sorted(set(run_split(config, data_dir)[0]) & set(case_ids))
+    for path, seen in zip(ensemble.checkpoints, seen_cases(ensemble, case_ids, data_dir)):
         if seen:
             raise ValueError(f"{path} trained on {len(seen)} of the {len(case_ids)} cases to score "
                              f"({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}); a score on them would "

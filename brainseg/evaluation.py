@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -22,13 +23,12 @@ from .atomic import atomic_write_text
 from .config import TrainConfig
 from .data.cache import load_volumes
 from .data.kaggle import discover_cases
-from .data.splits import split_cases
 from .data.volume import CaseVolume
-from .ensemble import check_unseen, load_ensemble, resolve_checkpoints
+from .ensemble import Ensemble, check_unseen, load_ensemble, resolve_checkpoints, run_split
 from .losses import create_loss
 from .metrics import METRIC_COLUMNS, THRESHOLD, binarize_volume, case_metrics, to_metric_grid
 from .plots import case_overlays, dsc_chart, write_overlays
-from .runtime import Runtime, select_device
+from .runtime import select_device
 from .validation import evaluate
 
 SPLITS = ("reference", "kfold", "all")
@@ -68,9 +68,7 @@ def evaluation_cases(config: TrainConfig, split: str, data_dir: str | None) -> l
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if split == "all":
         return sorted(discover_cases(data_dir or config.data_dir or None))
-    eval_config = TrainConfig.from_dict({**config.to_dict(), "split": split, "data_dir": data_dir or config.data_dir,
-                                         "max_val_cases": 0})
-    return split_cases(eval_config)[1]
+    return run_split(replace(config, split=split, max_val_cases=0), data_dir)[1]
 
 
 def evaluate_checkpoint(weights: str | Sequence[str] | None = None, split: str | None = None,
@@ -106,12 +104,12 @@ def evaluate_checkpoint(weights: str | Sequence[str] | None = None, split: str |
     case_ids = evaluation_cases(config, split, data_dir)
     if split != "all":
         check_unseen(ensemble, case_ids, data_dir)
+    else:
+        _warn_of_training_cases(ensemble, case_ids, data_dir)
     volumes = load_volumes(case_ids, ensemble.image_size, data_dir or config.data_dir or None, cache_dir,
                            progress=progress)
-    runtime = Runtime(torch_device, amp=config.amp, channels_last=config.channels_last)
-    model = ensemble.model.to(memory_format=torch.channels_last) if config.channels_last else ensemble.model
     loss_fn = create_loss(config.loss, **config.loss_args)
-    result = evaluate(model, volumes, loss_fn, runtime, progress=progress, flip_tta=flip_tta)
+    result = evaluate(ensemble.model, volumes, loss_fn, ensemble.runtime, progress=progress, flip_tta=flip_tta)
 
     run = ensemble.name
     out = paths.or_default(out_dir, paths.predictions_dir() / (run + ("-tta" if flip_tta else "")))
@@ -122,6 +120,16 @@ def evaluate_checkpoint(weights: str | Sequence[str] | None = None, split: str |
     print(format_table(rows))
     print(f"wrote {out / 'metrics.csv'}, {out / 'dsc.png'}" + (" and overlays" if overlays else ""))
     return {"mean": result["mean"], "median": result["median"], "per_case": per_case, "rows": rows, "out_dir": str(out)}
+
+
+def _warn_of_training_cases(ensemble: Ensemble, case_ids: list[str], data_dir: str | None) -> None:
+    """Print how many of ``case_ids`` each member trained on, when it recorded them (``--split all``
+    scores every case of a folder, which is honest only for a folder of new cases)."""
+    for path, recorded in zip(ensemble.checkpoints, ensemble.trained_on):
+        seen = sorted(set(case_ids) & set(recorded or []))
+        if seen:
+            print(f"warning: {path} trained on {len(seen)} of these {len(case_ids)} cases ({', '.join(seen[:3])}"
+                  f"{', ...' if len(seen) > 3 else ''}); their scores are not a validation")
 
 
 def _write_case_reports(volumes: list[CaseVolume], probs: dict[str, np.ndarray], out: Path, overlays: bool,

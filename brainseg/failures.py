@@ -196,17 +196,15 @@ def fold_probabilities(weights: Path, volume_ids: list[str], data_dir: str | Non
         ``{case: (D, 256, 256) float32}`` and the volumes at the checkpoint's training size.
     """
     from .data.cache import load_volumes
-    from .checkpoint import load_model
-    from .runtime import Runtime, select_device
+    from .ensemble import load_ensemble
+    from .runtime import select_device
     from .validation import predict_volume
 
-    torch_device = select_device(device)
-    model, config = load_model(weights, torch_device)
-    runtime = Runtime(torch_device, amp=config.amp, channels_last=config.channels_last)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    fold = load_ensemble([weights], select_device(device))
+    config = fold.config
     volumes = load_volumes(volume_ids, config.image_size, data_dir or config.data_dir or None, cache_dir, progress=False)
-    probs = {v.case_id: to_metric_grid(torch.sigmoid(predict_volume(model, v.image, runtime))).numpy() for v in volumes}
+    probs = {v.case_id: to_metric_grid(torch.sigmoid(predict_volume(fold.model, v.image, fold.runtime))).numpy()
+             for v in volumes}
     return probs, volumes
 
 
@@ -226,7 +224,7 @@ def analyse_failures(cv: str, below: float = 0.6, results_dir: str | Path = "res
     from .data.cache import load_volumes
     from .paired import load_per_case
 
-    result = load_per_case(cv, results_dir, logs_dir)
+    result = load_per_case(cv, results_dir, logs_dir, fold_models=True)
     failing = sorted((dsc, case) for case, dsc in result["per_case"].items() if dsc < below)
     by_fold: dict[int, list[str]] = {}
     for _, case in failing:

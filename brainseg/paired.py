@@ -23,7 +23,8 @@ from .cv import bootstrap_interval
 TIE = 0.01  # per-case differences this small count as ties
 
 
-def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str | Path = "logs") -> dict:
+def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str | Path = "logs",
+                  fold_models: bool = False) -> dict:
     """Per-case DSC and fold of each case of one result.
 
     Args:
@@ -34,8 +35,12 @@ def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str 
     Returns:
         ``{"name", "per_case": {case: dsc}, "fold_of_case": {case: k} (may be empty), "source"}``.
 
+        fold_models: the caller predicts again from ``weights/<spec>-fold<k>/best.pt``, which an
+            ensemble result (``results ensemble``) does not have.
+
     Raises:
         FileNotFoundError: nothing of that name, with the places looked at.
+        ValueError: with ``fold_models``, an ensemble result.
     """
     path = Path(spec)
     if not path.is_file():
@@ -44,6 +49,9 @@ def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str 
         result = json.loads(path.read_text())
         if "per_case" not in result:
             raise ValueError(f"{path}: no per_case table; pass a run or cross-validation result")
+        if fold_models and "members" in result:
+            raise ValueError(f"{path}: an ensemble of {', '.join(result['members'])}, which has no fold models of its "
+                             "own; pass one of those cross-validations")
         return {"name": result.get("run", path.stem), "per_case": result["per_case"],
                 "fold_of_case": result.get("fold_of_case", {}), "source": str(path)}
     fold_files = sorted(Path(logs_dir).glob(f"{spec}-fold*/metrics.json")) or sorted(

@@ -149,7 +149,7 @@ def analyse_postprocessing(cv: str, results_dir: str | Path = "results", logs_di
     every post-processing rule on them (:func:`summarize_choice`)."""
     from .paired import load_per_case
 
-    result = load_per_case(cv, results_dir, logs_dir)
+    result = load_per_case(cv, results_dir, logs_dir, fold_models=True)
     if not result["fold_of_case"]:
         raise ValueError(f"{cv}: no fold of each case recorded; post-processing is chosen on a cross-validation")
     preds, truths = out_of_fold_masks(result, weights_dir, data_dir, cache_dir, device)

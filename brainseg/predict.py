@@ -22,7 +22,7 @@ from .data.preprocess import preprocess_case, restore_geometry
 from .ensemble import load_ensemble, resolve_checkpoints
 from .metrics import THRESHOLD, binarize_volume
 from .plots import case_overlays, write_overlays
-from .runtime import Runtime, select_device
+from .runtime import select_device
 from .validation import predict_volume
 
 
@@ -50,12 +50,10 @@ def predict_case(weights: str | Sequence[str], case_dir: str, out_dir: str, devi
     torch_device = select_device(device)
     ensemble = load_ensemble(resolve_checkpoints([weights] if isinstance(weights, (str, Path)) else weights),
                              torch_device)
-    config = ensemble.config
     with naming_the_case(files):
         volume, _, geometry = preprocess_case(image, None, ensemble.image_size)
-    runtime = Runtime(torch_device, amp=config.amp, channels_last=config.channels_last)
-    model = ensemble.model.to(memory_format=torch.channels_last) if config.channels_last else ensemble.model
     slices = np.ascontiguousarray(volume.transpose(0, 3, 1, 2))  # (D', 3, S, S)
+    model, runtime = ensemble.model, ensemble.runtime
     probs = torch.sigmoid(predict_volume(model, slices, runtime))
     if flip_tta:
         probs = (probs + torch.sigmoid(predict_volume(model, slices, runtime, flip=True))) / 2

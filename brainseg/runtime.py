@@ -126,6 +126,21 @@ def resolve_amp(setting: bool | str, model: nn.Module, device: torch.device, cha
                  **{f"{name}_images_per_s": round(rate, 2) for name, rate in rates.items()}}
 
 
+def inference_amp(setting: bool | str, device: torch.device, record: dict | None = None) -> bool:
+    """Whether to predict with a checkpoint in bf16 autocast on ``device``.
+
+    ``setting`` is the run's ``amp`` and ``record`` what training picked (:func:`resolve_amp`, saved
+    in the checkpoint as ``precision``; absent in older ones). ``True`` / ``False`` hold as they are.
+    ``"auto"`` means bf16 AMP on CUDA; on a CPU, bf16 only where training timed the CPU and picked it,
+    otherwise fp32 (bf16 is ten times slower than fp32 on some CPUs, and its numbers differ a little).
+    """
+    if setting != "auto":
+        return bool(setting)
+    if device.type == "cuda":
+        return True
+    return bool(record) and record.get("picked") == "bf16" and "bf16_images_per_s" in record
+
+
 def describe_precision(record: dict) -> str:
     """``"fp32 (auto: fp32 31.2 img/s, bf16 15.0 img/s)"`` and the like, for a run's first line."""
     if "fp32_images_per_s" in record:

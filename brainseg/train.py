@@ -178,6 +178,11 @@ class RunData:
     outer_volumes: list[CaseVolume]
     seconds: float  # to load (and, the first time, preprocess and cache) them
 
+    @property
+    def trained_on(self) -> list[str]:
+        """The cases the model learned from or was chosen on: training and inner validation cases."""
+        return sorted(set(self.train_ids) | set(self.val_ids) - set(self.outer_ids))
+
 
 def load_data(config: TrainConfig, run: Run, selection: Selection) -> RunData:
     """The split's cases, divided as ``selection`` wants, loaded from the cache (built if missing).
@@ -352,7 +357,7 @@ def run_epoch(loop: EpochLoop, state: TrainingState, epoch: int) -> str:
         keep_validation(loop, state, val)
     if run.dist.is_main:
         save_training_state(run.weights_dir / "last.pt", state, parts.model, parts.optimizer, parts.scheduler,
-                            parts.sampler_generator, config, parts.averaged)
+                            parts.sampler_generator, config, parts.averaged, loop.data.trained_on)
     run.say(f"epoch {epoch:3d}/{config.epochs}  train loss {stats['loss']:.4f}  "
             + (f"val loss {val['loss']:.4f}  val DSC mean {val['mean']:.4f} median {val['median']:.4f}  "
                if val else "")
@@ -402,7 +407,8 @@ def keep_validation(loop: EpochLoop, state: TrainingState, val: dict) -> None:
                       "per_case": val["per_case"], "per_case_without_lcc": val["per_case_without_lcc"]}
         if loop.run.dist.is_main:
             save_checkpoint(loop.run.weights_dir / "best.pt", loop.parts.evaluated, loop.config, state.epoch,
-                            state.metrics, loop.config.image_size)
+                            state.metrics, loop.config.image_size, precision=state.precision,
+                            trained_on=loop.data.trained_on)
 
 
 def finish_distributed(model: nn.Module, dist: Distributed) -> bool:

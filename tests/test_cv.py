@@ -1,11 +1,14 @@
 import csv
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from brainseg.checkpoint import save_checkpoint
 from brainseg.cv import bootstrap_interval, pool_folds, run_cv, write_folds
+from brainseg.models import create_model
 from brainseg.data.splits import folds_from_file
 
 
@@ -45,6 +48,21 @@ def test_pool_folds_rejects_a_case_in_two_folds():
 def test_cv_refuses_reduced_runs(synthetic_data, tmp_path, synthetic_config):
     with pytest.raises(ValueError, match="max_train_cases and max_val_cases must be 0"):
         run_cv(synthetic_config(synthetic_data, tmp_path, max_val_cases=2), folds=3, progress=False)
+
+
+def test_folds_of_another_recipe_are_neither_pooled_nor_resumed(synthetic_data, tmp_path, synthetic_config):
+    base = synthetic_config(synthetic_data, tmp_path)
+    results = tmp_path / "results"
+    results.mkdir()
+    other = replace(base, flair_fill=0.5, split="kfold", fold=0, run_name="cv-fold0", selection="last")
+    (results / "cv-fold0.json").write_text(json.dumps({"config": other.to_dict()}))
+    with pytest.raises(ValueError, match=r"fold 0's finished run .* another recipe .*\(flair_fill: 0.5 -> 0.0\)"):
+        run_cv(base, folds=3, name="cv", results_dir=results, progress=False)
+    wider = replace(other, flair_fill=0.0, context=1)
+    save_checkpoint(tmp_path / "weights" / "cv-fold0" / "last.pt", create_model("unet", **wider.model_kwargs()),
+                    wider, epoch=1, metrics={}, geometry_size=32)
+    with pytest.raises(ValueError, match=r"cv-fold0/last.pt was trained with another recipe .*\(context: 1 -> 0\)"):
+        run_cv(base, folds=3, name="cv", results_dir=tmp_path / "elsewhere", progress=False)
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ cases, and the out-of-fold cross-validation of an ensemble."""
 from __future__ import annotations
 
 import json
-import shutil
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,11 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from brainseg.checkpoint import save_checkpoint
+from brainseg.checkpoint import load_model, save_checkpoint
 from brainseg.cv import ensemble_cv
-from brainseg.ensemble import ProbabilityMean, load_ensemble, resolve_checkpoints
+from brainseg.data.cache import load_volumes
+from brainseg.ensemble import ProbabilityMean, check_unseen, load_ensemble, resolve_checkpoints
 from brainseg.evaluation import evaluate_checkpoint
 from brainseg.models import create_model
+from brainseg.runtime import Runtime
+from brainseg.validation import evaluate
 
 
 class Constant(nn.Module):
@@ -67,30 +70,53 @@ def test_weights_arguments_resolve_to_files_run_folders_and_the_folds_of_a_cv(tm
         resolve_checkpoints(["single", str(weights / "single" / "best.pt")], weights_dir=weights)
 
 
-def _checkpoint(path: Path, config, seed: int, image_size: int = 32) -> Path:
+def _checkpoint(path: Path, config, seed: int, image_size: int = 32, **extra) -> Path:
     """A random UNet of ``config`` with a 50x head, so that its probabilities are far from 0.5."""
     torch.manual_seed(seed)
-    model = create_model("unet", features=config.features)
+    model = create_model("unet", **config.model_kwargs())
     with torch.no_grad():
         model.head.weight.mul_(50)
-    save_checkpoint(path, model, config, epoch=config.epochs, metrics={}, geometry_size=image_size)
+    save_checkpoint(path, model, config, epoch=config.epochs, metrics={}, geometry_size=image_size, **extra)
     return path
 
 
-def _fake_cv(weights: Path, name: str, make_config, seed: int = 0) -> None:
+def _fake_cv(weights: Path, name: str, make_config, seed: int = 0, finished: bool = True) -> None:
+    """Three final fold models ``weights/<name>-fold<k>/best.pt``, and each fold's metrics.json when ``finished``."""
     for k in range(3):
-        config = make_config(run_name=f"{name}-fold{k}", fold=k)
+        config = make_config(run_name=f"{name}-fold{k}", fold=k, selection="last")
         _checkpoint(weights / f"{name}-fold{k}" / "best.pt", config, seed=seed + k)
+        if finished:
+            log_dir = config.run_dirs(config.run_name)[0]
+            log_dir.mkdir(parents=True)
+            (log_dir / "metrics.json").write_text(json.dumps({"epochs": config.epochs}))
 
 
-def test_members_of_other_image_sizes_are_refused(tmp_path, synthetic_data, synthetic_config):
+def test_members_of_other_image_sizes_or_context_are_refused(tmp_path, synthetic_data, synthetic_config):
     config = synthetic_config(synthetic_data, tmp_path)
     small = _checkpoint(tmp_path / "a.pt", config, seed=0, image_size=32)
     large = _checkpoint(tmp_path / "b.pt", replace(config, image_size=64), seed=1, image_size=64)
     with pytest.raises(ValueError, match=r"share one image size: .*a.pt 32 px, .*b.pt 64 px"):
         load_ensemble([small, large])
-    ensemble = load_ensemble([tmp_path / "a.pt", _checkpoint(tmp_path / "c.pt", config, seed=2)])
-    assert isinstance(ensemble.model, ProbabilityMean) and ensemble.image_size == 32 and ensemble.name == "ensemble2-mixed"
+    wide = _checkpoint(tmp_path / "w.pt", replace(config, context=1), seed=1)
+    with pytest.raises(ValueError, match=r"share one context \(input channels\): .*a.pt 3 input .*w.pt 9 input"):
+        load_ensemble([small, wide])
+    ensemble = load_ensemble([small, _checkpoint(tmp_path / "c.pt", config, seed=2)])
+    assert isinstance(ensemble.model, ProbabilityMean) and ensemble.image_size == 32
+    assert re.fullmatch(r"ensemble2-mixed-[0-9a-f]{6}", ensemble.name)
+    assert load_ensemble([small, tmp_path / "c.pt"]).name == ensemble.name
+    assert load_ensemble([tmp_path / "c.pt", small]).name != ensemble.name  # other paths, other folder
+
+
+@pytest.mark.parametrize("amp, record, expected", [
+    ("auto", None, False),  # an older checkpoint: fp32 on a CPU, whatever the string says
+    ("auto", {"setting": "auto", "picked": "bf16", "why": "CUDA"}, False),  # picked for a GPU, not this CPU
+    ("auto", {"setting": "auto", "picked": "bf16", "fp32_images_per_s": 5.0, "bf16_images_per_s": 9.0}, True),
+    (True, None, True), (False, None, False)])
+def test_a_checkpoint_predicts_on_the_cpu_in_the_precision_training_picked(tmp_path, synthetic_data,
+                                                                           synthetic_config, amp, record, expected):
+    config = replace(synthetic_config(synthetic_data, tmp_path), amp=amp)
+    path = _checkpoint(tmp_path / "a.pt", config, seed=0, **({"precision": record} if record else {}))
+    assert load_ensemble([path], "cpu").runtime.amp is expected
 
 
 def test_scoring_cases_a_checkpoint_trained_on_is_refused(tmp_path, synthetic_data, synthetic_config):
@@ -102,34 +128,61 @@ def test_scoring_cases_a_checkpoint_trained_on_is_refused(tmp_path, synthetic_da
                             cache_dir=str(tmp_path / "cache"), device="cpu", progress=False)
 
 
+def test_the_recorded_training_cases_decide_and_every_member_is_checked(tmp_path, synthetic_data, synthetic_config):
+    config = synthetic_config(synthetic_data, tmp_path, fold=0)
+    cases = sorted(p.name for p in synthetic_data.iterdir())
+    clean = _checkpoint(tmp_path / "clean.pt", config, seed=0, trained_on=[])
+    # Recomputed from a folder without one of its cases, the fold's split would differ from the one trained on:
+    # the recorded ids, not the folder, say which cases it saw.
+    leaky = _checkpoint(tmp_path / "leaky.pt", config, seed=1, trained_on=cases[:3])
+    ensemble = load_ensemble([clean, leaky])
+    check_unseen(ensemble, cases[3:])
+    with pytest.raises(ValueError, match=rf"leaky.pt trained on 1 of the 2 cases to score \({cases[2]}\)"):
+        check_unseen(ensemble, cases[2:4])
+
+
 @pytest.fixture
 def two_cvs(tmp_path, synthetic_data, synthetic_config) -> Path:
-    """weights/a-fold<k> (3 folds of random UNets) and weights/b-fold<k>, a copy of a's checkpoints."""
+    """weights/a-fold<k> and weights/b-fold<k>: two finished 3-fold CVs of random UNets (other seeds)."""
     weights = tmp_path / "weights"
-    _fake_cv(weights, "a", lambda **o: synthetic_config(synthetic_data, tmp_path, **o))
-    for k in range(3):
-        shutil.copytree(weights / f"a-fold{k}", weights / f"b-fold{k}")
+    for name, seed in (("a", 0), ("b", 10)):
+        _fake_cv(weights, name, lambda **o: synthetic_config(synthetic_data, tmp_path, **o), seed=seed)
     return weights
 
 
-def test_an_ensemble_of_a_cv_with_itself_scores_each_case_as_the_cv_does(tmp_path, synthetic_data, two_cvs):
+def test_each_case_is_scored_by_the_mean_of_its_folds_models(tmp_path, synthetic_data, two_cvs):
     common = dict(weights_dir=two_cvs, results_dir=tmp_path / "results", data_dir=str(synthetic_data),
                   cache_dir=str(tmp_path / "cache"), device="cpu", progress=False)
-    alone = ensemble_cv(["a"], name="a-alone", **common)
     both = ensemble_cv(["a", "b"], **common)
     assert len(both["per_case"]) == 12 and set(both["fold_of_case"].values()) == {0, 1, 2}
-    assert both["per_case"] == pytest.approx(alone["per_case"], abs=1e-6)
-    assert both["split"] == "cv3" and both["members"] == ["a", "b"]
+    assert both["split"] == "cv3" and both["members"] == ["a", "b"] and both["member_epochs"] == [2] * 6
+    for k in range(3):  # the same figures from the fold's two models averaged by hand
+        members = [load_model(two_cvs / f"{cv}-fold{k}" / "best.pt")[0] for cv in ("a", "b")]
+        cases = [c for c, fold in both["fold_of_case"].items() if fold == k]
+        volumes = load_volumes(cases, 32, str(synthetic_data), str(tmp_path / "cache"), progress=False)
+        by_hand = evaluate(ProbabilityMean(members), volumes, torch.nn.BCEWithLogitsLoss(),
+                           Runtime(torch.device("cpu"), False, False), progress=False)
+        assert by_hand["per_case"] == pytest.approx({c: both["per_case"][c] for c in cases}, abs=1e-6)
     saved = json.loads((tmp_path / "results" / "ensemble-a+b.json").read_text())
     assert saved["per_case"] == both["per_case"]
     screened = ensemble_cv(["a", "b"], name="screen", folds=[1], **common)
     assert screened["split"] == "cv3-folds1" and set(screened["fold_of_case"].values()) == {1}
 
 
-def test_cvs_on_other_folds_cannot_be_ensembled(tmp_path, synthetic_data, synthetic_config, two_cvs):
-    _fake_cv(two_cvs, "c", lambda **o: synthetic_config(synthetic_data, tmp_path, split_seed=7, **o))
+def test_only_finished_final_fold_models_on_the_same_folds_are_ensembled(tmp_path, synthetic_data, synthetic_config,
+                                                                         two_cvs):
+    make = lambda **o: synthetic_config(synthetic_data, tmp_path, **o)  # noqa: E731
+    common = dict(weights_dir=two_cvs, results_dir=tmp_path / "results", data_dir=str(synthetic_data),
+                  cache_dir=str(tmp_path / "cache"), device="cpu", progress=False)
+    _fake_cv(two_cvs, "c", lambda **o: make(split_seed=7, **o))
     with pytest.raises(ValueError, match="validate different cases"):
-        ensemble_cv(["a", "c"], weights_dir=two_cvs, results_dir=tmp_path / "results", data_dir=str(synthetic_data),
-                    cache_dir=str(tmp_path / "cache"), device="cpu", progress=False)
+        ensemble_cv(["a", "c"], **common)
+    _fake_cv(two_cvs, "running", make, finished=False)
+    with pytest.raises(ValueError, match=r"running-fold0/best.pt: run running-fold0 has not finished"):
+        ensemble_cv(["a", "running"], **common)
+    config = make(run_name="chosen-fold0", fold=0, selection="reference")
+    _checkpoint(two_cvs / "chosen-fold0" / "best.pt", config, seed=0)
+    with pytest.raises(ValueError, match=r"chosen-fold0/best.pt: selection 'reference', so it was chosen on the cases"):
+        ensemble_cv(["a", "chosen"], **common)
     with pytest.raises(ValueError, match=r"has no checkpoint for folds \[5\]"):
-        ensemble_cv(["a", "b"], folds=[5], weights_dir=two_cvs, data_dir=str(synthetic_data), device="cpu")
+        ensemble_cv(["a", "b"], folds=[5], **common)

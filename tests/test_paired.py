@@ -108,3 +108,10 @@ def test_an_incomplete_paired_file_is_named(tmp_path):
     (tmp_path / "paired-a-vs-b.json").write_text(json.dumps({"a": "a", "b": "b"}))
     with pytest.raises(ValueError, match=r"paired-a-vs-b.json: missing keys \['cases', 'folds'"):
         load_comparisons(tmp_path)
+
+
+def test_an_ensemble_result_is_refused_where_fold_models_are_needed(tmp_path):
+    (tmp_path / "ens.json").write_text(json.dumps({"run": "ens", "per_case": {"a": 0.5}, "members": ["x", "y"]}))
+    assert load_per_case("ens", tmp_path, tmp_path)["per_case"] == {"a": 0.5}  # fine for a paired comparison
+    with pytest.raises(ValueError, match=r"ens.json: an ensemble of x, y, which has no fold models"):
+        load_per_case("ens", tmp_path, tmp_path, fold_models=True)
