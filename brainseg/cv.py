@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from .config import TrainConfig
 from .data.cache import load_volumes
 from .data.kaggle import discover_cases
 from .data.splits import kfold_split
-from .ensemble import check_unseen, load_ensemble, resolve_checkpoints, run_split
+from .ensemble import check_unseen, fold_number, load_ensemble, resolve_checkpoints, run_split
 from .losses import create_loss
 from .metrics import summarize
 from .results import export_run
@@ -223,11 +222,12 @@ def fold_checkpoints(cv_name: str, weights_dir: str | Path | None = None) -> dic
     Raises:
         FileNotFoundError: no fold checkpoint of that name (the place looked at is named).
     """
-    found = [p for p in resolve_checkpoints([cv_name], weights_dir) if re.search(r"-fold\d+$", p.parent.name)]
+    found = {fold_number(p): p for p in resolve_checkpoints([cv_name], weights_dir)}
+    found.pop(None, None)  # a file or run folder of that name, not a fold
     if not found:
         raise FileNotFoundError(f"{cv_name}: not a cross-validation; no {cv_name}-fold<k>/best.pt in "
                                 f"{weights_dir or paths.weights_dir()}")
-    return {int(re.search(r"fold(\d+)$", p.parent.name).group(1)): p for p in found}
+    return found
 
 
 def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = None,
@@ -275,10 +275,9 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
         print(f"ensemble fold {k}: {len(result['per_case'])} cases, mean DSC {result['mean']:.4f}")
     name = name or "ensemble-" + "+".join(cv_names)
     every_fold = len(folds) == len(common) == configs[0].folds
-    pooled = _ensemble_result(name, cv_names, configs, per_case, without_lcc, fold_of,
+    pooled = _ensemble_result(name, cv_names, configs, epochs, per_case, without_lcc, fold_of,
                               f"cv{len(folds)}" if every_fold else f"cv{configs[0].folds}-folds{','.join(map(str, folds))}",
                               describe_device(torch_device), time.perf_counter() - start, command)
-    pooled.update(epochs=max(epochs), best_epoch=max(epochs), member_epochs=epochs)  # as trained, not as configured
     atomic_write_json(results_dir / f"{name}.json", pooled)
     atomic_write_text(results_dir / f"{name}-per-case.csv", per_case_csv(pooled))
     low, high = pooled["val_mean_dsc_ci95"]
@@ -325,9 +324,11 @@ def _score_out_of_fold(ensemble, fold: int, cv_names: list[str], data_dir: str |
                     progress=progress)
 
 
-def _ensemble_result(name: str, cv_names: list[str], configs: list[TrainConfig], per_case: dict,
-                     without_lcc: dict, fold_of: dict, split: str, device: str, seconds: float, command: str) -> dict:
-    """A results entry for :func:`ensemble_cv`, with the keys of a trained cross-validation's."""
+def _ensemble_result(name: str, cv_names: list[str], configs: list[TrainConfig], member_epochs: list[int],
+                     per_case: dict, without_lcc: dict, fold_of: dict, split: str, device: str, seconds: float,
+                     command: str) -> dict:
+    """A results entry for :func:`ensemble_cv`, with the keys of a trained cross-validation's; its
+    epochs are those the members trained (``member_epochs``), not those configured."""
     values = [per_case[c] for c in sorted(per_case)]
     summary, summary_raw = summarize(per_case), summarize(without_lcc)
 
@@ -336,7 +337,7 @@ def _ensemble_result(name: str, cv_names: list[str], configs: list[TrainConfig],
 
     return {
         "run": name, "model": shared("model"), "loss": shared("loss"), "preset": shared("preset"),
-        "image_size": configs[0].image_size, "epochs": max(c.epochs for c in configs), "split": split,
+        "image_size": configs[0].image_size, "epochs": max(member_epochs), "split": split,
         "selection": "last: an ensemble of each cross-validation's final fold models, nothing chosen on evaluated "
                      "cases; every case predicted by the fold models that did not train on it",
         "members": cv_names,
@@ -345,6 +346,6 @@ def _ensemble_result(name: str, cv_names: list[str], configs: list[TrainConfig],
         "val_median_dsc_ci95": bootstrap_interval(values, np.median),
         "val_mean_dsc_without_lcc": summary_raw["mean"], "val_median_dsc_without_lcc": summary_raw["median"],
         "per_case": per_case, "per_case_without_lcc": without_lcc, "fold_of_case": fold_of,
-        "best_epoch": max(c.epochs for c in configs), "wall_time_s": round(seconds, 1),
+        "best_epoch": max(member_epochs), "member_epochs": member_epochs, "wall_time_s": round(seconds, 1),
         "device": device, "command": command,
     }

@@ -91,8 +91,10 @@ def _common_prefix(names: list[str]) -> str:
     return first[:length]
 
 
-def _fold_number(checkpoint: Path) -> int:
-    return int(re.search(r"fold(\d+)$", checkpoint.parent.name).group(1))
+def fold_number(checkpoint: Path) -> int | None:
+    """``k`` of a fold checkpoint ``<cv>-fold<k>/best.pt``; ``None`` for any other checkpoint."""
+    found = re.search(r"-fold(\d+)$", checkpoint.parent.name)
+    return int(found.group(1)) if found else None
 
 
 def resolve_checkpoints(specs: Sequence[str], weights_dir: str | Path | None = None) -> list[Path]:
@@ -133,7 +135,7 @@ def _checkpoints_at(base: Path) -> list[Path]:
         return [base / "best.pt"]
     folds = [p for p in base.parent.glob(f"{base.name}-fold*/best.pt")
              if re.fullmatch(re.escape(base.name) + r"-fold\d+", p.parent.name)]
-    return sorted(folds, key=_fold_number)
+    return sorted(folds, key=fold_number)
 
 
 def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device = "cpu") -> Ensemble:
@@ -157,7 +159,7 @@ def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device 
                              ", ".join(f"{path} {value}" for path, value in zip(checkpoints, values)))
     models, configs = zip(*(build_model(checkpoint, device) for checkpoint in loaded))
     first = configs[0]
-    model = models[0] if len(models) == 1 else ProbabilityMean(models).to(device).eval()
+    model = models[0] if len(models) == 1 else ProbabilityMean(models).eval()
     if first.channels_last:
         model = model.to(memory_format=torch.channels_last)
     record = loaded[0].get("precision") or loaded[0].get("progress", {}).get("precision")

@@ -35,9 +35,10 @@ def predict_volume(model: nn.Module, images: np.ndarray, runtime: Runtime, batch
     """
     model.eval()
     context = context_of(getattr(model, "in_channels", MODALITIES))
-    slices, outputs = np.arange(len(images)), []
+    outputs = []
     for start in range(0, len(images), batch_size):
-        image = torch.from_numpy(with_context(images, slices[start:start + batch_size], context).astype(np.float32))
+        batch = slice(start, start + batch_size)  # a view of the slices for context 0, as before 2.5D
+        image = torch.from_numpy(with_context(images, batch, context).astype(np.float32))
         if flip:
             image = image.flip(-1)
         with runtime.autocast():

@@ -40,7 +40,8 @@ class SliceDataset(Dataset):
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         case, slice_n = self.index[idx]
         volume = self.volumes[case]
-        image = torch.from_numpy(with_context(volume.image, np.array([slice_n]), self.context)[0].astype(np.float32))
+        image = torch.from_numpy(with_context(volume.image, slice(slice_n, slice_n + 1), self.context)[0]
+                                 .astype(np.float32))
         mask = torch.from_numpy(volume.mask[slice_n][None].astype(np.float32))
         if self.transform is not None:
             image, mask = self.transform(image, mask)

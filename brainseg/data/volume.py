@@ -64,18 +64,19 @@ def neighbour_indices(num_slices: int, context: int) -> np.ndarray:
     return np.clip(np.arange(num_slices)[:, None] + offsets, 0, num_slices - 1)
 
 
-def with_context(images: np.ndarray, indices: np.ndarray, context: int) -> np.ndarray:
+def with_context(images: np.ndarray, indices: np.ndarray | slice, context: int) -> np.ndarray:
     """The slices ``indices`` of a case with their neighbours stacked on the channel axis (2.5D input).
 
     Args:
         images: (D, 3, S, S) the case's slices.
-        indices: (B,) slices wanted.
+        indices: (B,) slices wanted, or a slice of them.
 
     Returns:
         (B, 3 (2 context + 1), S, S): slice ``i - context`` first, then its modalities in order,
-        up to slice ``i + context``; for ``context`` 0 simply ``images[indices]``.
+        up to slice ``i + context``; for ``context`` 0 simply ``images[indices]`` (a view, not a
+        copy, for a slice of indices).
     """
     if context == 0:
         return images[indices]
     stacked = images[neighbour_indices(len(images), context)[indices]]  # (B, 2 context + 1, 3, S, S)
-    return stacked.reshape(len(indices), -1, *images.shape[2:])
+    return stacked.reshape(len(stacked), -1, *images.shape[2:])
