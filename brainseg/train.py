@@ -193,7 +193,7 @@ def load_data(config: TrainConfig, run: Run, selection: Selection) -> RunData:
     train_ids, val_ids = selection.split(config, train_ids, outer_ids)
     start = time.perf_counter()
     kwargs = dict(image_size=config.image_size, data_dir=config.data_dir or None,
-                  cache_dir=config.cache_dir or None, progress=run.progress)
+                  cache_dir=config.cache_dir or None, progress=run.progress, mmap=config.mmap_data)
     if not run.dist.is_main:
         run.dist.barrier()
     train_volumes = load_volumes(train_ids, **kwargs)

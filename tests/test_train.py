@@ -205,3 +205,17 @@ def test_a_model_with_context_trains_reloads_and_predicts_whole_cases(synthetic_
                                  cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "eval"), device="cpu",
                                  overlays=False, progress=False)
     assert report["per_case"] == pytest.approx(result["per_case"], abs=1e-6)  # the same 2.5D input as in training
+
+
+@pytest.mark.slow
+def test_memory_mapped_data_trains_to_the_same_weights(synthetic_data, tmp_path, synthetic_config):
+    losses = {}
+    for mmap in (False, True):
+        config = synthetic_config(synthetic_data, tmp_path / str(mmap), mmap_data=mmap, workers=1)
+        fit(config, progress=False)
+        losses[mmap] = [row["train_loss"] for row in
+                        load_checkpoint(tmp_path / str(mmap) / "weights" / "synthetic" / "last.pt")["history"]]
+    assert losses[True] == losses[False]
+    weights = [load_checkpoint(tmp_path / str(m) / "weights" / "synthetic" / "last.pt")["state_dict"]
+               for m in (False, True)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -4,7 +4,8 @@ A cache entry holds one case at one image size: the normalised image as float16 
 ``<case>.image.npy`` (relative error below 1e-3 on values of order 1), and in ``<case>.npz`` the mask
 at that size and on the 256x256 metric grid as uint8 and the crop/pad geometry. Its folder is keyed by the source folder, the image size and
 :data:`CACHE_VERSION`; each file also stores a fingerprint (names, sizes, modification times)
-of the case's TIFFs and is rebuilt when they change. Files are written atomically.
+of the case's TIFFs and is rebuilt when they change. Files are written atomically. The images can
+be used in place, memory-mapped (``load_volumes(..., mmap=True)``), instead of loaded.
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ def _build(files: CaseFiles, image_size: int) -> CaseVolume:
     return CaseVolume(files.case_id, image16, train_mask, metric_mask, replace(geometry, size=image_size))
 
 
-def _load_cached(path: Path, files: CaseFiles) -> CaseVolume | None:
+def _load_cached(path: Path, files: CaseFiles, mmap: bool = False) -> CaseVolume | None:
     """The cached case at ``path`` (``.npz`` of masks and metadata beside an ``.image.npy``), or
-    ``None`` when it is missing, unreadable or stale."""
+    ``None`` when it is missing, unreadable or stale. With ``mmap`` the image stays in its file,
+    mapped read-only."""
     image_path = path.with_suffix(".image.npy")
     if not (path.exists() and image_path.exists()):
         return None
@@ -75,7 +77,7 @@ def _load_cached(path: Path, files: CaseFiles) -> CaseVolume | None:
             geometry = Geometry(**json.loads(str(stored["geometry"])))
             mask = stored["mask"]
             metric_mask = stored["metric_mask"] if "metric_mask" in stored else mask
-        image = np.load(image_path)  # a plain .npy reads at disk speed; .npz members do not
+        image = np.load(image_path, mmap_mode="r" if mmap else None)  # a plain .npy: fast to read or map
         if image.shape[0] != mask.shape[0] or image.shape[2:] != mask.shape[1:]:
             return None
         return CaseVolume(files.case_id, image, mask, metric_mask, geometry)
@@ -97,7 +99,7 @@ def _build_and_store(args: tuple[CaseFiles, int, Path]) -> CaseVolume:
 
 def load_volumes(case_ids: list[str], image_size: int, data_dir: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None, workers: int | None = None,
-                 progress: bool = True) -> list[CaseVolume]:
+                 progress: bool = True, mmap: bool = False) -> list[CaseVolume]:
     """Preprocessed volumes of ``case_ids`` (in that order), from the cache or built and cached.
 
     Args:
@@ -106,6 +108,9 @@ def load_volumes(case_ids: list[str], image_size: int, data_dir: str | os.PathLi
         data_dir: the ``kaggle_3m`` folder (see :func:`brainseg.data.kaggle.resolve_data_dir`).
         cache_dir: cache root, default :func:`default_cache_dir`.
         workers: processes for building missing cases (default: all cores).
+        mmap: leave the images in the cache files, memory-mapped read-only: a slice is read from
+            disk when it is used and the kernel may drop it again, so the images need no memory of
+            their own (the masks are loaded). The same values either way.
 
     Raises:
         DatasetError: missing dataset, unknown case id, a bad file or a case that cannot be
@@ -120,7 +125,7 @@ def load_volumes(case_ids: list[str], image_size: int, data_dir: str | os.PathLi
     folder = cache_folder(Path(cache_dir) if cache_dir else default_cache_dir(), data_root, image_size)
     cases: dict[str, CaseVolume] = {}
     for case_id in case_ids:
-        cached = _load_cached(folder / f"{case_id}.npz", all_cases[case_id])
+        cached = _load_cached(folder / f"{case_id}.npz", all_cases[case_id], mmap)
         if cached is not None:
             cases[case_id] = cached
     jobs = [(all_cases[c], image_size, folder / f"{c}.npz") for c in case_ids if c not in cases]
@@ -129,6 +134,7 @@ def load_volumes(case_ids: list[str], image_size: int, data_dir: str | os.PathLi
         with (tqdm(total=len(jobs), desc=f"preprocessing {image_size}px", unit="case", disable=not progress) as bar,
               ProcessPoolExecutor(max_workers=workers) as pool):  # processes start only when used
             for case in (pool.map(_build_and_store, jobs) if workers > 1 else map(_build_and_store, jobs)):
-                cases[case.case_id] = case
+                stored = _load_cached(folder / f"{case.case_id}.npz", all_cases[case.case_id], True) if mmap else None
+                cases[case.case_id] = case if stored is None else stored
                 bar.update()
     return [cases[c] for c in case_ids]

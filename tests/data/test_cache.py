@@ -85,3 +85,18 @@ def test_a_preprocessing_error_prints_on_its_own_line_after_the_progress_bar(syn
     assert code == 2 and "preprocessing 32px" in err  # the bar was drawn, and the error came while it was open
     [line] = [line for line in err.split("\n") if "no intensity range" in line]
     assert re.match(r"error: TCGA_XX_\d{4}_20000101: volume has no intensity range", line), repr(line)
+
+
+def test_memory_mapped_images_hold_the_loaded_values_and_cannot_be_written(synthetic_data, tmp_path):
+    ids = sorted(discover_cases(synthetic_data))[:2]
+    built = load_volumes(ids, 32, synthetic_data, tmp_path / "cache", workers=1, progress=False, mmap=True)
+    loaded = load_volumes(ids, 32, synthetic_data, tmp_path / "cache", workers=1, progress=False)
+    mapped = load_volumes(ids, 32, synthetic_data, tmp_path / "cache", workers=1, progress=False, mmap=True)
+    for first, plain, again in zip(built, loaded, mapped):
+        assert isinstance(first.image, np.memmap) and isinstance(again.image, np.memmap)
+        assert not isinstance(plain.image, np.memmap)
+        np.testing.assert_array_equal(first.image, plain.image)
+        np.testing.assert_array_equal(again.image, plain.image)
+        np.testing.assert_array_equal(again.mask, plain.mask)
+    with pytest.raises(ValueError, match="read-only"):
+        mapped[0].image[0, 0, 0, 0] = 1.0  # the cache file cannot be changed through a training's data

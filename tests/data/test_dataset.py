@@ -85,3 +85,17 @@ def test_fit_trains_from_device_data(synthetic_data, tmp_path):
     result = fit(config, progress=False)
     assert result["epochs"] == 2 and result["train_cases"] == 8 and len(result["per_case"]) == 2
     assert result["config"]["data_on_device"] is True
+
+
+def test_device_batches_copy_memory_mapped_volumes(synthetic_data, tmp_path):
+    from brainseg.data.cache import load_volumes
+    from brainseg.data.kaggle import discover_cases
+
+    ids = sorted(discover_cases(synthetic_data))[:2]
+    loaded = load_volumes(ids, 32, synthetic_data, tmp_path / "cache", workers=1, progress=False)
+    mapped = load_volumes(ids, 32, synthetic_data, tmp_path / "cache", workers=1, progress=False, mmap=True)
+    batches = [DeviceBatches(dataset, make_sampler(dataset, "shuffle", torch.Generator().manual_seed(3)), 4,
+                             torch.device("cpu")) for dataset in (SliceDataset(loaded), SliceDataset(mapped))]
+    assert batches[1].images.is_contiguous() and torch.equal(batches[0].images, batches[1].images)
+    for (image, mask), (image_m, mask_m) in zip(*batches, strict=True):
+        assert torch.equal(image, image_m) and torch.equal(mask, mask_m)

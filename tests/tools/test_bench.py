@@ -52,6 +52,26 @@ def test_process_tree_memory_is_measured():
         import time
         time.sleep(0.1)
     assert sampler.peak_mb > 200 and len(block) == 200 * 2**20
+    assert sampler.peak_anon_mb > 200  # a heap allocation: anonymous memory
+
+
+def test_mapped_file_pages_are_not_anonymous(tmp_path):
+    import numpy as np
+    from brainseg.tools.bench import tree_pss_mb
+
+    np.save(tmp_path / "big.npy", np.ones(100 * 2**20, dtype=np.uint8))
+    before = tree_pss_mb(field="Pss_Anon"), tree_pss_mb()
+    mapped = np.load(tmp_path / "big.npy", mmap_mode="r")
+    assert mapped.sum() == 100 * 2**20  # every page read
+    assert tree_pss_mb() - before[1] > 90 and tree_pss_mb(field="Pss_Anon") - before[0] < 20
+
+
+def test_the_memory_goal_judges_the_anonymous_peak_when_measured():
+    from brainseg.tools.bench import memory_goal
+
+    lean = memory_goal({"features": 32, "peak_memory_mb": 4500.0, "peak_anon_memory_mb": 3000.0}, ", lean")
+    assert lean["met"] and lean["measured"] == "4.39 GB, anonymous 2.93 GB" and lean["goal"].endswith("split, lean)")
+    assert not memory_goal({"features": 32, "peak_memory_mb": 4500.0}, "")["met"]  # older result: its whole PSS
 
 
 def clock(*readings: float) -> SimpleNamespace:
