@@ -181,7 +181,7 @@ class RunData:
     @property
     def trained_on(self) -> list[str]:
         """The cases the model learned from or was chosen on: training and inner validation cases."""
-        return sorted(set(self.train_ids) | set(self.val_ids) - set(self.outer_ids))
+        return sorted(set(self.train_ids) | (set(self.val_ids) - set(self.outer_ids)))
 
 
 def load_data(config: TrainConfig, run: Run, selection: Selection) -> RunData:

@@ -148,34 +148,43 @@ def synthetic_volumes(cases: int, slices: int, image_size: int) -> list:
     return volumes
 
 
-def tree_pss_mb(pid: int | None = None, field: str = "Pss") -> float:
-    """Proportional set size of a process and its direct children (DataLoader workers), in MiB.
+def tree_memory_mb(pid: int | None = None, fields: tuple[str, ...] = ("Pss", "Pss_Anon")) -> dict[str, float]:
+    """``fields`` of ``/proc/<pid>/smaps_rollup`` summed over a process and its direct children
+    (DataLoader workers), in MiB; each process's file is read once.
 
     PSS splits each shared page among the processes mapping it, so pages a forked worker shares
     with its parent count once; summing resident sizes would count the loaded volumes twice.
-    ``field="Pss_Anon"`` counts only anonymous memory (the heap: tensors, loaded arrays), not the
-    pages of mapped files (libraries, memory-mapped cache files), which the kernel can drop and read
-    again. Linux only; 0 elsewhere.
+    ``Pss_Anon`` counts only anonymous memory (the heap: tensors, loaded arrays), not the pages of
+    mapped files (libraries, memory-mapped cache files), which the kernel can drop and read again.
+    Linux only; 0 elsewhere.
     """
-    def pss(p: int) -> float:
+    def read(p: int) -> dict[str, float]:
+        found = dict.fromkeys(fields, 0.0)
         try:
             for line in open(f"/proc/{p}/smaps_rollup"):
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
+                name, _, rest = line.partition(":")
+                if name in found:
+                    found[name] = int(rest.split()[0]) / 1024
         except OSError:
             pass
-        return 0.0
+        return found
 
     pid = pid or os.getpid()
     try:
         children = [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
     except OSError:
         children = []
-    return pss(pid) + sum(pss(c) for c in children)
+    per_process = [read(p) for p in [pid, *children]]
+    return {field: sum(values[field] for values in per_process) for field in fields}
+
+
+def tree_pss_mb(pid: int | None = None, field: str = "Pss") -> float:
+    """One field of :func:`tree_memory_mb` (``"Pss"`` or ``"Pss_Anon"``), in MiB."""
+    return tree_memory_mb(pid, (field,))[field]
 
 
 class MemorySampler:
-    """Samples :func:`tree_pss_mb` every ``interval`` seconds in a thread: ``peak_mb`` is the largest
+    """Samples :func:`tree_memory_mb` every ``interval`` seconds in a thread: ``peak_mb`` is the largest
     PSS, ``peak_anon_mb`` the largest anonymous part."""
 
     def __init__(self, interval: float = 0.2):
@@ -185,8 +194,9 @@ class MemorySampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, tree_pss_mb())
-            self.peak_anon_mb = max(self.peak_anon_mb, tree_pss_mb(field="Pss_Anon"))
+            memory = tree_memory_mb()  # one read of each process's smaps_rollup per sample
+            self.peak_mb = max(self.peak_mb, memory["Pss"])
+            self.peak_anon_mb = max(self.peak_anon_mb, memory["Pss_Anon"])
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "MemorySampler":
