@@ -51,7 +51,14 @@ def run_notebook(repo: Path, name: str, parameters: dict) -> nbformat.NotebookNo
     source = "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
     book.cells.insert(index + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
     resources = {"metadata": {"path": str(repo / "notebooks")}}
-    NotebookClient(book, timeout=900, kernel_name="python3", resources=resources).execute()
+    client = NotebookClient(book, timeout=900, kernel_name="python3", resources=resources)
+    # nbclient stands in for a frontend's Output widget (the slice browser's) by sending its state
+    # back to the kernel on the shell socket while it awaits the cell's reply on that same socket.
+    # That send can swallow the reply's wake-up, so the cell then waits out the whole timeout and
+    # passes (jupyter/nbclient#312; it cost CI 15 minutes). Jupyter's frontends do not do this, so
+    # the test leaves Output widgets to the frontend: the widget itself is still displayed.
+    client.widget_registry = {}
+    client.execute()
     return book
 
 
