@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -51,15 +52,32 @@ def run_notebook(repo: Path, name: str, parameters: dict) -> nbformat.NotebookNo
     source = "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
     book.cells.insert(index + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
     resources = {"metadata": {"path": str(repo / "notebooks")}}
-    client = NotebookClient(book, timeout=900, kernel_name="python3", resources=resources)
+    client = NotebookClient(book, timeout=600, kernel_name="python3", resources=resources)
     # nbclient stands in for a frontend's Output widget (the slice browser's) by sending its state
     # back to the kernel on the shell socket while it awaits the cell's reply on that same socket.
     # That send can swallow the reply's wake-up, so the cell then waits out the whole timeout and
     # passes (jupyter/nbclient#312; it cost CI 15 minutes). Jupyter's frontends do not do this, so
     # the test leaves Output widgets to the frontend: the widget itself is still displayed.
+    assert "@jupyter-widgets/output" in client.widget_registry, "nbclient changed: revisit this workaround"
     client.widget_registry = {}
     client.execute()
+    assert not late_replies(book), f"{name}.ipynb: replies came long after the cells ended: {late_replies(book)}"
     return book
+
+
+def late_replies(book: nbformat.NotebookNode, seconds: float = 60) -> list[int]:
+    """Code cells whose execute reply came more than ``seconds`` after the kernel went idle: the
+    stall above, which would otherwise pass once the timeout ran out."""
+    def when(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    late = []
+    for index, cell in enumerate(book.cells):
+        times = cell.metadata.get("execution", {})
+        if "iopub.status.idle" in times and "shell.execute_reply" in times:
+            if (when(times["shell.execute_reply"]) - when(times["iopub.status.idle"])).total_seconds() > seconds:
+                late.append(index)
+    return late
 
 
 def outputs_of(book: nbformat.NotebookNode) -> list[dict]:

@@ -1,6 +1,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -219,3 +220,14 @@ def test_memory_mapped_data_trains_to_the_same_weights(synthetic_data, tmp_path,
     weights = [load_checkpoint(tmp_path / str(m) / "weights" / "synthetic" / "last.pt")["state_dict"]
                for m in (False, True)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_mmap_data_maps_the_images_of_every_case_the_run_loads(synthetic_data, tmp_path, synthetic_config):
+    from brainseg.selection import Selection
+    from brainseg.train import load_data, set_up_run
+
+    for mmap in (False, True):
+        config = synthetic_config(synthetic_data, tmp_path, mmap_data=mmap, selection="inner", inner_val_cases=2)
+        data = load_data(config, set_up_run(config, progress=False, resume=False), Selection(config.selection))
+        volumes = data.train_volumes + data.val_volumes + data.outer_volumes
+        assert len(data.val_ids) == 2 and all(isinstance(v.image, np.memmap) == mmap for v in volumes)

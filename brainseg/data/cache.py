@@ -67,7 +67,7 @@ def _load_cached(path: Path, files: CaseFiles, mmap: bool = False) -> CaseVolume
     """The cached case at ``path`` (``.npz`` of masks and metadata beside an ``.image.npy``), or
     ``None`` when it is missing, unreadable or stale. With ``mmap`` the image stays in its file,
     mapped read-only."""
-    image_path = path.with_suffix(".image.npy")
+    image_path = _image_path(path)
     if not (path.exists() and image_path.exists()):
         return None
     try:
@@ -85,6 +85,11 @@ def _load_cached(path: Path, files: CaseFiles, mmap: bool = False) -> CaseVolume
         return None  # a damaged cache file is rebuilt
 
 
+def _image_path(entry: Path) -> Path:
+    """The ``.image.npy`` beside a cache entry's ``.npz``."""
+    return entry.with_suffix(".image.npy")
+
+
 def _build_and_store(args: tuple[CaseFiles, int, Path]) -> CaseVolume:
     files, image_size, path = args
     case = _build(files, image_size)
@@ -92,7 +97,7 @@ def _build_and_store(args: tuple[CaseFiles, int, Path]) -> CaseVolume:
                   geometry=np.array(json.dumps(case.geometry.to_dict())))
     if image_size != METRIC_SIZE:
         arrays["metric_mask"] = case.metric_mask
-    atomic_write(path.with_suffix(".image.npy"), lambda f: np.save(f, case.image))
+    atomic_write(_image_path(path), lambda f: np.save(f, case.image))
     atomic_write(path, lambda f: np.savez(f, **arrays))  # written last: it marks the entry complete
     return case
 
@@ -134,7 +139,8 @@ def load_volumes(case_ids: list[str], image_size: int, data_dir: str | os.PathLi
         with (tqdm(total=len(jobs), desc=f"preprocessing {image_size}px", unit="case", disable=not progress) as bar,
               ProcessPoolExecutor(max_workers=workers) as pool):  # processes start only when used
             for case in (pool.map(_build_and_store, jobs) if workers > 1 else map(_build_and_store, jobs)):
-                stored = _load_cached(folder / f"{case.case_id}.npz", all_cases[case.case_id], True) if mmap else None
-                cases[case.case_id] = case if stored is None else stored
+                if mmap:  # the image just written, mapped like a cached one
+                    case = replace(case, image=np.load(_image_path(folder / f"{case.case_id}.npz"), mmap_mode="r"))
+                cases[case.case_id] = case
                 bar.update()
     return [cases[c] for c in case_ids]

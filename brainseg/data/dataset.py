@@ -100,9 +100,9 @@ class DeviceBatches:
     """
 
     def __init__(self, dataset: SliceDataset, sampler: Sampler, batch_size: int, device: torch.device):
-        self.images = torch.cat([torch.from_numpy(np.require(v.image, requirements=["C", "W"]))  # memmaps: copied
-                                 for v in dataset.volumes]).to(device)
-        self.masks = torch.cat([torch.from_numpy(np.ascontiguousarray(v.mask)) for v in dataset.volumes]).to(device)
+        # one copy each, also of memory-mapped (read-only) images
+        self.images = torch.from_numpy(np.concatenate([v.image for v in dataset.volumes])).to(device)
+        self.masks = torch.from_numpy(np.concatenate([v.mask for v in dataset.volumes])).to(device)
         starts = np.cumsum([0] + [v.num_slices for v in dataset.volumes[:-1]])
         self.neighbours = torch.from_numpy(np.concatenate(  # (slices, 2 context + 1) rows of self.images
             [neighbour_indices(v.num_slices, dataset.context) + start for v, start in zip(dataset.volumes, starts)]

@@ -32,6 +32,34 @@ class CaseVolume:
     def num_slices(self) -> int:
         return self.image.shape[0]
 
+    def __getstate__(self) -> dict:
+        """Pickled (for a spawned DataLoader worker, say), a memory-mapped image travels as its file
+        and is mapped again on arrival: pickling the array would copy every voxel into the worker."""
+        state = dict(self.__dict__)
+        if isinstance(self.image, np.memmap) and self.image.filename:
+            state["image"] = _MappedImage(self.image.filename, self.image.shape)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state["image"], _MappedImage):
+            state["image"] = state["image"].open()
+        self.__dict__.update(state)
+
+
+@dataclass(frozen=True)
+class _MappedImage:
+    """A memory-mapped ``.npy`` image by its file: what :class:`CaseVolume` pickles instead of the voxels."""
+
+    path: str
+    shape: tuple[int, ...]
+
+    def open(self) -> np.ndarray:
+        image = np.load(self.path, mmap_mode="r")
+        if image.shape != self.shape:
+            raise ValueError(f"{self.path}: holds an image of shape {image.shape}, the volume had {self.shape}; "
+                             "the cache changed while the run used it: start the run again")
+        return image
+
 
 MODALITIES = 3  # pre-contrast, FLAIR, post-contrast: the channels of one slice
 

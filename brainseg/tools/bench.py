@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -148,7 +149,7 @@ def synthetic_volumes(cases: int, slices: int, image_size: int) -> list:
     return volumes
 
 
-def tree_memory_mb(pid: int | None = None, fields: tuple[str, ...] = ("Pss", "Pss_Anon")) -> dict[str, float]:
+def tree_memory_mb(pid: int | None = None, fields: tuple[str, ...] = ("Pss", "Pss_Anon")) -> dict[str, float | None]:
     """``fields`` of ``/proc/<pid>/smaps_rollup`` summed over a process and its direct children
     (DataLoader workers), in MiB; each process's file is read once.
 
@@ -156,17 +157,21 @@ def tree_memory_mb(pid: int | None = None, fields: tuple[str, ...] = ("Pss", "Ps
     with its parent count once; summing resident sizes would count the loaded volumes twice.
     ``Pss_Anon`` counts only anonymous memory (the heap: tensors, loaded arrays), not the pages of
     mapped files (libraries, memory-mapped cache files), which the kernel can drop and read again.
-    Linux only; 0 elsewhere.
+
+    A field is ``None`` when it was not measured: no ``/proc`` (not Linux), or a kernel whose
+    ``smaps_rollup`` lacks it (``Pss_Anon`` came later than the file). A child that exits while
+    it is read is left out.
     """
-    def read(p: int) -> dict[str, float]:
-        found = dict.fromkeys(fields, 0.0)
+    def read(p: int) -> dict[str, float] | None:
         try:
-            for line in open(f"/proc/{p}/smaps_rollup"):
-                name, _, rest = line.partition(":")
-                if name in found:
-                    found[name] = int(rest.split()[0]) / 1024
+            lines = open(f"/proc/{p}/smaps_rollup").read().splitlines()
         except OSError:
-            pass
+            return None
+        found = {}
+        for line in lines:
+            name, _, rest = line.partition(":")
+            if name in fields:
+                found[name] = int(rest.split()[0]) / 1024
         return found
 
     pid = pid or os.getpid()
@@ -174,29 +179,33 @@ def tree_memory_mb(pid: int | None = None, fields: tuple[str, ...] = ("Pss", "Ps
         children = [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
     except OSError:
         children = []
-    per_process = [read(p) for p in [pid, *children]]
-    return {field: sum(values[field] for values in per_process) for field in fields}
+    own = read(pid)
+    if own is None:
+        return dict.fromkeys(fields)
+    per_process = [own, *(m for m in map(read, children) if m is not None)]
+    return {field: sum(m[field] for m in per_process) if all(field in m for m in per_process) else None
+            for field in fields}
 
 
-def tree_pss_mb(pid: int | None = None, field: str = "Pss") -> float:
-    """One field of :func:`tree_memory_mb` (``"Pss"`` or ``"Pss_Anon"``), in MiB."""
-    return tree_memory_mb(pid, (field,))[field]
+def _larger(peak: float | None, value: float | None) -> float | None:
+    """The running maximum of measurements that may be missing (``None``)."""
+    return peak if value is None else value if peak is None else max(peak, value)
 
 
 class MemorySampler:
     """Samples :func:`tree_memory_mb` every ``interval`` seconds in a thread: ``peak_mb`` is the largest
-    PSS, ``peak_anon_mb`` the largest anonymous part."""
+    PSS, ``peak_anon_mb`` the largest anonymous part (``None`` where not measured)."""
 
     def __init__(self, interval: float = 0.2):
-        self.interval, self.peak_mb, self.peak_anon_mb = interval, 0.0, 0.0
+        self.interval, self.peak_mb, self.peak_anon_mb = interval, None, None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             memory = tree_memory_mb()  # one read of each process's smaps_rollup per sample
-            self.peak_mb = max(self.peak_mb, memory["Pss"])
-            self.peak_anon_mb = max(self.peak_anon_mb, memory["Pss_Anon"])
+            self.peak_mb = _larger(self.peak_mb, memory["Pss"])
+            self.peak_anon_mb = _larger(self.peak_anon_mb, memory["Pss_Anon"])
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "MemorySampler":
@@ -234,7 +243,7 @@ def _training_memory_child(image_size: int, features: int, steps: int, data_dir:
     once), its anonymous part (``peak_anon_memory_mb``), as an upper bound the sum of their peak RSS,
     and the seconds per step after the first."""
     train_ids, volumes = _reference_training_volumes(image_size, data_dir, mmap)
-    data_mb = tree_pss_mb()
+    data_mb = tree_memory_mb(fields=("Pss",))["Pss"]
     loader = _training_loader(volumes, workers)
     runtime = Runtime(torch.device("cpu"), amp=False, channels_last=True)
     model = create_model("unet", features=features).to(memory_format=torch.channels_last)
@@ -251,9 +260,13 @@ def _training_memory_child(image_size: int, features: int, steps: int, data_dir:
     return {"image_size": image_size, "features": features, "checkpointing": checkpointing, "mmap_data": mmap,
             "train_cases": len(train_ids), "train_slices": len(loader.dataset), "steps": steps, "workers": workers,
             "seconds_per_step": round(seconds_per_step, 2),
-            "data_memory_mb": round(data_mb, 1), "peak_memory_mb": round(sampler.peak_mb, 1),
-            "peak_anon_memory_mb": round(sampler.peak_anon_mb, 1),
+            "data_memory_mb": _rounded(data_mb), "peak_memory_mb": _rounded(sampler.peak_mb),
+            "peak_anon_memory_mb": _rounded(sampler.peak_anon_mb),
             "peak_rss_sum_mb": round(peak_memory_mb(), 1)}
+
+
+def _rounded(mb: float | None) -> float | None:
+    return None if mb is None else round(mb, 1)
 
 
 def training_memory(image_size: int, features: int, steps: int, data_dir: str | None, workers: int = 1,
@@ -391,26 +404,37 @@ def run_benchmark(sizes: tuple[int, ...] = (128, 256), features: tuple[int, ...]
     return results
 
 
-# The measured ways of training at 256 px: key -> (description, checkpointing, memory-mapped data,
-# DataLoader workers, None for the benchmark's --workers).
+class MemorySetting(NamedTuple):
+    """A measured way of training at 256 px (:func:`memory_figures`)."""
+
+    how: str  # appended to the description: "" or ", activation checkpointing, ..."
+    checkpointing: bool
+    mmap: bool  # memory-mapped training data
+    workers: int | None  # DataLoader workers; None: the benchmark's --workers
+
+
 MEMORY_SETTINGS = {
-    "training_memory": ("", False, False, None),
-    "training_memory_checkpointing": (", activation checkpointing", True, False, None),
-    "training_memory_lean": (", activation checkpointing, memory-mapped data, no worker", True, True, 0),
+    "training_memory": MemorySetting("", False, False, None),
+    "training_memory_checkpointing": MemorySetting(", activation checkpointing", True, False, None),
+    "training_memory_lean": MemorySetting(", activation checkpointing, memory-mapped data, no worker", True, True, 0),
 }
+
+
+def _mb(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.0f} MB"
 
 
 def memory_figures(features: int, steps: int, data_dir: str | None, workers: int) -> dict:
     """Peak memory of training at 256 px in each of :data:`MEMORY_SETTINGS` (printed):
     ``{key: training_memory(...)}``."""
     figures = {}
-    for key, (how, checkpointing, mmap, setting_workers) in MEMORY_SETTINGS.items():
+    for key, setting in MEMORY_SETTINGS.items():
         figures[key] = found = training_memory(256, features, steps, data_dir,
-                                               workers if setting_workers is None else setting_workers,
-                                               checkpointing, mmap)
-        print(f"training at 256 px ({features} features, full training split, {steps} steps{how}): peak memory "
-              f"{found['peak_memory_mb']:.0f} MB, anonymous {found['peak_anon_memory_mb']:.0f} MB (PSS of process "
-              f"and workers; {found['data_memory_mb']:.0f} MB after loading the data), "
+                                               workers if setting.workers is None else setting.workers,
+                                               setting.checkpointing, setting.mmap)
+        print(f"training at 256 px ({features} features, full training split, {steps} steps{setting.how}): peak "
+              f"memory {_mb(found['peak_memory_mb'])}, anonymous {_mb(found['peak_anon_memory_mb'])} (PSS of process "
+              f"and workers; {_mb(found['data_memory_mb'])} after loading the data), "
               f"{found['seconds_per_step']:.2f} s per step", flush=True)
     return figures
 
@@ -453,27 +477,30 @@ def goals(results: dict) -> list[dict]:
                      "measured": f"{data['first_start_s']} s", "met": data["first_start_s"] < 120})
         rows.append({"goal": "cached start", "target": "< 5 s", "measured": f"{data['cached_start_s']} s",
                      "met": data["cached_start_s"] < 5})
-    for key, (how, *_) in MEMORY_SETTINGS.items():
+    for key, setting in MEMORY_SETTINGS.items():
         if key in results:
-            rows.append(memory_goal(results[key], how))
+            rows.append(memory_goal(results[key], setting.how))
     return rows
 
 
 def memory_goal(memory: dict, how: str) -> dict:
     """The goals row of one :func:`training_memory` result: met when the anonymous peak (what the
     process must hold; pages of mapped files can be dropped and read again) is under 4 GB. Results
-    from before the anonymous part was measured are judged by their whole PSS."""
-    anon = memory.get("peak_anon_memory_mb")
-    needed = memory["peak_memory_mb"] if anon is None else anon
-    measured = f"{memory['peak_memory_mb'] / 1024:.2f} GB" + ("" if anon is None else f", anonymous {anon / 1024:.2f} GB")
+    without the anonymous part (measured before it was, or on a kernel without it) are judged by
+    their whole PSS; without either (no ``/proc``) ``met`` is ``None``: not measured."""
+    whole, anon = memory["peak_memory_mb"], memory.get("peak_anon_memory_mb")
+    needed = whole if anon is None else anon
+    measured = ("not measured" if whole is None else f"{whole / 1024:.2f} GB"
+                + ("" if anon is None else f", anonymous {anon / 1024:.2f} GB"))
     return {"goal": f"peak memory of training at 256 px ({memory['features']} features, full split{how})",
-            "target": "< 4 GB", "measured": measured, "met": needed < 4096}
+            "target": "< 4 GB", "measured": measured, "met": None if needed is None else needed < 4096}
 
 
 def goals_table(rows: list[dict]) -> str:
     """The goals as a Markdown table."""
     lines = ["| goal | target | measured | met |", "|---|---|---|---|"]
-    lines += [f"| {r['goal']} | {r['target']} | {r['measured']} | {'yes' if r['met'] else 'no'} |" for r in rows]
+    verdict = {True: "yes", False: "no", None: "not measured"}
+    lines += [f"| {r['goal']} | {r['target']} | {r['measured']} | {verdict[r['met']]} |" for r in rows]
     return "\n".join(lines)
 
 

@@ -100,3 +100,27 @@ def test_memory_mapped_images_hold_the_loaded_values_and_cannot_be_written(synth
         np.testing.assert_array_equal(again.mask, plain.mask)
     with pytest.raises(ValueError, match="read-only"):
         mapped[0].image[0, 0, 0, 0] = 1.0  # the cache file cannot be changed through a training's data
+
+
+def test_a_mapped_volume_pickles_as_its_file_and_a_loaded_one_as_its_values(synthetic_data, tmp_path):
+    import pickle
+
+    ids = sorted(discover_cases(synthetic_data))[:1]
+    [loaded] = load_volumes(ids, 32, synthetic_data, tmp_path / "cache", workers=1, progress=False)
+    [mapped] = load_volumes(ids, 32, synthetic_data, tmp_path / "cache", workers=1, progress=False, mmap=True)
+    sent_mapped, sent_loaded = pickle.dumps(mapped), pickle.dumps(loaded)
+    assert len(sent_mapped) < len(sent_loaded) - mapped.image.nbytes // 2  # the voxels stay in the file
+    arrived = pickle.loads(sent_mapped)  # as a spawned DataLoader worker receives it
+    assert isinstance(arrived.image, np.memmap) and not isinstance(pickle.loads(sent_loaded).image, np.memmap)
+    np.testing.assert_array_equal(arrived.image, loaded.image)
+    np.testing.assert_array_equal(arrived.mask, loaded.mask)
+
+
+def test_a_mapped_volume_keeps_its_values_when_its_entry_is_rebuilt(synthetic_data, tmp_path):
+    ids = sorted(discover_cases(synthetic_data))[:1]
+    [mapped] = load_volumes(ids, 32, synthetic_data, tmp_path / "cache", workers=1, progress=False, mmap=True)
+    before = np.array(mapped.image)
+    folder = next((tmp_path / "cache").iterdir())
+    (folder / f"{ids[0]}.npz").unlink()  # a missing entry is built and written again (atomically)
+    load_volumes(ids, 32, synthetic_data, tmp_path / "cache", workers=1, progress=False)
+    np.testing.assert_array_equal(mapped.image, before)  # the run that mapped it reads the old file

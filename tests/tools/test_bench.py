@@ -1,3 +1,4 @@
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -43,10 +44,14 @@ def test_flops_of_one_convolution_forward_and_backward(monkeypatch):
     assert speed["train_gflop_per_image"] * 1e9 == pytest.approx(2 * forward)
 
 
-def test_process_tree_memory_is_measured():
-    from brainseg.tools.bench import MemorySampler, tree_pss_mb
+LINUX_SMAPS = pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc smaps_rollup")
 
-    assert tree_pss_mb() > 10  # this Python process with torch loaded
+
+@LINUX_SMAPS
+def test_process_tree_memory_is_measured():
+    from brainseg.tools.bench import MemorySampler, tree_memory_mb
+
+    assert tree_memory_mb()["Pss"] > 10  # this Python process with torch loaded
     with MemorySampler(interval=0.01) as sampler:
         block = bytearray(200 * 2**20)  # 200 MiB touched
         import time
@@ -55,15 +60,26 @@ def test_process_tree_memory_is_measured():
     assert sampler.peak_anon_mb > 200  # a heap allocation: anonymous memory
 
 
+@LINUX_SMAPS
 def test_mapped_file_pages_are_not_anonymous(tmp_path):
     import numpy as np
-    from brainseg.tools.bench import tree_pss_mb
+    from brainseg.tools.bench import tree_memory_mb
 
     np.save(tmp_path / "big.npy", np.ones(100 * 2**20, dtype=np.uint8))
-    before = tree_pss_mb(field="Pss_Anon"), tree_pss_mb()
+    before = tree_memory_mb()
     mapped = np.load(tmp_path / "big.npy", mmap_mode="r")
     assert mapped.sum() == 100 * 2**20  # every page read
-    assert tree_pss_mb() - before[1] > 90 and tree_pss_mb(field="Pss_Anon") - before[0] < 20
+    after = tree_memory_mb()
+    assert after["Pss"] - before["Pss"] > 90 and after["Pss_Anon"] - before["Pss_Anon"] < 20
+
+
+def test_memory_that_cannot_be_read_is_not_measured_rather_than_zero():
+    from brainseg.tools.bench import tree_memory_mb
+
+    assert tree_memory_mb(pid=2**30) == {"Pss": None, "Pss_Anon": None}  # no such process (or no /proc)
+    if Path("/proc/self/smaps_rollup").exists():  # a field this kernel does not report
+        missing = tree_memory_mb(fields=("Pss", "Pss_Not_A_Field"))
+        assert missing["Pss"] > 10 and missing["Pss_Not_A_Field"] is None
 
 
 def test_the_memory_goal_judges_the_anonymous_peak_when_measured():
@@ -72,6 +88,9 @@ def test_the_memory_goal_judges_the_anonymous_peak_when_measured():
     lean = memory_goal({"features": 32, "peak_memory_mb": 4500.0, "peak_anon_memory_mb": 3000.0}, ", lean")
     assert lean["met"] and lean["measured"] == "4.39 GB, anonymous 2.93 GB" and lean["goal"].endswith("split, lean)")
     assert not memory_goal({"features": 32, "peak_memory_mb": 4500.0}, "")["met"]  # older result: its whole PSS
+    unread = memory_goal({"features": 32, "peak_memory_mb": None, "peak_anon_memory_mb": None}, "")
+    assert unread["met"] is None and unread["measured"] == "not measured"
+    assert goals_table([unread]).endswith("| < 4 GB | not measured | not measured |")
 
 
 def clock(*readings: float) -> SimpleNamespace:
