@@ -14,6 +14,7 @@ name in ``results/``, or a cross-validation still in progress, read from its fin
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str 
             their exports ``<results_dir>/<name>-fold<k>.json``.
 
     Returns:
-        ``{"name", "per_case": {case: dsc}, "fold_of_case": {case: k} (may be empty), "source"}``.
+        ``{"name", "per_case": {case: dsc}, "fold_of_case": {case: k} (may be empty), "source",
+        "devices": the machines that produced it, as recorded (may be empty)}``.
 
         fold_models: the caller predicts again from ``weights/<spec>-fold<k>/best.pt``, which an
             ensemble result (``results ensemble``) does not have.
@@ -53,19 +55,25 @@ def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str 
             raise ValueError(f"{path}: an ensemble of {', '.join(result['members'])}, which has no fold models of its "
                              "own; pass one of those cross-validations")
         return {"name": result.get("run", path.stem), "per_case": result["per_case"],
-                "fold_of_case": result.get("fold_of_case", {}), "source": str(path)}
+                "fold_of_case": result.get("fold_of_case", {}), "source": str(path),
+                "devices": _devices([result])}
     fold_files = sorted(Path(logs_dir).glob(f"{spec}-fold*/metrics.json")) or sorted(
         Path(results_dir).glob(f"{spec}-fold*.json"))
     if not fold_files:
         raise FileNotFoundError(f"{spec}: not a file, no {results_dir}/{spec}.json and no finished folds "
                                 f"{logs_dir}/{spec}-fold<k>/metrics.json or {results_dir}/{spec}-fold<k>.json")
-    per_case, fold_of = {}, {}
-    for file in fold_files:
-        fold = json.loads(file.read_text())
+    per_case, fold_of, folds = {}, {}, [json.loads(file.read_text()) for file in fold_files]
+    for fold in folds:
         per_case.update(fold["per_case"])
         fold_of.update({case: fold["config"]["fold"] for case in fold["per_case"]})
     return {"name": spec, "per_case": per_case, "fold_of_case": fold_of,
-            "source": ", ".join(str(f) for f in fold_files)}
+            "source": ", ".join(str(f) for f in fold_files), "devices": _devices(folds)}
+
+
+def _devices(results: list[dict]) -> list[str]:
+    """The distinct machines in the ``device`` entries of ``results``, sorted: ``NVIDIA H200`` or
+    ``cpu (x86_64)`` (the number of threads a CPU run used is left out: the same machine)."""
+    return sorted({re.sub(r", \d+ threads?\)$", ")", r["device"]) for r in results if r.get("device")})
 
 
 def cases_of_folds(folds: list[int], *results: dict, folds_file: str | Path | None = None) -> set[str]:
@@ -133,7 +141,7 @@ def compare_results(spec_a: str, spec_b: str, folds: list[int] | None = None, fo
         per_b = {c: v for c, v in per_b.items() if c in keep}
     result = paired_difference(per_a, per_b)
     return {"a": a["name"], "b": b["name"], "source_a": a["source"], "source_b": b["source"],
-            "folds": "all" if folds is None else folds, **result}
+            "devices_a": a["devices"], "devices_b": b["devices"], "folds": "all" if folds is None else folds, **result}
 
 
 PAIRED_KEYS = ("a", "b", "cases", "folds", "ci95", "mean_difference", "mean_a", "mean_b", "median_a", "median_b",
@@ -176,4 +184,16 @@ def paired_report(result: dict) -> str:
              f"{result['wins']} / {result['ties']} / {result['losses']}"]
     for title, rows in (("most improved", result["most_improved"]), ("most worsened", result["most_worsened"])):
         lines.append(f"{title}: " + (", ".join(f"{c} {x:.3f} -> {y:.3f}" for c, x, y in rows) or "none"))
-    return "\n".join(lines)
+    caution = machines_caution(result)
+    return "\n".join(lines + ([caution] if caution else []))
+
+
+def machines_caution(result: dict) -> str:
+    """A warning when A and B did not run on the same machines (as recorded), else ""; the same
+    recipe trained on two machines differs case by case (other arithmetic, other random streams),
+    so such a difference is not the recipes' alone."""
+    devices_a, devices_b = result.get("devices_a") or [], result.get("devices_b") or []
+    if not devices_a or not devices_b or devices_a == devices_b:
+        return ""
+    return (f"caution: A ran on {', '.join(devices_a)} and B on {', '.join(devices_b)}; the difference includes "
+            "what changes between machines, not only between the recipes")

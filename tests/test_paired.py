@@ -115,3 +115,30 @@ def test_an_ensemble_result_is_refused_where_fold_models_are_needed(tmp_path):
     assert load_per_case("ens", tmp_path, tmp_path)["per_case"] == {"a": 0.5}  # fine for a paired comparison
     with pytest.raises(ValueError, match=r"ens.json: an ensemble of x, y, which has no fold models"):
         load_per_case("ens", tmp_path, tmp_path, fold_models=True)
+
+
+def test_results_from_different_machines_are_compared_with_a_caution(tmp_path):
+    from brainseg.paired import paired_report
+
+    a, b = _tables(12, 0.01, 0.0)
+    for name, table, device in (("gpu", a, "NVIDIA H200"), ("cpu", b, "cpu (x86_64, 2 threads)"), ("cpu1", b, "cpu (x86_64, 1 thread)"), ("cpu2", a, None)):
+        _write_cv(tmp_path, name, table, {case: 0 for case in table})
+        if device:
+            saved = json.loads((tmp_path / f"{name}.json").read_text())
+            (tmp_path / f"{name}.json").write_text(json.dumps({**saved, "device": device}))
+    mixed = compare_results("gpu", "cpu", results_dir=tmp_path)
+    assert mixed["devices_a"] == ["NVIDIA H200"] and mixed["devices_b"] == ["cpu (x86_64)"]
+    assert paired_report(mixed).endswith("caution: A ran on NVIDIA H200 and B on cpu (x86_64); the "
+                                         "difference includes what changes between machines, not only between "
+                                         "the recipes")
+    assert "caution" not in paired_report(compare_results("cpu", "cpu1", results_dir=tmp_path))  # threads differ
+    assert "caution" not in paired_report(compare_results("gpu", "cpu2", results_dir=tmp_path))  # not recorded
+
+
+def test_the_machines_of_a_cross_validation_in_progress_are_those_of_its_folds(tmp_path):
+    a, _ = _tables(4, 0.0, 0.0)
+    for fold, device in ((0, "NVIDIA H100"), (1, "cpu (x86_64, 2 threads)")):
+        _write_fold(tmp_path, "mixed", fold, {c: a[c] for c in sorted(a)[fold * 2:fold * 2 + 2]})
+        saved = tmp_path / f"mixed-fold{fold}" / "metrics.json"
+        saved.write_text(json.dumps({**json.loads(saved.read_text()), "device": device}))
+    assert load_per_case("mixed", tmp_path / "results", tmp_path)["devices"] == ["NVIDIA H100", "cpu (x86_64)"]

@@ -326,7 +326,10 @@ def _cv_section(sections: dict, figures: dict, doc_dir: Path) -> list[str]:
 
 
 def _paired_section(sections: dict) -> list[str]:
-    """The paired comparisons: table, then the cases that moved most in each."""
+    """The paired comparisons: table, then the cases that moved most in each (and a caution where A
+    and B ran on different machines)."""
+    from ..paired import machines_caution
+
     lines = ["## Paired comparisons", "",
              "Two results on the same cases, case by case (`python -m brainseg results paired A B`): B counts as "
              "an improvement only when the whole paired-bootstrap interval of B - A lies above 0; a tie is a "
@@ -337,7 +340,9 @@ def _paired_section(sections: dict) -> list[str]:
     for c in sections["paired"]:
         moved = {title: ", ".join(f"{case} {a:.3f} -> {b:.3f}" for case, a, b in c.get(key, [])) or "none"
                  for key, title in (("most_improved", "most improved"), ("most_worsened", "most worsened"))}
-        lines.append(f"- {c['b']} against {c['a']}: " + "; ".join(f"{k}: {v}" for k, v in moved.items()) + ".")
+        caution = machines_caution(c)
+        lines.append(f"- {c['b']} against {c['a']}: " + "; ".join(f"{k}: {v}" for k, v in moved.items()) + "."
+                     + (f" {caution[0].upper()}{caution[1:]}." if caution else ""))
     return lines + [""]
 
 
