@@ -125,8 +125,13 @@ def test_goals_compare_measured_ratios():
 
 
 def test_matmul_gflops_counts_two_flops_per_multiply_add(monkeypatch):
-    monkeypatch.setattr(bench, "time", clock(0.0, 0.5))
+    monkeypatch.setattr(bench, "time", clock(0.0, 0.1, 1.0, 1.5))  # warm-up 0.1 s, then 2 products in 0.5 s
     assert matmul_gflops(torch.device("cpu"), torch.float32, n=64, repeats=2) == pytest.approx(2 * 64**3 * 2 / 0.5 / 1e9)
+
+
+def test_a_slow_first_matmul_is_the_measurement(monkeypatch):
+    monkeypatch.setattr(bench, "time", clock(0.0, 4.0))  # no further reading: no repeats are timed
+    assert matmul_gflops(torch.device("cpu"), torch.bfloat16, n=64, repeats=3) == pytest.approx(2 * 64**3 / 4.0 / 1e9)
 
 
 def test_speed_table_has_one_row_per_setting_and_a_column_per_mode():
