@@ -312,7 +312,9 @@ def train_epochs(config: TrainConfig, run: Run, data: RunData, parts: Components
                 run.say(f"stopping after epoch {epoch}: " + (
                     f"the training time budget_minutes={config.budget_minutes} is spent"
                     if reason == "budget_minutes" else
-                    f"another epoch would end after max_minutes={config.max_minutes}"))
+                    f"another epoch would end after max_minutes={config.max_minutes}, so the schedule ends "
+                    f"unfinished at epoch {epoch} of {config.epochs} (--max-minutes 0 trains every epoch; "
+                    f"--budget-minutes M fits the whole schedule into M minutes of training)"))
                 return reason
     except TrainingDiverged as exc:  # say which run, and what it kept
         best_path = run.weights_dir / "best.pt"

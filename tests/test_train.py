@@ -67,9 +67,12 @@ def test_divergence_is_reported_on_its_own_line_after_the_progress_bars(syntheti
 
 
 @pytest.mark.slow
-def test_time_budget_stops_early(synthetic_data, tmp_path, synthetic_config):
+def test_time_budget_stops_early_and_says_the_schedule_is_unfinished(synthetic_data, tmp_path, synthetic_config,
+                                                                       capsys):
     result = fit(synthetic_config(synthetic_data, tmp_path, epochs=50, max_minutes=1e-4), progress=False)
-    assert result["stopped_early"] and result["epochs"] == 1
+    assert result["stopped_early"] and result["epochs"] == 1 and result["stop_reason"] == "max_minutes"
+    said = capsys.readouterr()
+    assert "schedule ends unfinished at epoch 1 of 50 (--max-minutes 0 trains every epoch" in said.out + said.err
 
 
 @pytest.mark.slow
