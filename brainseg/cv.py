@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -151,6 +152,12 @@ def finished_fold(log_dir: Path, export: Path) -> dict | None:
     return None
 
 
+def whole_cv_command(command: str) -> str:
+    """``command`` without its ``--fold K``: the pooled result records the command that trains every
+    fold (the call that happened to finish the last fold may have named only that one)."""
+    return re.sub(r"\s--fold(?:\s+|=)\d+(?=\s|$)", "", command)
+
+
 def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", only_fold: int | None = None,
            folds_file: str | Path | None = None, results_dir: str | Path | None = None, command: str = "",
            progress: bool = True) -> dict | None:
@@ -203,7 +210,7 @@ def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", onl
     if missing:
         print(f"cv {name}: folds {missing} not trained yet; run the command again without --fold to finish")
         return None
-    result = pool_folds(fold_results, name, command, seed)
+    result = pool_folds(fold_results, name, whole_cv_command(command), seed)
     result["folds_file"] = paths.relative_to_root(results_dir / f"{name}-folds.json")
     atomic_write_text(results_dir / f"{name}-folds.json", folds_path.read_text())
     atomic_write_json(results_dir / f"{name}.json", result)

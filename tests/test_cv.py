@@ -93,3 +93,14 @@ def test_cv_predicts_every_case_once_and_resumes_fold_wise(synthetic_data, tmp_p
         metrics = json.loads((results / f"cv-fold{k}.json").read_text())
         assert metrics["selection"].startswith("last") and metrics["best_epoch"] == 2
         assert sorted(metrics["per_case"]) == sorted(folds[k])
+
+
+@pytest.mark.parametrize("command, whole", [
+    ("python -m brainseg cv --folds 5 --fold 4 --preset cpu", "python -m brainseg cv --folds 5 --preset cpu"),
+    ("python -m brainseg cv --folds 5 --preset cpu --fold=0", "python -m brainseg cv --folds 5 --preset cpu"),
+    ("python -m brainseg cv --folds 5 --folds-file f.json", "python -m brainseg cv --folds 5 --folds-file f.json"),
+])
+def test_the_pooled_result_records_the_command_of_every_fold(command, whole):
+    from brainseg.cv import whole_cv_command
+
+    assert whole_cv_command(command) == whole
