@@ -193,6 +193,9 @@ def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", onl
     for k in range(folds):
         config = replace(base, split="kfold", folds=folds, fold=k, split_seed=seed, folds_file=str(folds_path),
                          selection="last", run_name=f"{name}-fold{k}")
+        if k == 0 and (results_dir / f"{name}.json").is_file():  # a pooled result this run would overwrite
+            pooled = json.loads((results_dir / f"{name}.json").read_text())
+            check_same_recipe(pooled["config"], config, str(results_dir / f"{name}.json"))
         log_dir, weights_dir = config.run_dirs(config.run_name)
         finished = finished_fold(log_dir, results_dir / f"{config.run_name}.json")
         if finished is not None:

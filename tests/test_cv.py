@@ -65,6 +65,18 @@ def test_folds_of_another_recipe_are_neither_pooled_nor_resumed(synthetic_data, 
         run_cv(base, folds=3, name="cv", results_dir=tmp_path / "elsewhere", progress=False)
 
 
+def test_the_pooled_result_of_another_recipe_is_not_overwritten(synthetic_data, tmp_path, synthetic_config):
+    base = synthetic_config(synthetic_data, tmp_path)
+    results = tmp_path / "results"
+    results.mkdir()
+    earlier = replace(base, intensity=0.5, split="kfold", run_name="cv", selection="last").to_dict()
+    (results / "cv.json").write_text(json.dumps({"config": {**earlier, "fold": None}}))
+    with pytest.raises(ValueError, match=r"results/cv.json was trained with another recipe .*\(intensity: 0.5 -> 0.0\)"
+                                         r".*another --run-name"):
+        run_cv(base, folds=3, name="cv", results_dir=results, progress=False)
+    assert not (tmp_path / "logs" / "cv-fold0").exists()  # refused before any training
+
+
 @pytest.mark.slow
 def test_cv_predicts_every_case_once_and_resumes_fold_wise(synthetic_data, tmp_path, capsys, synthetic_config):
     base = synthetic_config(synthetic_data, tmp_path, epochs=2)
