@@ -85,7 +85,9 @@ def compact_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> 
 
     Learned weights are stored in float16; BatchNorm running statistics stay float32 (a running
     variance can exceed float16's range of 65504). :func:`load_model` reads the copy like any
-    other checkpoint; weights return to float32.
+    other checkpoint; weights return to float32. The copy is for other machines, so its precision
+    record is marked ``shipped``: a CPU predicts with it in fp32 even where training timed its own
+    CPU and picked bf16 (:func:`brainseg.runtime.inference_amp`).
     """
     checkpoint = load_checkpoint(source)
     compact = {k: v for k, v in checkpoint.items() if k not in ("optimizer", "scheduler")}
@@ -94,6 +96,9 @@ def compact_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> 
         for k, v in checkpoint["state_dict"].items()
     }
     compact["compacted_from"] = str(source)
+    record = checkpoint.get("precision") or checkpoint.get("progress", {}).get("precision")
+    if record:
+        compact["precision"] = {**record, "shipped": True}
     atomic_write(target, lambda f: torch.save(compact, f))
     return Path(target)
 

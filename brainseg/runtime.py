@@ -133,12 +133,14 @@ def inference_amp(setting: bool | str, device: torch.device, record: dict | None
     in the checkpoint as ``precision``; absent in older ones). ``True`` / ``False`` hold as they are.
     ``"auto"`` means bf16 AMP on CUDA; on a CPU, bf16 only where training timed the CPU and picked it,
     otherwise fp32 (bf16 is ten times slower than fp32 on some CPUs, and its numbers differ a little).
+    A shipped copy (:func:`brainseg.checkpoint.compact_checkpoint`) runs on CPUs nobody timed: fp32.
     """
     if setting != "auto":
         return bool(setting)
     if device.type == "cuda":
         return True
-    return bool(record) and record.get("picked") == "bf16" and "bf16_images_per_s" in record
+    return (bool(record) and record.get("picked") == "bf16" and "bf16_images_per_s" in record
+            and not record.get("shipped"))
 
 
 def describe_precision(record: dict) -> str:

@@ -119,6 +119,19 @@ def test_a_checkpoint_predicts_on_the_cpu_in_the_precision_training_picked(tmp_p
     assert load_ensemble([path], "cpu").runtime.amp is expected
 
 
+def test_a_shipped_copy_predicts_on_the_cpu_in_fp32_whatever_training_picked(tmp_path, synthetic_data,
+                                                                                synthetic_config):
+    from brainseg.checkpoint import compact_checkpoint, load_checkpoint
+
+    config = replace(synthetic_config(synthetic_data, tmp_path), amp="auto")
+    timed = {"setting": "auto", "picked": "bf16", "fp32_images_per_s": 5.0, "bf16_images_per_s": 9.0}
+    path = _checkpoint(tmp_path / "a.pt", config, seed=0, precision=timed)
+    shipped = compact_checkpoint(path, tmp_path / "shipped.pt")
+    assert load_ensemble([path], "cpu").runtime.amp  # on the machine that timed bf16
+    assert not load_ensemble([shipped], "cpu").runtime.amp  # on whichever CPU loads the copy
+    assert load_checkpoint(shipped)["precision"] == {**timed, "shipped": True}  # what training picked stays
+
+
 def test_scoring_cases_a_checkpoint_trained_on_is_refused(tmp_path, synthetic_data, synthetic_config):
     config = synthetic_config(synthetic_data, tmp_path, run_name="fold-model", fold=0)
     weights = _checkpoint(tmp_path / "fold0.pt", config, seed=0)
