@@ -72,8 +72,9 @@ def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str 
 
 def _devices(results: list[dict]) -> list[str]:
     """The distinct machines in the ``device`` entries of ``results``, sorted: ``NVIDIA H200`` or
-    ``cpu (x86_64)`` (the number of threads a CPU run used is left out: the same machine)."""
-    return sorted({re.sub(r", \d+ threads?\)$", ")", r["device"]) for r in results if r.get("device")})
+    ``cpu (x86_64)`` or ``cpu (x86_64, AVX-512 BF16)`` (the number of threads a CPU run used is left
+    out: the same machine)."""
+    return sorted({re.sub(r", \d+ threads?(?=[,)])", "", r["device"]) for r in results if r.get("device")})
 
 
 def cases_of_folds(folds: list[int], *results: dict, folds_file: str | Path | None = None) -> set[str]:

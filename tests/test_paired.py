@@ -121,7 +121,8 @@ def test_results_from_different_machines_are_compared_with_a_caution(tmp_path):
     from brainseg.paired import paired_report
 
     a, b = _tables(12, 0.01, 0.0)
-    for name, table, device in (("gpu", a, "NVIDIA H200"), ("cpu", b, "cpu (x86_64, 2 threads)"), ("cpu1", b, "cpu (x86_64, 1 thread)"), ("cpu2", a, None)):
+    for name, table, device in (("gpu", a, "NVIDIA H200"), ("cpu", b, "cpu (x86_64, 2 threads)"), ("cpu1", b, "cpu (x86_64, 1 thread)"), ("cpu2", a, None),
+                                  ("bf16cpu", b, "cpu (x86_64, 2 threads, AVX-512 BF16)")):
         _write_cv(tmp_path, name, table, {case: 0 for case in table})
         if device:
             saved = json.loads((tmp_path / f"{name}.json").read_text())
@@ -133,6 +134,8 @@ def test_results_from_different_machines_are_compared_with_a_caution(tmp_path):
                                          "the recipes")
     assert "caution" not in paired_report(compare_results("cpu", "cpu1", results_dir=tmp_path))  # threads differ
     assert "caution" not in paired_report(compare_results("gpu", "cpu2", results_dir=tmp_path))  # not recorded
+    other_cpu = compare_results("cpu1", "bf16cpu", results_dir=tmp_path)
+    assert other_cpu["devices_b"] == ["cpu (x86_64, AVX-512 BF16)"] and "caution" in paired_report(other_cpu)
 
 
 def test_the_machines_of_a_cross_validation_in_progress_are_those_of_its_folds(tmp_path):

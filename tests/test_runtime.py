@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from brainseg.models import create_model
-from brainseg.runtime import BF16_MARGIN, pick_bf16, resolve_amp
+from brainseg.runtime import BF16_MARGIN, describe_device, fast_bf16_features, pick_bf16, resolve_amp
 
 
 def _scripted_timer(durations):
@@ -47,3 +47,22 @@ def test_forced_precision_and_cuda_time_nothing(tiny_unet):
     assert amp and record == {"setting": "auto", "picked": "bf16", "why": "CUDA"}
     with pytest.raises(ValueError, match="amp must be true, false or auto, got 'fast'"):
         resolve_amp("fast", tiny_unet, torch.device("cpu"), True, 32, 2)
+
+
+@pytest.mark.parametrize("flags, named", [
+    ("fpu sse2 avx2 avx512f", []),
+    ("fpu avx512f avx512_bf16 avx512_vnni", ["AVX-512 BF16"]),
+    ("fpu avx512_bf16 amx_bf16 amx_tile", ["AVX-512 BF16", "AMX"]),
+])
+def test_the_cpu_description_names_fast_bf16_instruction_sets(tmp_path, flags, named):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert fast_bf16_features(str(cpuinfo)) == named
+    described = describe_device(torch.device("cpu"), cpuinfo=str(cpuinfo))
+    assert described.startswith("cpu (") and f"{torch.get_num_threads()} threads" in described
+    assert all(name in described for name in named)
+    assert ("BF16" in described) == bool(named)
+
+
+def test_an_unreadable_cpuinfo_names_no_instruction_set(tmp_path):
+    assert fast_bf16_features(str(tmp_path / "missing")) == []

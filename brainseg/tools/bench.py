@@ -9,7 +9,6 @@ measured in one run on one machine, and :func:`goals` states where each goal sta
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -25,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..losses import create_loss
 from ..models import create_model
-from ..runtime import Runtime, peak_memory_mb, seconds_per_call, select_device
+from ..runtime import Runtime, describe_device, peak_memory_mb, seconds_per_call, select_device
 from ..train import training_step
 
 MODES = {
@@ -362,9 +361,7 @@ def run_benchmark(sizes: tuple[int, ...] = (128, 256), features: tuple[int, ...]
         workers: DataLoader workers of the pipeline and memory measurements (the ``cpu`` preset's 1).
     """
     torch_device = select_device(device)
-    results = {"device": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda"
-               else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-               "torch_version": torch.__version__, "speed": [], "matmul_gflops": {}, "pipeline": []}
+    results = {"device": describe_device(torch_device), "torch_version": torch.__version__, "speed": [], "matmul_gflops": {}, "pipeline": []}
     print(f"device: {results['device']}; timing a 4096^2 matmul in float32 and bfloat16 ...", flush=True)
     for dtype in (torch.float32, torch.bfloat16):
         results["matmul_gflops"][str(dtype).removeprefix("torch.")] = round(matmul_gflops(torch_device, dtype), 1)
