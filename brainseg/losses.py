@@ -82,12 +82,12 @@ class BCEDiceLoss(nn.Module):
         if not 0 <= bce_weight <= 1:
             raise ValueError(f"bce_weight must be in [0, 1], got {bce_weight}")
         self.bce_weight = bce_weight
-        self.dice = DiceLoss(smooth, per_sample)
+        self.region = DiceLoss(smooth, per_sample)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits, target = _check(logits, target)
         bce = F.binary_cross_entropy_with_logits(logits, target)
-        return self.bce_weight * bce + (1 - self.bce_weight) * self.dice(logits, target)
+        return self.bce_weight * bce + (1 - self.bce_weight) * self.region(logits, target)
 
 
 class FocalLoss(nn.Module):
@@ -159,6 +159,20 @@ class FocalTverskyLoss(TverskyLoss):
         return ((1.0 - self.index(logits, target)).clamp_min(1e-6) ** self.gamma).mean()
 
 
+class BCETverskyLoss(BCEDiceLoss):
+    """``bce_weight * BCE + (1 - bce_weight) * Tversky``: BCE+Dice with a region term that weights
+    missed lesion (``beta``) above false alarms (``alpha``), for recipes that under-segment.
+
+    Args:
+        bce_weight: as in :class:`BCEDiceLoss`; alpha, beta, smooth, per_sample: as in :class:`TverskyLoss`.
+    """
+
+    def __init__(self, bce_weight: float = 0.5, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0,
+                 per_sample: bool = False):
+        super().__init__(bce_weight, smooth, per_sample)
+        self.region = TverskyLoss(alpha, beta, smooth, per_sample)
+
+
 class RawOutputDiceLoss(DiceLoss):
     """The course study's UNet++ defect, kept only to reproduce it: the soft Dice of the raw
     network output, as if the output were already a probability (no sigmoid).
@@ -188,6 +202,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "dice": DiceLoss,
     "soft_iou": SoftIoULoss,
     "bce_dice": BCEDiceLoss,
+    "bce_tversky": BCETverskyLoss,
     "focal": FocalLoss,
     "tversky": TverskyLoss,
     "focal_tversky": FocalTverskyLoss,

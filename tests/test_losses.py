@@ -84,6 +84,21 @@ def test_bce_dice_and_focal_against_formulas(target):
     focal = (-alpha_t * (1 - p_t) ** 2 * np.log(p_t)).mean()
     assert create_loss("focal")(logits, target).item() == pytest.approx(focal, rel=1e-5)
     assert create_loss("focal", alpha=None, gamma=0)(logits, target).item() == pytest.approx(bce, rel=1e-5)
+    tversky = create_loss("tversky", alpha=0.2, beta=0.8)(logits, target).item()
+    assert create_loss("bce_tversky", bce_weight=0.4, alpha=0.2, beta=0.8)(logits, target).item() == pytest.approx(
+        0.4 * bce + 0.6 * tversky, rel=1e-5)
+
+
+def test_bce_tversky_punishes_a_missed_lesion_more_than_an_equal_false_alarm(target):
+    """Half the lesion missed against as many background pixels marked (the BCE terms are equal): with
+    beta > alpha the miss costs more, with alpha > beta the false alarm does."""
+    missed, false_alarm = target.clone(), target.clone()
+    lesion, background = target.flatten().nonzero()[:4], (target.flatten() == 0).nonzero()[:4]
+    missed.view(-1)[lesion] = 0
+    false_alarm.view(-1)[background] = 1
+    recall_weighted, precision_weighted = create_loss("bce_tversky"), create_loss("bce_tversky", alpha=0.7, beta=0.3)
+    assert recall_weighted(logits_of(missed), target) > recall_weighted(logits_of(false_alarm), target)
+    assert precision_weighted(logits_of(missed), target) < precision_weighted(logits_of(false_alarm), target)
 
 
 def test_focal_perfect_and_wrong(target):
@@ -112,12 +127,14 @@ def test_bf16_logits_are_handled_in_float32(name):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="available losses: bce_dice, dice, focal, focal_tversky, soft_iou, tversky"):
+    with pytest.raises(ValueError, match="available losses: bce_dice, bce_tversky, dice, focal, focal_tversky, soft_iou, tversky"):
         create_loss("iou2")
     with pytest.raises(ValueError, match="smooth"):
         create_loss("dice", smooth=-1)
     with pytest.raises(ValueError, match="bce_weight"):
         create_loss("bce_dice", bce_weight=2)
+    with pytest.raises(ValueError, match="beta"):
+        create_loss("bce_tversky", beta=-0.1)
     with pytest.raises(ValueError, match="alpha"):
         create_loss("focal", alpha=1.5)
     with pytest.raises(ValueError, match="same shape"):
