@@ -63,7 +63,8 @@ def describe_device(device: torch.device, cpuinfo: str = "/proc/cpuinfo") -> str
     the same recipe trains 2-4x faster on a CPU with them, so a result's wall time needs them."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    parts = [platform.processor() or platform.machine(), f"{torch.get_num_threads()} threads",
+    threads = torch.get_num_threads()
+    parts = [platform.processor() or platform.machine(), f"{threads} thread{'' if threads == 1 else 's'}",
              *fast_bf16_features(cpuinfo)]
     return f"cpu ({', '.join(parts)})"
 
