@@ -361,7 +361,8 @@ def run_benchmark(sizes: tuple[int, ...] = (128, 256), features: tuple[int, ...]
         workers: DataLoader workers of the pipeline and memory measurements (the ``cpu`` preset's 1).
     """
     torch_device = select_device(device)
-    results = {"device": describe_device(torch_device), "torch_version": torch.__version__, "speed": [], "matmul_gflops": {}, "pipeline": []}
+    results = {"device": describe_device(torch_device), "torch_version": torch.__version__,
+               "speed": [], "matmul_gflops": {}, "pipeline": []}
     print(f"device: {results['device']}; timing a 4096^2 matmul in float32 and bfloat16 ...", flush=True)
     for dtype in (torch.float32, torch.bfloat16):
         results["matmul_gflops"][str(dtype).removeprefix("torch.")] = round(matmul_gflops(torch_device, dtype), 1)
