@@ -93,7 +93,8 @@ def training_images_per_s(model: nn.Module, runtime: Runtime, image_size: int, b
 
     def step():
         with runtime.autocast():
-            loss = F.binary_cross_entropy_with_logits(model(image).float(), mask)
+            logits = model(image).float()  # (N, K, H, W): K > 1 heads for a deeply supervised model
+        loss = F.binary_cross_entropy_with_logits(logits, mask.expand_as(logits))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -41,6 +41,13 @@ def test_auto_times_both_precisions_and_keeps_the_faster(tiny_unet, fp32_s, bf16
     assert all(torch.equal(a, b) for a, b in zip(before, tiny_unet.parameters()))  # and its model
 
 
+@pytest.mark.parametrize("name, args", [("unet_plus_plus", {}), ("unet", {"deep_supervision": 2})])
+def test_auto_times_a_deeply_supervised_model(name, args):
+    model = create_model(name, features=4, **args)  # several heads stacked in training mode
+    amp, record = resolve_amp("auto", model, torch.device("cpu"), True, 32, 2, timer=_scripted_timer([2.0, 1.0]))
+    assert amp and record["picked"] == "bf16"
+
+
 def test_forced_precision_and_cuda_time_nothing(tiny_unet):
     assert resolve_amp(False, tiny_unet, torch.device("cpu"), True, 32, 2, timer=_never) == (
         False, {"setting": False, "picked": "fp32"})
