@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .base import SegmentationModel, conv_block
@@ -15,13 +16,23 @@ class UNet(SegmentationModel):
         in_channels: input channels (3: pre-contrast, FLAIR, post-contrast).
         out_channels: output channels (1: FLAIR abnormality).
         features: channels of the first level; doubled at every level (reference: 32).
+        deep_supervision: how many of the coarser decoder levels (0 to 3: H/2, H/4, H/8) get a 1x1
+            head of their own. In training mode their logits, bilinearly up-sampled to H x W, are
+            stacked before the final head's on the channel axis, (N, (1 + k) * out_channels, H, W),
+            so the training loop averages the loss over the heads (see
+            :func:`brainseg.train.compute_loss`). Eval mode returns the final head only. 0: the
+            reference U-Net.
 
     Shape:
-        input (N, in_channels, H, W) with H, W multiples of 16; output logits (N, out_channels, H, W).
+        input (N, in_channels, H, W) with H, W multiples of 16; output logits (N, out_channels, H, W)
+        (in training mode with ``deep_supervision`` k: (N, (1 + k) * out_channels, H, W)).
     """
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 1, features: int = 32):
+    def __init__(self, in_channels: int = 3, out_channels: int = 1, features: int = 32, deep_supervision: int = 0):
         super().__init__(in_channels, out_channels, features)
+        if isinstance(deep_supervision, bool) or deep_supervision not in (0, 1, 2, 3):
+            raise ValueError(f"deep_supervision must be 0, 1, 2 or 3 (coarser decoder levels with a head), "
+                             f"got {deep_supervision!r}")
         f = features
         self.encoders = nn.ModuleList([conv_block(in_channels, f), conv_block(f, 2 * f),
                                        conv_block(2 * f, 4 * f), conv_block(4 * f, 8 * f)])
@@ -31,6 +42,8 @@ class UNet(SegmentationModel):
                                       for c in (8 * f, 4 * f, 2 * f, f)])
         self.decoders = nn.ModuleList([conv_block(c * 2, c) for c in (8 * f, 4 * f, 2 * f, f)])
         self.head = self.output_head(f)
+        self.deep_supervision = deep_supervision
+        self.aux_heads = nn.ModuleList([self.output_head(c) for c in (2 * f, 4 * f, 8 * f)[:deep_supervision]])
 
     def skip(self, level: int, skip: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """What decoder ``level`` (0: deepest) concatenates from its encoder: the plain skip here.
@@ -47,6 +60,23 @@ class UNet(SegmentationModel):
             skips.append(x)
             x = self.pool(x)
         x = self.block(self.bottleneck, x)  # (N, 16f, H / 16, W / 16)
+        decoded = []
         for level, (upconv, decoder, skip) in enumerate(zip(self.upconvs, self.decoders, reversed(skips))):
             x = self.block(decoder, torch.cat([upconv(x), self.skip(level, skip, x)], dim=1))
-        return self.head(x)  # (N, out_channels, H, W) logits
+            decoded.append(x)  # (N, 8f / 2^level, H / 2^(3 - level), W / 2^(3 - level))
+        logits = self.head(x)  # (N, out_channels, H, W)
+        if self.training and self.deep_supervision:
+            return torch.cat(self.coarse_logits(decoded[-2::-1]) + [logits], dim=1)
+        return logits
+
+    def coarse_logits(self, coarse: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The auxiliary heads' logits, each up-sampled to full size.
+
+        Shape:
+            coarse: the decoder outputs from fine to coarse, (N, 2f, H/2, W/2), (N, 4f, H/4, W/4),
+            ... -> one (N, out_channels, H, W) per auxiliary head, coarsest first.
+        """
+        size = (2 * coarse[0].shape[-2], 2 * coarse[0].shape[-1])
+        logits = [F.interpolate(head(x), size=size, mode="bilinear", align_corners=False)
+                  for head, x in zip(self.aux_heads, coarse)]
+        return logits[::-1]

@@ -10,19 +10,22 @@ from brainseg.train import compute_loss
 
 
 # ResUNet34 (a full ResNet-34 encoder whatever the width) takes 3-5 s on a 2-core CPU: slow tier.
-FORWARD_CASES = [pytest.param(name, amp, id=f"{'bf16' if amp else 'fp32'}-{name}",
+FORWARD_CASES = [pytest.param(name, {}, amp, id=f"{'bf16' if amp else 'fp32'}-{name}",
                               marks=pytest.mark.slow if name == "resunet34" else ())
                  for amp in (False, True) for name in sorted(MODELS)]
+FORWARD_CASES += [pytest.param(name, {"deep_supervision": 3}, False, id=f"fp32-{name}-deep_supervision")
+                  for name in ("unet", "attention_unet")]
+HEADS = {"unet_plus_plus": 4}  # deep supervision in training mode: UNet++ by default
 
 
-@pytest.mark.parametrize("name, amp", FORWARD_CASES)
-def test_forward_backward(name, amp):
+@pytest.mark.parametrize("name, args, amp", FORWARD_CASES)
+def test_forward_backward(name, args, amp):
     torch.manual_seed(0)
-    model = create_model(name, features=4)
+    model = create_model(name, features=4, **args)
     x = torch.randn(2, 3, 64, 96)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
         logits = model(x)
-    heads = 4 if name == "unet_plus_plus" else 1  # deep supervision in training mode
+    heads = HEADS.get(name, 1 + args.get("deep_supervision", 0))
     assert logits.shape == (2, heads, 64, 96)
     compute_loss(create_loss("dice"), logits, torch.zeros(2, 1, 64, 96)).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]

@@ -1,3 +1,6 @@
+import pytest
+import torch
+
 from brainseg.models import count_parameters, create_model
 
 
@@ -10,3 +13,34 @@ def test_reference_unet_size():
     expected += sum(2 * c * c * 4 + c + block(2 * c, c) for c in (8 * f, 4 * f, 2 * f, f))  # up-conv + decoder
     expected += f + 1  # 1x1 head
     assert count_parameters(create_model("unet")) == expected == 7_763_041
+
+
+def test_deep_supervision_adds_coarse_heads_in_training_only():
+    torch.manual_seed(0)
+    plain = create_model("unet", features=4)
+    supervised = create_model("unet", features=4, deep_supervision=2)
+    assert count_parameters(supervised) - count_parameters(plain) == (2 * 4 + 1) + (4 * 4 + 1)  # two 1x1 heads
+    missing, unexpected = supervised.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["aux_heads.0.bias", "aux_heads.0.weight",
+                                                  "aux_heads.1.bias", "aux_heads.1.weight"]
+    x = torch.randn(2, 3, 32, 48)
+    logits = supervised.train()(x)
+    assert logits.shape == (2, 3, 32, 48)  # H/4 head, H/2 head, final head
+    torch.testing.assert_close(logits[:, 2:], plain.train()(x))  # the final head is the plain U-Net's
+    supervised.eval(), plain.eval()
+    torch.testing.assert_close(supervised(x), plain(x))
+
+
+def test_a_constant_coarse_head_is_up_sampled_to_full_size():
+    model = create_model("unet", features=4, deep_supervision=1)
+    with torch.no_grad():
+        model.aux_heads[0].weight.zero_()
+        model.aux_heads[0].bias.fill_(-3.0)
+    logits = model.train()(torch.randn(1, 3, 32, 32))
+    assert torch.equal(logits[:, 0], torch.full((1, 32, 32), -3.0))
+
+
+@pytest.mark.parametrize("bad", [-1, 4, True, 1.5])
+def test_deep_supervision_levels_are_checked(bad):
+    with pytest.raises(ValueError, match="deep_supervision must be 0, 1, 2 or 3"):
+        create_model("unet", deep_supervision=bad)
