@@ -336,6 +336,8 @@ def _add_ensemble_parser(action) -> None:
     ensemble.add_argument("--name", default="", help="result name (default: ensemble-<cv>+<cv>...)")
     ensemble.add_argument("--folds", type=int, nargs="+", default=None,
                           help="score only these folds, for screening (default: every fold all of them have)")
+    ensemble.add_argument("--tta", action="store_true",
+                          help="average with horizontally flipped predictions (one CV: that CV scored with flip TTA)")
     _add_results_dir(ensemble)
     _add_weights_dir(ensemble)
     _add_data_dir(ensemble)
@@ -348,7 +350,7 @@ def _results_ensemble(args: argparse.Namespace) -> None:
     from .cv import ensemble_cv
 
     ensemble_cv(args.cvs, args.name, args.folds, args.weights_dir, args.results_dir, args.data_dir, args.cache_dir,
-                args.device, command=args.command_line)
+                args.device, command=args.command_line, flip_tta=args.tta)
 
 
 def _add_failures_parser(action) -> None:

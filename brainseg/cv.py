@@ -243,7 +243,7 @@ def fold_checkpoints(cv_name: str, weights_dir: str | Path | None = None) -> dic
 def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = None,
                 weights_dir: str | Path | None = None, results_dir: str | Path | None = None,
                 data_dir: str | None = None, cache_dir: str | None = None, device: str = "auto",
-                command: str = "", progress: bool = True) -> dict:
+                command: str = "", progress: bool = True, flip_tta: bool = False) -> dict:
     """Out-of-fold cross-validation of an ensemble of cross-validations trained on the same folds.
 
     Each case is predicted by the ensemble (:class:`brainseg.ensemble.ProbabilityMean`) of the fold
@@ -253,9 +253,11 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
 
     Args:
         cv_names: the cross-validations (their checkpoints ``weights/<cv>-fold<k>/best.pt``).
-        name: the result's name; default ``ensemble-<cv>+<cv>...``.
+        name: the result's name; default ``ensemble-<cv>+<cv>...`` (``-tta`` appended with ``flip_tta``).
         folds: score only these folds (screening: the result's split says which); default every
             fold that all cross-validations have.
+        flip_tta: average each model's probabilities with those of the horizontally flipped slices
+            (with one cross-validation: that cross-validation scored with flip TTA).
 
     Raises:
         ValueError: a fold missing from one of them, or members of a fold that validate different cases.
@@ -277,17 +279,17 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
         ensemble = load_ensemble([by_cv[cv][k] for cv in cv_names], torch_device)
         epochs += [_finished_final_model(path, c, results_dir)
                    for path, c in zip(ensemble.checkpoints, ensemble.configs)]
-        result = _score_out_of_fold(ensemble, k, cv_names, data_dir, cache_dir, progress)
+        result = _score_out_of_fold(ensemble, k, cv_names, data_dir, cache_dir, progress, flip_tta)
         per_case.update(result["per_case"])
         without_lcc.update(result["per_case_without_lcc"])
         fold_of.update({case: k for case in result["per_case"]})
         configs += ensemble.configs
         print(f"ensemble fold {k}: {len(result['per_case'])} cases, mean DSC {result['mean']:.4f}")
-    name = name or "ensemble-" + "+".join(cv_names)
+    name = name or "ensemble-" + "+".join(cv_names) + ("-tta" if flip_tta else "")
     every_fold = len(folds) == len(common) == configs[0].folds
     pooled = _ensemble_result(name, cv_names, configs, epochs, per_case, without_lcc, fold_of,
                               f"cv{len(folds)}" if every_fold else f"cv{configs[0].folds}-folds{','.join(map(str, folds))}",
-                              describe_device(torch_device), time.perf_counter() - start, command)
+                              describe_device(torch_device), time.perf_counter() - start, command, flip_tta)
     atomic_write_json(results_dir / f"{name}.json", pooled)
     atomic_write_text(results_dir / f"{name}-per-case.csv", per_case_csv(pooled))
     low, high = pooled["val_mean_dsc_ci95"]
@@ -314,7 +316,7 @@ def _finished_final_model(checkpoint: Path, config: TrainConfig, results_dir: Pa
 
 
 def _score_out_of_fold(ensemble, fold: int, cv_names: list[str], data_dir: str | None, cache_dir: str | None,
-                       progress: bool) -> dict:
+                       progress: bool, flip_tta: bool = False) -> dict:
     """:func:`brainseg.validation.evaluate` of one fold's ensemble on the cases all its members
     validated (and none trained on).
 
@@ -331,12 +333,12 @@ def _score_out_of_fold(ensemble, fold: int, cv_names: list[str], data_dir: str |
     volumes = load_volumes(case_ids, ensemble.image_size, data_dir or config.data_dir or None, cache_dir,
                            progress=progress)
     return evaluate(ensemble.model, volumes, create_loss(config.loss, **config.loss_args), ensemble.runtime,
-                    progress=progress)
+                    progress=progress, flip_tta=flip_tta)
 
 
 def _ensemble_result(name: str, cv_names: list[str], configs: list[TrainConfig], member_epochs: list[int],
                      per_case: dict, without_lcc: dict, fold_of: dict, split: str, device: str, seconds: float,
-                     command: str) -> dict:
+                     command: str, flip_tta: bool = False) -> dict:
     """A results entry for :func:`ensemble_cv`, with the keys of a trained cross-validation's; its
     epochs are those the members trained (``member_epochs``), not those configured."""
     values = [per_case[c] for c in sorted(per_case)]
@@ -349,8 +351,9 @@ def _ensemble_result(name: str, cv_names: list[str], configs: list[TrainConfig],
         "run": name, "model": shared("model"), "loss": shared("loss"), "preset": shared("preset"),
         "image_size": configs[0].image_size, "epochs": max(member_epochs), "split": split,
         "selection": "last: an ensemble of each cross-validation's final fold models, nothing chosen on evaluated "
-                     "cases; every case predicted by the fold models that did not train on it",
-        "members": cv_names,
+                     "cases; every case predicted by the fold models that did not train on it"
+                     + ("; flip TTA" if flip_tta else ""),
+        "members": cv_names, "flip_tta": flip_tta,
         "val_mean_dsc": summary["mean"], "val_median_dsc": summary["median"],
         "val_mean_dsc_ci95": bootstrap_interval(values, np.mean),
         "val_median_dsc_ci95": bootstrap_interval(values, np.median),

@@ -182,6 +182,20 @@ def test_each_case_is_scored_by_the_mean_of_its_folds_models(tmp_path, synthetic
     assert screened["split"] == "cv3-folds1" and set(screened["fold_of_case"].values()) == {1}
 
 
+def test_one_cv_scored_with_flip_tta(tmp_path, synthetic_data, two_cvs, monkeypatch):
+    import brainseg.cv
+
+    common = dict(weights_dir=two_cvs, results_dir=tmp_path / "results", data_dir=str(synthetic_data),
+                  cache_dir=str(tmp_path / "cache"), device="cpu", progress=False)
+    calls = []
+    real_evaluate = brainseg.cv.evaluate
+    monkeypatch.setattr(brainseg.cv, "evaluate", lambda *a, **kw: calls.append(kw["flip_tta"]) or real_evaluate(*a, **kw))
+    plain, flipped = ensemble_cv(["a"], folds=[0], **common), ensemble_cv(["a"], folds=[0], flip_tta=True, **common)
+    assert calls == [False, True]
+    assert flipped["run"] == "ensemble-a-tta" and flipped["flip_tta"] and not plain["flip_tta"]
+    assert "flip TTA" in flipped["selection"] and (tmp_path / "results" / "ensemble-a-tta.json").exists()
+
+
 def test_only_finished_final_fold_models_on_the_same_folds_are_ensembled(tmp_path, synthetic_data, synthetic_config,
                                                                          two_cvs):
     make = lambda **o: synthetic_config(synthetic_data, tmp_path, **o)  # noqa: E731
