@@ -225,10 +225,11 @@ class TrainConfig:
 # (nothing chosen on the validation cases) since the ablations (docs/results.md, "The cpu recipe");
 # runs before that used Dice and --selection reference. flair_fill 0.5 since the paired 5-fold CV
 # (+0.020 mean DSC, 95% CI +0.003 to +0.041), intensity 0.5 on top of it since its own (+0.015,
-# +0.005 to +0.028; docs/results.md, "Levers").
+# +0.005 to +0.028; docs/results.md, "Levers"); ema 0.999 since its paired 5-fold CV on the same
+# training trajectories (docs/results.md, "Levers").
 _CPU_RECIPE = dict(image_size=128, features=16, batch_size=16, epochs=20, optimizer="adamw", lr=2e-3,
                    weight_decay=1e-4, scheduler="cosine", warmup_epochs=0.3, amp="auto", workers=1,
-                   max_minutes=42.0, loss="bce_dice", selection="last", flair_fill=0.5, intensity=0.5)
+                   max_minutes=42.0, loss="bce_dice", selection="last", flair_fill=0.5, intensity=0.5, ema=0.999)
 
 PRESETS: dict[str, dict] = {
     # The reference budget: 256 px, batch 16, Adam 1e-4, 100 epochs.
