@@ -66,17 +66,16 @@ class UNet(SegmentationModel):
             decoded.append(x)  # (N, 8f / 2^level, H / 2^(3 - level), W / 2^(3 - level))
         logits = self.head(x)  # (N, out_channels, H, W)
         if self.training and self.deep_supervision:
-            return torch.cat(self.coarse_logits(decoded[-2::-1]) + [logits], dim=1)
+            return torch.cat(self.coarse_logits(decoded[-2::-1], logits.shape[-2:]) + [logits], dim=1)
         return logits
 
-    def coarse_logits(self, coarse: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The auxiliary heads' logits, each up-sampled to full size.
+    def coarse_logits(self, coarse: list[torch.Tensor], size: torch.Size) -> list[torch.Tensor]:
+        """The auxiliary heads' logits, each up-sampled to ``size`` (H, W).
 
         Shape:
             coarse: the decoder outputs from fine to coarse, (N, 2f, H/2, W/2), (N, 4f, H/4, W/4),
             ... -> one (N, out_channels, H, W) per auxiliary head, coarsest first.
         """
-        size = (2 * coarse[0].shape[-2], 2 * coarse[0].shape[-1])
         logits = [F.interpolate(head(x), size=size, mode="bilinear", align_corners=False)
                   for head, x in zip(self.aux_heads, coarse)]
         return logits[::-1]
