@@ -175,8 +175,6 @@ def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", onl
     Returns:
         The pooled result, or ``None`` while folds are missing.
     """
-    from .train import fit
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("cv runs its folds in one process; to spread a fold over several processes, run "
                          "`torchrun ... -m brainseg train --split kfold --fold K --folds-file <folds.json> "
@@ -189,40 +187,66 @@ def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", onl
     write_folds(folds_path, case_ids, folds, seed)
     results_dir = paths.or_default(results_dir, paths.results_dir())
     start = time.perf_counter()
-    fold_results: list[dict | None] = []
-    for k in range(folds):
-        config = replace(base, split="kfold", folds=folds, fold=k, split_seed=seed, folds_file=str(folds_path),
-                         selection="last", run_name=f"{name}-fold{k}")
-        if k == 0 and (results_dir / f"{name}.json").is_file():  # a pooled result this run would overwrite
-            pooled = json.loads((results_dir / f"{name}.json").read_text())
-            check_same_recipe(pooled["config"], config, str(results_dir / f"{name}.json"))
-        log_dir, weights_dir = config.run_dirs(config.run_name)
-        finished = finished_fold(log_dir, results_dir / f"{config.run_name}.json")
-        if finished is not None:
-            check_same_recipe(finished["config"], config, f"fold {k}'s finished run ({log_dir} or {results_dir})")
-        if finished is not None or (only_fold is not None and k != only_fold):
-            fold_results.append(finished)
-            continue
-        resume = (weights_dir / "last.pt").is_file()
-        if resume:
-            check_same_recipe(load_checkpoint(weights_dir / "last.pt")["config"], config, str(weights_dir / "last.pt"))
-        print(f"cv {name}: fold {k + 1}/{folds}" + (" (resuming)" if resume else ""))
-        fold_results.append(fit(config, command=command, progress=progress, resume=resume))
-        export_run(log_dir, results_dir)  # a later clone finds the fold
+    if (results_dir / f"{name}.json").is_file():  # a pooled result this run would overwrite
+        pooled = json.loads((results_dir / f"{name}.json").read_text())
+        check_same_recipe(pooled["config"], fold_config(base, name, folds, 0, seed, folds_path),
+                          str(results_dir / f"{name}.json"))
+    fold_results = [run_fold(fold_config(base, name, folds, k, seed, folds_path), results_dir,
+                             train=only_fold is None or k == only_fold, command=command, progress=progress)
+                    for k in range(folds)]
     missing = [k for k, r in enumerate(fold_results) if r is None]
     if missing:
         print(f"cv {name}: folds {missing} not trained yet; run the command again without --fold to finish")
         return None
-    result = pool_folds(fold_results, name, whole_cv_command(command), seed)
-    result["folds_file"] = paths.relative_to_root(results_dir / f"{name}-folds.json")
-    atomic_write_text(results_dir / f"{name}-folds.json", folds_path.read_text())
-    atomic_write_json(results_dir / f"{name}.json", result)
-    atomic_write_text(results_dir / f"{name}-per-case.csv", per_case_csv(result))
+    result = write_pooled(fold_results, name, folds_path, results_dir, whole_cv_command(command), seed)
     low, high = result["val_mean_dsc_ci95"]
     print(f"cv {name}: {len(result['per_case'])} cases, mean DSC {result['val_mean_dsc']:.4f} "
           f"(95% CI {low:.4f}-{high:.4f}), median {result['val_median_dsc']:.4f}; without the largest-component "
           f"rule mean {result['val_mean_dsc_without_lcc']:.4f}; folds' wall time {result['wall_time_s'] / 60:.1f} min "
           f"(this call {(time.perf_counter() - start) / 60:.1f} min); wrote {results_dir}/{name}.json")
+    return result
+
+
+def fold_config(base: TrainConfig, name: str, folds: int, k: int, seed: int, folds_path: Path) -> TrainConfig:
+    """The config of fold ``k``: run ``<name>-fold<k>``, the final model, the folds read from ``folds_path``."""
+    return replace(base, split="kfold", folds=folds, fold=k, split_seed=seed, folds_file=str(folds_path),
+                   selection="last", run_name=f"{name}-fold{k}")
+
+
+def run_fold(config: TrainConfig, results_dir: Path, train: bool, command: str = "",
+             progress: bool = True) -> dict | None:
+    """Fold ``config.fold``'s result: read back when finished, else trained (resumed from its
+    ``last.pt`` if one exists) and exported to ``results_dir`` when ``train``, else ``None``.
+
+    Raises:
+        ValueError: the finished run or the checkpoint to resume was trained with another recipe.
+    """
+    from .train import fit
+
+    log_dir, weights_dir = config.run_dirs(config.run_name)
+    finished = finished_fold(log_dir, results_dir / f"{config.run_name}.json")
+    if finished is not None:
+        check_same_recipe(finished["config"], config, f"fold {config.fold}'s finished run ({log_dir} or {results_dir})")
+    if finished is not None or not train:
+        return finished
+    resume = (weights_dir / "last.pt").is_file()
+    if resume:
+        check_same_recipe(load_checkpoint(weights_dir / "last.pt")["config"], config, str(weights_dir / "last.pt"))
+    print(f"cv fold {config.fold + 1}/{config.folds}: {config.run_name}" + (" (resuming)" if resume else ""))
+    result = fit(config, command=command, progress=progress, resume=resume)
+    export_run(log_dir, results_dir)  # a later clone finds the fold
+    return result
+
+
+def write_pooled(fold_results: list[dict], name: str, folds_path: Path, results_dir: Path, command: str,
+                 seed: int) -> dict:
+    """Pool the folds (:func:`pool_folds`) and write ``<name>.json``, ``-per-case.csv`` and ``-folds.json``
+    to ``results_dir``, each atomically; returns the pooled result."""
+    result = pool_folds(fold_results, name, command, seed)
+    result["folds_file"] = paths.relative_to_root(results_dir / f"{name}-folds.json")
+    atomic_write_text(results_dir / f"{name}-folds.json", folds_path.read_text())
+    atomic_write_json(results_dir / f"{name}.json", result)
+    atomic_write_text(results_dir / f"{name}-per-case.csv", per_case_csv(result))
     return result
 
 
@@ -264,15 +288,8 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
     """
     results_dir = paths.or_default(results_dir, paths.results_dir())
     by_cv = {cv: fold_checkpoints(cv, weights_dir) for cv in cv_names}
-    common = sorted(set.intersection(*(set(f) for f in by_cv.values())))
-    if not common:
-        raise ValueError(f"{', '.join(cv_names)} have no fold in common: " +
-                         "; ".join(f"{cv} folds {sorted(found)}" for cv, found in by_cv.items()))
-    folds = sorted(folds) if folds is not None else common
-    for cv, found in by_cv.items():
-        if set(folds) - set(found):
-            raise ValueError(f"{cv} has no checkpoint for folds {sorted(set(folds) - set(found))} "
-                             f"(it has {sorted(found)})")
+    common = _common_folds(by_cv)
+    folds = _check_folds(by_cv, sorted(folds) if folds is not None else common)
     torch_device, start = select_device(device), time.perf_counter()
     per_case, without_lcc, fold_of, configs, epochs = {}, {}, {}, [], []
     for k in folds:
@@ -296,6 +313,32 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
     print(f"{name}: {len(per_case)} cases, mean DSC {pooled['val_mean_dsc']:.4f} (95% CI {low:.4f}-{high:.4f}), "
           f"median {pooled['val_median_dsc']:.4f}; wrote {results_dir}/{name}.json")
     return pooled
+
+
+def _common_folds(by_cv: dict[str, dict[int, Path]]) -> list[int]:
+    """The folds every cross-validation of ``by_cv`` (``{cv: {fold: checkpoint}}``) has a checkpoint for.
+
+    Raises:
+        ValueError: they have none in common.
+    """
+    common = sorted(set.intersection(*(set(found) for found in by_cv.values())))
+    if not common:
+        raise ValueError(f"{', '.join(by_cv)} have no fold in common: " +
+                         "; ".join(f"{cv} folds {sorted(found)}" for cv, found in by_cv.items()))
+    return common
+
+
+def _check_folds(by_cv: dict[str, dict[int, Path]], folds: list[int]) -> list[int]:
+    """``folds``, after checking that every cross-validation has a checkpoint for each.
+
+    Raises:
+        ValueError: naming the cross-validation and the folds it lacks.
+    """
+    for cv, found in by_cv.items():
+        if set(folds) - set(found):
+            raise ValueError(f"{cv} has no checkpoint for folds {sorted(set(folds) - set(found))} "
+                             f"(it has {sorted(found)})")
+    return folds
 
 
 def _finished_final_model(checkpoint: Path, config: TrainConfig, results_dir: Path) -> int:

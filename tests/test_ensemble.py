@@ -213,3 +213,6 @@ def test_only_finished_final_fold_models_on_the_same_folds_are_ensembled(tmp_pat
         ensemble_cv(["a", "chosen"], **common)
     with pytest.raises(ValueError, match=r"has no checkpoint for folds \[5\]"):
         ensemble_cv(["a", "b"], folds=[5], **common)
+    _checkpoint(two_cvs / "other-fold3" / "best.pt", make(run_name="other-fold3", selection="last"), seed=0)
+    with pytest.raises(ValueError, match=r"a, other have no fold in common: a folds \[0, 1, 2\]; other folds \[3\]"):
+        ensemble_cv(["a", "other"], **common)
