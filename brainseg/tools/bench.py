@@ -8,6 +8,7 @@ measured in one run on one machine, and :func:`goals` states where each goal sta
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import threading
@@ -368,39 +369,11 @@ def run_benchmark(sizes: tuple[int, ...] = (128, 256), features: tuple[int, ...]
         results["matmul_gflops"][str(dtype).removeprefix("torch.")] = round(matmul_gflops(torch_device, dtype), 1)
     print(f"4096^2 matmul GFLOP/s: {results['matmul_gflops']}")
     modes = {**MODES, **({COMPILE_MODE: dict(amp=False, channels_last=True)} if compile_model else {})}
-    print(f"{'model':<15} {'feat':>4} {'size':>5}  {'mode':<36} {'train img/s':>11} {'infer img/s':>11} "
-          f"{'GFLOP/img':>9} {'GFLOP/s':>8} {'of peak':>7}")
-    for model in models:
-        for size in sizes:
-            for width in features:
-                for mode, flags in modes.items():
-                    runtime = Runtime(torch_device, **flags)
-                    speed = model_speed(model, width, size, runtime, steps=steps, compile_model=mode == COMPILE_MODE)
-                    achieved = speed["train_gflop_per_image"] * speed["train_images_per_s"]
-                    row = Speed(model, width, size, mode, round(speed["train_images_per_s"], 2),
-                                round(speed["infer_images_per_s"], 2), round(speed["train_gflop_per_image"], 2),
-                                round(achieved, 1), round(achieved / _peak_for(results, flags["amp"]), 3))
-                    results["speed"].append(row.__dict__)
-                    print(f"{model:<15} {width:>4} {size:>5}  {mode:<36} {row.train_images_per_s:>11.2f} "
-                          f"{row.infer_images_per_s:>11.2f} {row.train_gflop_per_image:>9.2f} "
-                          f"{row.train_gflop_per_s:>8.1f} {row.peak_fraction:>7.0%}", flush=True)
+    results["speed"] = model_speed_table(models, sizes, features, modes, torch_device, steps, results)
     results["amp_auto"] = auto_picks(results["speed"], torch_device)
     for pick in results["amp_auto"]:
         print(f"amp auto for {pick['model']} {pick['features']} features at {pick['image_size']} px: {pick['picked']}")
-    for size in sizes:
-        if data:
-            from ..data.cache import load_volumes
-            from ..data.kaggle import discover_cases
-
-            volumes = load_volumes(sorted(discover_cases(data_dir))[:20], size, data_dir, progress=False)
-        else:
-            volumes = synthetic_volumes(4, 20, size)
-        for augment, how in PIPELINES.items():
-            rate = pipeline_images_per_s(volumes, workers, augment=augment, device=torch_device)
-            results["pipeline"].append({"image_size": size, "workers": 0 if augment == "device" else workers,
-                                        "augment": augment, "images_per_s": round(rate, 1),
-                                        "source": "20 cached cases" if data else "random volumes"})
-            print(f"input pipeline at {size} px, {how}: {rate:.1f} images/s")
+    results["pipeline"] = pipeline_table(sizes, workers, torch_device, data, data_dir)
     if data:
         results["data"] = data_start_seconds(data_size, data_dir)
         print(f"data at {data_size} px: first start {results['data']['first_start_s']} s, "
@@ -411,6 +384,49 @@ def run_benchmark(sizes: tuple[int, ...] = (128, 256), features: tuple[int, ...]
     results["goals"] = goals(results)
     print(goals_table(results["goals"]))
     return results
+
+
+def model_speed_table(models: tuple[str, ...], sizes: tuple[int, ...], features: tuple[int, ...], modes: dict,
+                      device: torch.device, steps: int, results: dict) -> list[dict]:
+    """Time every model x size x width in every mode of ``modes`` and print a row each; returns the
+    rows as :class:`Speed` dicts. ``results["matmul_gflops"]`` gives the peak each row is a fraction of."""
+    print(f"{'model':<15} {'feat':>4} {'size':>5}  {'mode':<36} {'train img/s':>11} {'infer img/s':>11} "
+          f"{'GFLOP/img':>9} {'GFLOP/s':>8} {'of peak':>7}")
+    rows = []
+    for model, size, width, (mode, flags) in itertools.product(models, sizes, features, modes.items()):
+        speed = model_speed(model, width, size, Runtime(device, **flags), steps=steps,
+                            compile_model=mode == COMPILE_MODE)
+        achieved = speed["train_gflop_per_image"] * speed["train_images_per_s"]
+        row = Speed(model, width, size, mode, round(speed["train_images_per_s"], 2),
+                    round(speed["infer_images_per_s"], 2), round(speed["train_gflop_per_image"], 2),
+                    round(achieved, 1), round(achieved / _peak_for(results, flags["amp"]), 3))
+        rows.append(row.__dict__)
+        print(f"{model:<15} {width:>4} {size:>5}  {mode:<36} {row.train_images_per_s:>11.2f} "
+              f"{row.infer_images_per_s:>11.2f} {row.train_gflop_per_image:>9.2f} "
+              f"{row.train_gflop_per_s:>8.1f} {row.peak_fraction:>7.0%}", flush=True)
+    return rows
+
+
+def pipeline_table(sizes: tuple[int, ...], workers: int, device: torch.device, data: bool,
+                   data_dir: str | None) -> list[dict]:
+    """Images per second of each input pipeline of :data:`PIPELINES` at each size, printed and returned;
+    fed by 20 cached cases with ``data``, else by random volumes."""
+    rows = []
+    for size in sizes:
+        if data:
+            from ..data.cache import load_volumes
+            from ..data.kaggle import discover_cases
+
+            volumes = load_volumes(sorted(discover_cases(data_dir))[:20], size, data_dir, progress=False)
+        else:
+            volumes = synthetic_volumes(4, 20, size)
+        for augment, how in PIPELINES.items():
+            rate = pipeline_images_per_s(volumes, workers, augment=augment, device=device)
+            rows.append({"image_size": size, "workers": 0 if augment == "device" else workers,
+                         "augment": augment, "images_per_s": round(rate, 1),
+                         "source": "20 cached cases" if data else "random volumes"})
+            print(f"input pipeline at {size} px, {how}: {rate:.1f} images/s")
+    return rows
 
 
 class MemorySetting(NamedTuple):
