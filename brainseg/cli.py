@@ -398,6 +398,8 @@ def _add_postprocess_parser(action) -> None:
     _add_weights_dir(post)
     _add_data_dir(post)
     post.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    post.add_argument("--thresholds", type=float, nargs="+", default=[0.5],
+                      help="probability thresholds to try each rule at (the protocol's is 0.5), e.g. 0.3 0.4 0.5")
     post.add_argument("--out", default=None, help="JSON output (default: <results-dir>/<cv>-postprocess.json)")
     post.set_defaults(func=_results_postprocess)
 
@@ -407,7 +409,7 @@ def _results_postprocess(args: argparse.Namespace) -> None:
     from .postprocess import analyse_postprocessing, postprocess_report
 
     summary = analyse_postprocessing(args.cv, args.results_dir, args.logs_dir, args.weights_dir, args.data_dir,
-                                     device=args.device)
+                                     device=args.device, thresholds=tuple(args.thresholds))
     out = args.out or f"{args.results_dir}/{summary['cv']}-postprocess.json"
     atomic_write_json(out, {**summary, "command": args.command_line})
     print(postprocess_report(summary))

@@ -4,7 +4,8 @@ A cross-validation predicts every case once, with the fold model that never trai
 out-of-fold predictions decide a recipe's post-processing among a few rules: keep every connected
 component (``none``), drop components smaller than N voxels (``min<N>``), or keep only the largest
 (``largest``, the protocol's rule, docs/protocol.md section 4). The largest component always stays,
-so the rules run from ``none`` (N = 0) to ``largest`` (N infinite).
+so the rules run from ``none`` (N = 0) to ``largest`` (N infinite). Optionally each rule is also
+tried on the probabilities thresholded elsewhere than the protocol's 0.5 (``largest@0.3``).
 
 The choice is itself scored honestly: for each fold, the rule is chosen on the other folds' cases
 and applied to that fold's cases (``nested``), and that per-case table is compared with the
@@ -28,9 +29,10 @@ from .metrics import THRESHOLD, dice_coefficient, summarize
 MIN_SIZES = (0, 100, 300, 1000, 3000, math.inf)
 
 
-def rule_name(min_voxels: float) -> str:
-    """``none`` (0), ``largest`` (infinite) or ``min<N>``."""
-    return "none" if min_voxels == 0 else "largest" if math.isinf(min_voxels) else f"min{int(min_voxels)}"
+def rule_name(min_voxels: float, threshold: float = THRESHOLD) -> str:
+    """``none`` (0), ``largest`` (infinite) or ``min<N>``, with ``@<threshold>`` unless it is the protocol's."""
+    name = "none" if min_voxels == 0 else "largest" if math.isinf(min_voxels) else f"min{int(min_voxels)}"
+    return name if threshold == THRESHOLD else f"{name}@{threshold:g}"
 
 
 def keep_components(pred: np.ndarray, min_voxels: float) -> np.ndarray:
@@ -49,15 +51,21 @@ def keep_components(pred: np.ndarray, min_voxels: float) -> np.ndarray:
     return np.concatenate([[False], keep])[labels]
 
 
-def rule_scores(preds: dict[str, np.ndarray], truths: dict[str, np.ndarray],
-                min_sizes: tuple[float, ...] = MIN_SIZES) -> dict[str, dict[str, float]]:
-    """Per-case DSC of every rule: ``{rule: {case: dsc}}``.
+def rule_scores(probs: dict[str, np.ndarray], truths: dict[str, np.ndarray],
+                min_sizes: tuple[float, ...] = MIN_SIZES,
+                thresholds: tuple[float, ...] = (THRESHOLD,)) -> dict[str, dict[str, float]]:
+    """Per-case DSC of every rule, each size at each threshold: ``{rule: {case: dsc}}``.
 
     Shape:
-        preds, truths: ``{case: (D, 256, 256) bool}`` (predictions thresholded, not post-processed).
+        probs: ``{case: (D, 256, 256) float}`` probabilities, not post-processed;
+        truths: ``{case: (D, 256, 256) bool}``.
     """
-    return {rule_name(n): {case: dice_coefficient(keep_components(pred, n), truths[case])
-                           for case, pred in preds.items()} for n in min_sizes}
+    scores = {}
+    for threshold in thresholds:
+        preds = {case: prob > threshold for case, prob in probs.items()}
+        scores.update({rule_name(n, threshold): {case: dice_coefficient(keep_components(pred, n), truths[case])
+                                                 for case, pred in preds.items()} for n in min_sizes})
+    return scores
 
 
 def best_rule(scores: dict[str, dict[str, float]], cases: list[str]) -> str:
@@ -86,23 +94,23 @@ def nested_choice(scores: dict[str, dict[str, float]], fold_of_case: dict[str, i
     return per_case, chosen
 
 
-def out_of_fold_masks(result: dict, weights_dir: str | Path, data_dir: str | None = None,
-                      cache_dir: str | None = None, device: str = "cpu"
-                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Thresholded out-of-fold predictions and truths of every case of a cross-validation.
+def out_of_fold_probabilities(result: dict, weights_dir: str | Path, data_dir: str | None = None,
+                              cache_dir: str | None = None, device: str = "cpu"
+                              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Out-of-fold probabilities and truths of every case of a cross-validation.
 
     Args:
         result: :func:`brainseg.paired.load_per_case` of the cross-validation.
 
     Returns:
-        ``{case: (D, 256, 256) bool}`` predictions and truths.
+        ``{case: (D, 256, 256) float32}`` probabilities and ``{case: (D, 256, 256) bool}`` truths.
 
     Raises:
         FileNotFoundError: a fold's checkpoint is missing, naming it.
     """
     from .failures import fold_probabilities
 
-    preds, truths = {}, {}
+    probs_of_case, truths = {}, {}
     for fold in sorted(set(result["fold_of_case"].values())):
         weights = Path(weights_dir) / f"{result['name']}-fold{fold}" / "best.pt"
         if not weights.is_file():
@@ -112,9 +120,9 @@ def out_of_fold_masks(result: dict, weights_dir: str | Path, data_dir: str | Non
         cases = [c for c, k in result["fold_of_case"].items() if k == fold]
         probs, volumes = fold_probabilities(weights, cases, data_dir, cache_dir, device)
         for volume in volumes:
-            preds[volume.case_id] = probs.pop(volume.case_id) > THRESHOLD
+            probs_of_case[volume.case_id] = probs.pop(volume.case_id)
             truths[volume.case_id] = volume.metric_mask.astype(bool)
-    return preds, truths
+    return probs_of_case, truths
 
 
 def summarize_choice(scores: dict[str, dict[str, float]], fold_of_case: dict[str, int],
@@ -144,24 +152,31 @@ def summarize_choice(scores: dict[str, dict[str, float]], fold_of_case: dict[str
 
 def analyse_postprocessing(cv: str, results_dir: str | Path = "results", logs_dir: str | Path = "logs",
                            weights_dir: str | Path = "weights", data_dir: str | None = None,
-                           cache_dir: str | None = None, device: str = "cpu") -> dict:
+                           cache_dir: str | None = None, device: str = "cpu",
+                           thresholds: tuple[float, ...] = (THRESHOLD,)) -> dict:
     """Recompute a cross-validation's out-of-fold predictions from its fold checkpoints and score
-    every post-processing rule on them (:func:`summarize_choice`)."""
+    every post-processing rule, at every threshold of ``thresholds``, on them (:func:`summarize_choice`).
+
+    Raises:
+        ValueError: a threshold outside (0, 1), or no fold recorded for the cases.
+    """
     from .paired import load_per_case
 
+    if not all(0 < t < 1 for t in thresholds):
+        raise ValueError(f"thresholds must lie between 0 and 1, got {list(thresholds)}")
     result = load_per_case(cv, results_dir, logs_dir, fold_models=True)
     if not result["fold_of_case"]:
         raise ValueError(f"{cv}: no fold of each case recorded; post-processing is chosen on a cross-validation")
-    preds, truths = out_of_fold_masks(result, weights_dir, data_dir, cache_dir, device)
-    scores = rule_scores(preds, truths)
-    return {"cv": result["name"], "source": result["source"], "cases": len(preds),
+    probs, truths = out_of_fold_probabilities(result, weights_dir, data_dir, cache_dir, device)
+    scores = rule_scores(probs, truths, thresholds=thresholds)
+    return {"cv": result["name"], "source": result["source"], "cases": len(probs), "thresholds": list(thresholds),
             **summarize_choice(scores, result["fold_of_case"], result["per_case"])}
 
 
 def postprocess_report(summary: dict) -> str:
     """Markdown: one row per rule, then the nested choice against the protocol's rule."""
     lines = [f"{summary['cv']}: {summary['cases']} cases, out-of-fold predictions", "",
-             "| post-processing | mean DSC | median DSC |", "|---|---|---|"]
+             "| post-processing (threshold 0.5 unless @) | mean DSC | median DSC |", "|---|---|---|"]
     lines += [f"| {rule} | {s['mean']:.4f} | {s['median']:.4f} |" for rule, s in summary["rules"].items()]
     paired = summary["nested_vs_largest"]
     low, high = paired["ci95"]

@@ -29,12 +29,27 @@ def test_keep_components_drops_small_ones_and_always_keeps_the_largest():
 
 def test_rule_names_span_none_to_largest():
     assert [rule_name(n) for n in (0, 300, math.inf)] == ["none", "min300", "largest"]
+    assert rule_name(math.inf, 0.3) == "largest@0.3" and rule_name(0, 0.5) == "none"
+
+
+def test_rule_scores_at_other_thresholds():
+    truth = np.zeros((1, 8, 8), bool)
+    truth[0, :4, :4] = True
+    prob = np.zeros((1, 8, 8), np.float32)
+    prob[0, :4, :2] = 0.9  # half the lesion sure, the other half at 0.4
+    prob[0, :4, 2:4] = 0.4
+    prob[0, 7, 7] = 0.35  # a lone voxel that only the lowest threshold keeps
+    scores = rule_scores({"a": prob}, {"a": truth}, (0, math.inf), thresholds=(0.3, 0.5))
+    assert set(scores) == {"none@0.3", "largest@0.3", "none", "largest"}
+    assert scores["largest"]["a"] == pytest.approx(2 * 8 / (8 + 16))
+    assert scores["largest@0.3"]["a"] == 1.0
+    assert scores["none@0.3"]["a"] == pytest.approx(2 * 16 / (17 + 16))
 
 
 def test_rule_scores_known_dsc():
     truth = np.zeros((2, 8, 8), bool)
     truth[:, 0:2, 0:2] = True
-    scores = rule_scores({"a": _blobs()}, {"a": truth}, (0, math.inf))
+    scores = rule_scores({"a": _blobs().astype(np.float32)}, {"a": truth}, (0, math.inf))
     assert scores["largest"]["a"] == 1.0
     assert scores["none"]["a"] == pytest.approx(2 * 8 / (8 + 5 + 8))
 
@@ -64,6 +79,11 @@ def test_summarize_choice_compares_with_the_protocol_rule():
     assert summary["chosen_on_all_cases"] == "min10" and summary["nested"]["mean"] == pytest.approx(0.9)
     assert summary["nested_vs_largest"]["mean_difference"] == pytest.approx(0.1)
     assert summary["max_difference_from_recorded"] == pytest.approx(0.01)
+
+
+def test_thresholds_outside_0_1_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"thresholds must lie between 0 and 1, got \[0.5, 1.5\]"):
+        analyse_postprocessing("cv-a", results_dir=tmp_path, thresholds=(0.5, 1.5))
 
 
 def test_missing_fold_checkpoint_is_named(tmp_path):
