@@ -245,6 +245,7 @@ def _add_results_parser(sub) -> None:
     table.set_defaults(func=_results_table)
     _add_compare_parser(action)
     _add_paired_parser(action)
+    _add_spread_parser(action)
     _add_ensemble_parser(action)
     _add_failures_parser(action)
     _add_postprocess_parser(action)
@@ -322,6 +323,31 @@ def _results_paired(args: argparse.Namespace) -> None:
     out = args.out or f"{args.results_dir}/paired-{result['a']}-vs-{result['b']}.json"
     atomic_write_json(out, {**result, "command": args.command_line})
     print(paired_report(result))
+    print(f"wrote {out}")
+
+
+def _add_spread_parser(action) -> None:
+    spread = action.add_parser("spread", help="how far trainings of one recipe move each case (run-to-run noise)",
+                               description="Per-case range of the DSC across two or more cross-validations of "
+                                           "the same recipe on the same folds (another seed, precision or "
+                                           "machine), for the hard cases and the others, and the range of the "
+                                           "pooled means: what a lever that changes training has to beat.",
+                               formatter_class=HelpFormatter)
+    spread.add_argument("runs", nargs="+", help="the cross-validations: results JSON files or run names")
+    spread.add_argument("--below", type=float, default=0.6, help="a case is hard when below this in some run")
+    _add_run_folders(spread)
+    spread.add_argument("--out", default=None, help="JSON output (default: <results-dir>/spread-<A>+<B>....json)")
+    spread.set_defaults(func=_results_spread)
+
+
+def _results_spread(args: argparse.Namespace) -> None:
+    from .atomic import atomic_write_json
+    from .spread import spread_report, training_spread
+
+    spread = training_spread(args.runs, args.below, results_dir=args.results_dir, logs_dir=args.logs_dir)
+    out = args.out or f"{args.results_dir}/spread-{'+'.join(spread['runs'])}.json"
+    atomic_write_json(out, {**spread, "command": args.command_line})
+    print(spread_report(spread))
     print(f"wrote {out}")
 
 

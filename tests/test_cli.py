@@ -14,7 +14,7 @@ COMMANDS = {("train",): "_train", ("cv",): "_cv", ("evaluate",): "_evaluate",
             ("compact", "--weights", "w", "--out", "o"): "_compact", ("results", "export", "r"): "_results_export",
             ("results", "table"): "_results_table", ("results", "compare"): "_results_compare",
             ("results", "paired", "a", "b"): "_results_paired", ("results", "ensemble", "a", "b"): "_results_ensemble",
-            ("results", "failures", "cv"): "_results_failures",
+            ("results", "failures", "cv"): "_results_failures", ("results", "spread", "a", "b"): "_results_spread",
             ("results", "postprocess", "cv"): "_results_postprocess", ("bench",): "_bench", ("report",): "_report"}
 
 
@@ -47,7 +47,7 @@ def test_every_command_has_help_and_shows_every_default():
                     action, (argparse._HelpAction, argparse._StoreTrueAction)):
                 continue
             assert "default" in formatter._get_help_string(action), f"{name} {action.option_strings[0]}"
-    assert len(names) == 1 + 8 + 7  # the program, its commands, the results actions
+    assert len(names) == 1 + 8 + 8  # the program, its commands, the results actions
 
 
 @pytest.mark.parametrize("argv, function", COMMANDS.items(), ids=[" ".join(a[:2]) for a in COMMANDS])

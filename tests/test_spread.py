@@ -1,0 +1,45 @@
+import json
+
+import pytest
+
+from brainseg.spread import spread_report, training_spread
+
+
+def _write(results, name: str, per_case: dict[str, float]) -> None:
+    (results / f"{name}.json").write_text(json.dumps({"run": name, "per_case": per_case}))
+
+
+def test_known_ranges_split_into_hard_and_other_cases(tmp_path):
+    # three trainings: "hard" swings 0.3 -> 0.6, the four easy cases move by at most 0.02
+    easy = {f"e{i}": 0.9 for i in range(4)}
+    _write(tmp_path, "a", {**easy, "hard": 0.3})
+    _write(tmp_path, "b", {**easy, "e0": 0.92, "hard": 0.6})
+    _write(tmp_path, "c", {**easy, "e1": 0.88, "hard": 0.45})
+    spread = training_spread(["a", "b", "c"], below=0.6, results_dir=tmp_path)
+    assert spread["runs"] == ["a", "b", "c"] and spread["cases"] == 5
+    assert spread["hard"]["cases"] == 1 and spread["hard"]["median_range"] == pytest.approx(0.3)
+    assert spread["others"]["cases"] == 4 and spread["others"]["median_range"] == pytest.approx(0.01)
+    assert spread["means"] == pytest.approx([(3.6 + 0.3) / 5, (3.62 + 0.6) / 5, (3.58 + 0.45) / 5])
+    assert spread["mean_range"] == pytest.approx(0.064)
+    # absolute moves about each case's mean: hard 0.15 + 0.15 + 0, e0 and e1 0.04/3 + 0.02/3 + 0.02/3 each
+    assert spread["hard"]["share_of_moves"] == pytest.approx(0.3 / (0.3 + 2 * 0.08 / 3))
+    assert spread["widest"][0] == ["hard", 0.3, [0.3, 0.6, 0.45]]
+    assert "1 hard cases (below 0.6 in some training): median range 0.3000" in spread_report(spread)
+
+
+def test_unchanged_runs_have_no_spread(tmp_path):
+    _write(tmp_path, "a", {"x": 0.5, "y": 0.8})
+    _write(tmp_path, "b", {"x": 0.5, "y": 0.8})
+    spread = training_spread(["a", "b"], results_dir=tmp_path)
+    assert spread["mean_range"] == 0 and spread["median_range"] == 0 and spread["hard"]["share_of_moves"] == 0
+
+
+def test_bad_input_is_named(tmp_path):
+    _write(tmp_path, "a", {"x": 0.5, "y": 0.8})
+    _write(tmp_path, "b", {"x": 0.5})
+    with pytest.raises(ValueError, match=r"a and b score different cases \(2 and 1\)"):
+        training_spread(["a", "b"], results_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"two or more trainings of one recipe, got 1"):
+        training_spread(["a"], results_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        training_spread(["a", "nowhere"], results_dir=tmp_path, logs_dir=tmp_path / "logs")
