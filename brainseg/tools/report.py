@@ -413,7 +413,7 @@ def _sources_section(sections: dict) -> list[str]:
                   ", ".join(f"`{run['run']}` ({run['split']})" for run in sections["other"]) + ".", ""]
     if sections["skipped"]:
         lines += ["Not run exports, not read: " + ", ".join(f"`{name}`" for name in sections["skipped"]) +
-                  " (benchmarks, saved folds; CSV files are never read).", ""]
+                  " (benchmarks, saved folds, analyses; CSV files are never read).", ""]
     return lines
 
 
