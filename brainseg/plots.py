@@ -1,6 +1,6 @@
 """Pictures of results: outline overlays (FLAIR in grey, truth in green, prediction in red), the
-pictures an evaluation writes (per-case DSC chart, overlays of every slice and their GIF), a data
-preview, and a slice browser for notebooks."""
+pictures an evaluation writes (per-case DSC chart, overlays of every slice and their GIF), two
+results case by case, a data preview, and a slice browser for notebooks."""
 
 from __future__ import annotations
 
@@ -138,6 +138,38 @@ def dsc_chart(per_case: dict[str, float], path: str | Path | None = None, title:
     ax.set_xlabel("Dice similarity coefficient (per volume)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title)
+    fig.tight_layout()
+    if path is not None:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    return fig
+
+
+def paired_scatter(a: dict[str, float], b: dict[str, float], names: tuple[str, str] = ("A", "B"),
+                   path: str | Path | None = None, tie: float = 0.01) -> Figure:
+    """Per-case DSC of B against A on their common cases, with the diagonal: points above it (green)
+    are cases B does better on by more than ``tie``, below it (red) worse, the rest (blue) ties.
+
+    Saved as PNG to ``path`` when given; the figure is returned (notebooks display it).
+
+    Raises:
+        ValueError: the two tables have no case in common.
+    """
+    cases = sorted(set(a) & set(b))
+    if not cases:
+        raise ValueError(f"{names[0]} and {names[1]} have no case in common")
+    x, y = np.array([a[c] for c in cases]), np.array([b[c] for c in cases])
+    better, worse = y > x + tie, y < x - tie
+    fig = Figure(figsize=(5.5, 5.5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=1)
+    for mask, colour in ((better, "tab:green"), (worse, "tab:red"), (~better & ~worse, "tab:blue")):
+        ax.scatter(x[mask], y[mask], s=14, color=colour)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"{names[0]}: DSC per case", fontsize=8)
+    ax.set_ylabel(f"{names[1]}: DSC per case", fontsize=8)
+    ax.set_title(f"{len(cases)} cases: {int(better.sum())} better, {int(worse.sum())} worse (by > {tie})")
     fig.tight_layout()
     if path is not None:
         atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))

@@ -18,6 +18,7 @@ from brainseg import paths
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["train", "inference", "compare"]
+COMPARED = ["cpu-unet-bce_dice-flairfill-intensity-bf16-cv5", "cpu-unet-bce_dice-flairfill-intensity-ema-cv5"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -30,13 +31,17 @@ def test_notebook_committed_without_outputs_and_with_parameters(name):
 
 def copy_of_repository(target: Path, data: Path) -> Path:
     """What a notebook run reads in a checkout, copied to ``target``: the package, ``pyproject.toml``,
-    the notebooks, the samples and the shipped checkpoint; ``data/kaggle_3m`` links to ``data``."""
+    the notebooks, the samples, the two results the compare notebook compares by default and the
+    shipped checkpoint; ``data/kaggle_3m`` links to ``data``."""
     shutil.copytree(ROOT / "brainseg", target / "brainseg", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", target)
     (target / "notebooks").mkdir()
     for name in NAMES:
         shutil.copy(NOTEBOOKS / f"{name}.ipynb", target / "notebooks")
     shutil.copytree(ROOT / "samples", target / "samples")
+    (target / "results").mkdir()
+    for name in COMPARED:
+        shutil.copy(ROOT / "results" / f"{name}.json", target / "results")
     (target / "weights").mkdir()
     shutil.copy(paths.shipped_checkpoint(), target / "weights")
     (target / "data").mkdir()
@@ -106,6 +111,9 @@ def test_notebooks_with_default_folders_write_to_the_top_level(real_data, tmp_pa
 
     book = run_notebook(repo, "compare", {})
     assert run in json.dumps(outputs_of(book))
+    # its defaults compare two committed cross-validations: the paired report and the scatter plot
+    assert "B - A per case: mean +0.0040" in json.dumps(outputs_of(book))
+    assert sum("image/png" in o.get("data", {}) for o in outputs_of(book)) >= 2, "curves and scatter not both drawn"
 
     assert sorted(p.name for p in (repo / "notebooks").iterdir()) == sorted(f"{n}.ipynb" for n in NAMES), \
         "a notebook wrote under notebooks/"

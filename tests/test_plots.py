@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from brainseg.plots import case_overlays, dsc_chart, read_overlays, slice_browser, slice_figure, write_overlays
+from brainseg.plots import (case_overlays, dsc_chart, paired_scatter, read_overlays, slice_browser, slice_figure,
+                            write_overlays)
 
 
 @pytest.fixture
@@ -68,3 +69,16 @@ def test_overlays_read_back_in_slice_order(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: no slice overlays .*without --no-overlays"):
         read_overlays(tmp_path / "empty")
+
+
+def test_paired_scatter_colours_wins_losses_and_ties(tmp_path):
+    a = {"w": 0.5, "l": 0.8, "t": 0.7, "only_a": 0.1}
+    b = {"w": 0.7, "l": 0.6, "t": 0.705, "only_b": 0.2}
+    fig = paired_scatter(a, b, names=("base", "new"), path=tmp_path / "paired.png")
+    ax = fig.axes[0]
+    assert ax.get_title() == "3 cases: 1 better, 1 worse (by > 0.01)"
+    points = {tuple(np.round(p, 3)) for c in ax.collections for p in c.get_offsets()}
+    assert points == {(0.5, 0.7), (0.8, 0.6), (0.7, 0.705)}  # the common cases only
+    assert ax.get_xlabel() == "base: DSC per case" and (tmp_path / "paired.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="base and new have no case in common"):
+        paired_scatter({"x": 0.5}, {"y": 0.5}, names=("base", "new"))
