@@ -316,13 +316,19 @@ def _add_paired_parser(action) -> None:
 
 
 def _results_paired(args: argparse.Namespace) -> None:
-    from .atomic import atomic_write_json
     from .paired import compare_results, paired_report
 
     result = compare_results(args.a, args.b, args.folds, args.folds_file, args.results_dir, args.logs_dir)
-    out = args.out or f"{args.results_dir}/paired-{result['a']}-vs-{result['b']}.json"
+    _save_analysis(args.out or f"{args.results_dir}/paired-{result['a']}-vs-{result['b']}.json", result,
+                   paired_report(result), args)
+
+
+def _save_analysis(out: str, result: dict, report: str, args: argparse.Namespace) -> None:
+    """Write ``result`` with the command line to ``out`` (atomically), print ``report`` and where it went."""
+    from .atomic import atomic_write_json
+
     atomic_write_json(out, {**result, "command": args.command_line})
-    print(paired_report(result))
+    print(report)
     print(f"wrote {out}")
 
 
@@ -341,14 +347,11 @@ def _add_spread_parser(action) -> None:
 
 
 def _results_spread(args: argparse.Namespace) -> None:
-    from .atomic import atomic_write_json
     from .spread import spread_report, training_spread
 
     spread = training_spread(args.runs, args.below, results_dir=args.results_dir, logs_dir=args.logs_dir)
-    out = args.out or f"{args.results_dir}/spread-{'+'.join(spread['runs'])}.json"
-    atomic_write_json(out, {**spread, "command": args.command_line})
-    print(spread_report(spread))
-    print(f"wrote {out}")
+    _save_analysis(args.out or f"{args.results_dir}/spread-{'+'.join(spread['runs'])}.json", spread,
+                   spread_report(spread), args)
 
 
 def _add_ensemble_parser(action) -> None:
@@ -431,15 +434,12 @@ def _add_postprocess_parser(action) -> None:
 
 
 def _results_postprocess(args: argparse.Namespace) -> None:
-    from .atomic import atomic_write_json
     from .postprocess import analyse_postprocessing, postprocess_report
 
     summary = analyse_postprocessing(args.cv, args.results_dir, args.logs_dir, args.weights_dir, args.data_dir,
                                      device=args.device, thresholds=tuple(args.thresholds))
-    out = args.out or f"{args.results_dir}/{summary['cv']}-postprocess.json"
-    atomic_write_json(out, {**summary, "command": args.command_line})
-    print(postprocess_report(summary))
-    print(f"wrote {out}")
+    _save_analysis(args.out or f"{args.results_dir}/{summary['cv']}-postprocess.json", summary,
+                   postprocess_report(summary), args)
 
 
 def _add_bench_parser(sub) -> None:
