@@ -428,7 +428,8 @@ def _add_postprocess_parser(action) -> None:
     _add_data_dir(post)
     post.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     post.add_argument("--thresholds", type=float, nargs="+", default=[0.5],
-                      help="probability thresholds to try each rule at (the protocol's is 0.5), e.g. 0.3 0.4 0.5")
+                      help="probability thresholds to try each rule at, e.g. 0.3 0.4 (the protocol's 0.5 is always "
+                           "tried too)")
     post.add_argument("--out", default=None, help="JSON output (default: <results-dir>/<cv>-postprocess.json)")
     post.set_defaults(func=_results_postprocess)
 

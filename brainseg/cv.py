@@ -289,7 +289,7 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
     results_dir = paths.or_default(results_dir, paths.results_dir())
     by_cv = {cv: fold_checkpoints(cv, weights_dir) for cv in cv_names}
     common = _common_folds(by_cv)
-    folds = _check_folds(by_cv, sorted(folds) if folds is not None else common)
+    folds = _require_folds(by_cv, sorted(folds) if folds is not None else common)
     torch_device, start = select_device(device), time.perf_counter()
     per_case, without_lcc, fold_of, configs, epochs = {}, {}, {}, [], []
     for k in folds:
@@ -328,7 +328,7 @@ def _common_folds(by_cv: dict[str, dict[int, Path]]) -> list[int]:
     return common
 
 
-def _check_folds(by_cv: dict[str, dict[int, Path]], folds: list[int]) -> list[int]:
+def _require_folds(by_cv: dict[str, dict[int, Path]], folds: list[int]) -> list[int]:
     """``folds``, after checking that every cross-validation has a checkpoint for each.
 
     Raises:

@@ -94,23 +94,21 @@ def nested_choice(scores: dict[str, dict[str, float]], fold_of_case: dict[str, i
     return per_case, chosen
 
 
-def out_of_fold_probabilities(result: dict, weights_dir: str | Path, data_dir: str | None = None,
-                              cache_dir: str | None = None, device: str = "cpu"
-                              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Out-of-fold probabilities and truths of every case of a cross-validation.
+def out_of_fold_scores(result: dict, weights_dir: str | Path, data_dir: str | None = None,
+                       cache_dir: str | None = None, device: str = "cpu",
+                       thresholds: tuple[float, ...] = (THRESHOLD,)) -> dict[str, dict[str, float]]:
+    """:func:`rule_scores` of every case of a cross-validation, each predicted by the fold model
+    that did not train on it; one fold's probabilities are held at a time.
 
     Args:
         result: :func:`brainseg.paired.load_per_case` of the cross-validation.
-
-    Returns:
-        ``{case: (D, 256, 256) float32}`` probabilities and ``{case: (D, 256, 256) bool}`` truths.
 
     Raises:
         FileNotFoundError: a fold's checkpoint is missing, naming it.
     """
     from .failures import fold_probabilities
 
-    probs_of_case, truths = {}, {}
+    scores: dict[str, dict[str, float]] = {}
     for fold in sorted(set(result["fold_of_case"].values())):
         weights = Path(weights_dir) / f"{result['name']}-fold{fold}" / "best.pt"
         if not weights.is_file():
@@ -119,10 +117,25 @@ def out_of_fold_probabilities(result: dict, weights_dir: str | Path, data_dir: s
                                     "or copy its weights/ folders)")
         cases = [c for c, k in result["fold_of_case"].items() if k == fold]
         probs, volumes = fold_probabilities(weights, cases, data_dir, cache_dir, device)
-        for volume in volumes:
-            probs_of_case[volume.case_id] = probs.pop(volume.case_id)
-            truths[volume.case_id] = volume.metric_mask.astype(bool)
-    return probs_of_case, truths
+        truths = {volume.case_id: volume.metric_mask.astype(bool) for volume in volumes}
+        for rule, per_case in rule_scores(probs, truths, thresholds=thresholds).items():
+            scores.setdefault(rule, {}).update(per_case)
+    return scores
+
+
+def check_thresholds(thresholds: tuple[float, ...]) -> tuple[float, ...]:
+    """``thresholds`` with the protocol's 0.5 added (the nested choice is compared with it), sorted.
+
+    Raises:
+        ValueError: a threshold outside (0, 1), or two that give one rule name (e.g. 0.3 and 0.3000001).
+    """
+    if not all(0 < t < 1 for t in thresholds):
+        raise ValueError(f"thresholds must lie between 0 and 1, got {list(thresholds)}")
+    chosen = tuple(sorted(set(thresholds) | {THRESHOLD}))
+    names = [rule_name(0, t) for t in chosen]
+    if len(set(names)) < len(names):
+        raise ValueError(f"thresholds {list(chosen)} name the same rule twice ({names}); give distinct values")
+    return chosen
 
 
 def summarize_choice(scores: dict[str, dict[str, float]], fold_of_case: dict[str, int],
@@ -155,21 +168,21 @@ def analyse_postprocessing(cv: str, results_dir: str | Path = "results", logs_di
                            cache_dir: str | None = None, device: str = "cpu",
                            thresholds: tuple[float, ...] = (THRESHOLD,)) -> dict:
     """Recompute a cross-validation's out-of-fold predictions from its fold checkpoints and score
-    every post-processing rule, at every threshold of ``thresholds``, on them (:func:`summarize_choice`).
+    every post-processing rule, at every threshold of ``thresholds`` and the protocol's 0.5, on them
+    (:func:`summarize_choice`).
 
     Raises:
-        ValueError: a threshold outside (0, 1), or no fold recorded for the cases.
+        ValueError: bad thresholds (:func:`check_thresholds`), or no fold recorded for the cases.
     """
     from .paired import load_per_case
 
-    if not all(0 < t < 1 for t in thresholds):
-        raise ValueError(f"thresholds must lie between 0 and 1, got {list(thresholds)}")
+    thresholds = check_thresholds(thresholds)
     result = load_per_case(cv, results_dir, logs_dir, fold_models=True)
     if not result["fold_of_case"]:
         raise ValueError(f"{cv}: no fold of each case recorded; post-processing is chosen on a cross-validation")
-    probs, truths = out_of_fold_probabilities(result, weights_dir, data_dir, cache_dir, device)
-    scores = rule_scores(probs, truths, thresholds=thresholds)
-    return {"cv": result["name"], "source": result["source"], "cases": len(probs), "thresholds": list(thresholds),
+    scores = out_of_fold_scores(result, weights_dir, data_dir, cache_dir, device, thresholds)
+    return {"cv": result["name"], "source": result["source"], "cases": len(scores["largest"]),
+            "thresholds": list(thresholds),
             **summarize_choice(scores, result["fold_of_case"], result["per_case"])}
 
 

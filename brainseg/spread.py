@@ -30,35 +30,48 @@ def training_spread(specs: list[str], below: float = 0.6, top: int = 10, results
 
     Returns:
         ``runs``, ``cases``, ``means`` (pooled mean per run), ``mean_range``, ``median_range`` (over
-        all cases), ``hard`` / ``others`` (``{"cases", "median_range", "share_of_moves"}``: the
-        share is what the group's moves contribute to the sum of absolute moves between runs), and
-        ``widest``: ``[case, range, [dsc per run]]`` rows.
+        all cases), ``hard`` / ``others`` (``{"cases", "median_range"`` (``None`` for no case),
+        ``"share_of_moves"}``: the group's share of the summed absolute deviations of every case's
+        DSC from its own mean across the runs), and ``widest``: ``[case, range, [dsc per run]]`` rows.
 
     Raises:
-        ValueError: fewer than two runs, or runs that score different cases.
+        ValueError: fewer than two distinct runs, or runs that score different cases or put a case
+        in different folds.
     """
-    if len(specs) < 2:
-        raise ValueError(f"spread needs two or more trainings of one recipe, got {len(specs)}: {specs}")
+    if len(specs) < 2 or len(set(specs)) < len(specs):
+        raise ValueError(f"spread needs two or more distinct trainings of one recipe, got {specs}")
     runs = [load_per_case(spec, results_dir, logs_dir) for spec in specs]
-    cases = sorted(runs[0]["per_case"])
     for run in runs[1:]:
-        if sorted(run["per_case"]) != cases:
-            raise ValueError(f"{runs[0]['name']} and {run['name']} score different cases ({len(cases)} and "
-                             f"{len(run['per_case'])}); train them on the same folds")
+        _check_same_folds(runs[0], run)
+    cases = sorted(runs[0]["per_case"])
     table = np.array([[run["per_case"][case] for run in runs] for case in cases])  # (cases, runs)
     ranges = table.max(axis=1) - table.min(axis=1)
     hard = table.min(axis=1) < below
     moves = np.abs(table - table.mean(axis=1, keepdims=True)).sum(axis=1)  # (cases,) how much each case moves
     group = lambda mask: {"cases": int(mask.sum()),  # noqa: E731
-                          "median_range": float(np.median(ranges[mask])) if mask.any() else 0.0,
+                          "median_range": float(np.median(ranges[mask])) if mask.any() else None,
                           "share_of_moves": float(moves[mask].sum() / moves.sum()) if moves.sum() else 0.0}
     means = table.mean(axis=0)
-    widest = np.argsort(-ranges)[:top]
+    widest = np.argsort(-ranges, kind="stable")[:top]
     return {"runs": [run["name"] for run in runs], "cases": len(cases), "below": below,
             "means": [float(m) for m in means], "mean_range": float(means.max() - means.min()),
             "median_range": float(np.median(ranges)), "hard": group(hard), "others": group(~hard),
             "widest": [[cases[i], round(float(ranges[i]), 4), [round(float(v), 4) for v in table[i]]]
                        for i in widest]}
+
+
+def _check_same_folds(a: dict, b: dict) -> None:
+    """Refuse two results (:func:`brainseg.paired.load_per_case`) that score different cases or, where
+    both record folds, put a case in different folds; the message names a few such cases."""
+    only_a, only_b = sorted(set(a["per_case"]) - set(b["per_case"])), sorted(set(b["per_case"]) - set(a["per_case"]))
+    if only_a or only_b:
+        raise ValueError(f"{a['name']} and {b['name']} score different cases: only in the first {only_a[:3]}, "
+                         f"only in the second {only_b[:3]}; train them on the same folds")
+    folds_a, folds_b = a["fold_of_case"], b["fold_of_case"]
+    moved = sorted(c for c in folds_a if c in folds_b and folds_a[c] != folds_b[c]) if folds_a and folds_b else []
+    if moved:
+        raise ValueError(f"{a['name']} and {b['name']} put cases in different folds (e.g. {moved[:3]}); "
+                         "train them on the same folds (--folds-file)")
 
 
 def spread_report(spread: dict) -> str:
@@ -69,9 +82,13 @@ def spread_report(spread: dict) -> str:
              f" (range {spread['mean_range']:.4f})",
              f"per-case range (max - min DSC across the trainings): median {spread['median_range']:.4f} over all cases",
              f"  {hard['cases']} hard cases (below {spread['below']} in some training): median range "
-             f"{hard['median_range']:.4f}, {hard['share_of_moves']:.0%} of all case moves",
-             f"  {others['cases']} other cases: median range {others['median_range']:.4f}, "
+             f"{_fmt(hard['median_range'])}, {hard['share_of_moves']:.0%} of all case moves",
+             f"  {others['cases']} other cases: median range {_fmt(others['median_range'])}, "
              f"{others['share_of_moves']:.0%} of all case moves",
              "widest: " + ", ".join(f"{case} {r:.2f} ({' / '.join(f'{v:.2f}' for v in values)})"
                                     for case, r, values in spread["widest"])]
     return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

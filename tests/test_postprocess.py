@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from brainseg.postprocess import (analyse_postprocessing, best_rule, keep_components, nested_choice, rule_name,
-                                  rule_scores, summarize_choice)
+from brainseg.postprocess import (analyse_postprocessing, best_rule, check_thresholds, keep_components,
+                                  nested_choice, rule_name, rule_scores, summarize_choice)
 
 
 def _blobs() -> np.ndarray:
@@ -81,9 +81,13 @@ def test_summarize_choice_compares_with_the_protocol_rule():
     assert summary["max_difference_from_recorded"] == pytest.approx(0.01)
 
 
-def test_thresholds_outside_0_1_are_refused(tmp_path):
+def test_thresholds_always_include_the_protocols_and_bad_ones_are_refused(tmp_path):
+    assert check_thresholds((0.4, 0.3)) == (0.3, 0.4, 0.5)  # the nested choice is compared with 0.5's rule
+    assert check_thresholds((0.5,)) == (0.5,)
     with pytest.raises(ValueError, match=r"thresholds must lie between 0 and 1, got \[0.5, 1.5\]"):
         analyse_postprocessing("cv-a", results_dir=tmp_path, thresholds=(0.5, 1.5))
+    with pytest.raises(ValueError, match=r"name the same rule twice \(\['none@0.3', 'none@0.3', 'none'\]\)"):
+        check_thresholds((0.3, 0.3000001))
 
 
 def test_missing_fold_checkpoint_is_named(tmp_path):

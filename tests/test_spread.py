@@ -5,8 +5,9 @@ import pytest
 from brainseg.spread import spread_report, training_spread
 
 
-def _write(results, name: str, per_case: dict[str, float]) -> None:
-    (results / f"{name}.json").write_text(json.dumps({"run": name, "per_case": per_case}))
+def _write(results, name: str, per_case: dict[str, float], fold_of_case: dict[str, int] | None = None) -> None:
+    (results / f"{name}.json").write_text(json.dumps({"run": name, "per_case": per_case,
+                                                      "fold_of_case": fold_of_case or {}}))
 
 
 def test_known_ranges_split_into_hard_and_other_cases(tmp_path):
@@ -32,14 +33,22 @@ def test_unchanged_runs_have_no_spread(tmp_path):
     _write(tmp_path, "b", {"x": 0.5, "y": 0.8})
     spread = training_spread(["a", "b"], results_dir=tmp_path)
     assert spread["mean_range"] == 0 and spread["median_range"] == 0 and spread["hard"]["share_of_moves"] == 0
+    assert spread["hard"] == {"cases": 1, "median_range": 0.0, "share_of_moves": 0.0}  # x = 0.5 is hard
+    easy = training_spread(["a", "b"], below=0.1, results_dir=tmp_path)
+    assert easy["hard"]["median_range"] is None and "median range -," in spread_report(easy)
 
 
 def test_bad_input_is_named(tmp_path):
-    _write(tmp_path, "a", {"x": 0.5, "y": 0.8})
-    _write(tmp_path, "b", {"x": 0.5})
-    with pytest.raises(ValueError, match=r"a and b score different cases \(2 and 1\)"):
+    _write(tmp_path, "a", {"x": 0.5, "y": 0.8}, {"x": 0, "y": 1})
+    _write(tmp_path, "b", {"x": 0.5, "z": 0.8})
+    with pytest.raises(ValueError, match=r"a and b score different cases: only in the first \['y'\], only in the second \['z'\]"):
         training_spread(["a", "b"], results_dir=tmp_path)
-    with pytest.raises(ValueError, match=r"two or more trainings of one recipe, got 1"):
+    _write(tmp_path, "c", {"x": 0.5, "y": 0.7}, {"x": 1, "y": 1})
+    with pytest.raises(ValueError, match=r"a and c put cases in different folds \(e.g. \['x'\]\)"):
+        training_spread(["a", "c"], results_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"two or more distinct trainings of one recipe, got \['a'\]"):
         training_spread(["a"], results_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"distinct trainings of one recipe, got \['a', 'a'\]"):
+        training_spread(["a", "a"], results_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         training_spread(["a", "nowhere"], results_dir=tmp_path, logs_dir=tmp_path / "logs")
