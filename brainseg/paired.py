@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,12 @@ def cases_of_folds(folds: list[int], *results: dict, folds_file: str | Path | No
     return {case for case, k in fold_of.items() if k in folds}
 
 
+def cases_only_in(a: Iterable[str], b: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The cases of ``a`` missing from ``b`` and those of ``b`` missing from ``a``, each sorted."""
+    a, b = set(a), set(b)
+    return sorted(a - b), sorted(b - a)
+
+
 def paired_difference(a: dict[str, float], b: dict[str, float], resamples: int = 10_000, seed: int = 0,
                       tie: float = TIE, top: int = 5) -> dict:
     """Compare per-case values ``b`` against ``a`` on the same cases.
@@ -107,7 +114,7 @@ def paired_difference(a: dict[str, float], b: dict[str, float], resamples: int =
     Raises:
         ValueError: the case sets differ (naming a few cases on one side only).
     """
-    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    only_a, only_b = cases_only_in(a, b)
     if only_a or only_b:
         raise ValueError(f"the two results hold different cases ({len(a)} and {len(b)}): only in the first "
                          f"{only_a[:3]}{'...' if len(only_a) > 3 else ''}, only in the second {only_b[:3]}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .paired import load_per_case
+from .paired import cases_only_in, load_per_case
 
 
 def training_spread(specs: list[str], below: float = 0.6, top: int = 10, results_dir: str | Path = "results",
@@ -63,7 +63,7 @@ def training_spread(specs: list[str], below: float = 0.6, top: int = 10, results
 def _check_same_folds(a: dict, b: dict) -> None:
     """Refuse two results (:func:`brainseg.paired.load_per_case`) that score different cases or, where
     both record folds, put a case in different folds; the message names a few such cases."""
-    only_a, only_b = sorted(set(a["per_case"]) - set(b["per_case"])), sorted(set(b["per_case"]) - set(a["per_case"]))
+    only_a, only_b = cases_only_in(a["per_case"], b["per_case"])
     if only_a or only_b:
         raise ValueError(f"{a['name']} and {b['name']} score different cases: only in the first {only_a[:3]}, "
                          f"only in the second {only_b[:3]}; train them on the same folds")
