@@ -11,9 +11,10 @@ This writes, from the repository root:
     .gpu/partN/   further case folders (``kaggle_3m/<case>/``), each part under the size limit
 
 Carry `.gpu/part1` in the first call and one part a call after it, back to back (the machine
-stays warm 30 s); `.ci/gpu-check` uses the cases that arrived. Standard library only:
+stays warm 30 s); `.ci/gpu-check` uses the cases that arrived. Run it with the project's
+environment (it copies that medpy):
 
-    python3 .ci/gpu_pack.py [--data DIR] [--limit-mib 62]
+    .venv/bin/python .ci/gpu_pack.py [--data DIR] [--limit-mib 62]
 """
 import argparse
 import os
