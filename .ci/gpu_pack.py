@@ -42,12 +42,12 @@ def tree_bytes() -> int:
 
 def pack_packages(part: Path) -> None:
     """imagecodecs' cp312 wheel, medpy copied from this environment, a SimpleITK stub."""
-    import medpy  # noqa: F401 (found in the environment that runs this script)
+    import medpy  # the environment that runs this script
 
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", *WHEEL_ARGS, "-d", str(part / "wheels"),
                     "imagecodecs==2026.3.6"], check=True)
     site = part / "site"
-    shutil.copytree(Path(sys.modules["medpy"].__file__).parent, site / "medpy",
+    shutil.copytree(Path(medpy.__file__).parent, site / "medpy",
                     ignore=shutil.ignore_patterns("__pycache__"))
     (site / "SimpleITK").mkdir()
     (site / "SimpleITK" / "__init__.py").write_text('"""Stub: medpy.io imports SimpleITK; brainseg never calls it."""\n')
