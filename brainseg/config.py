@@ -104,7 +104,7 @@ class TrainConfig:
                                           "a GPU, which holds them easily)")
     mmap_data: bool = setting(False, "read the images from the cache files as slices are used (memory-mapped, "
                                      "true/false) instead of loading them: the data then needs no memory of its own "
-                                     "(1.4 GB at 256 px for the reference training split), the same results; keep "
+                                     "(1.3 GB at 256 px for the reference training split), the same results; keep "
                                      "the cache on a local disk")
     workers: int = setting(2, "DataLoader worker processes")
     seed: int = setting(42, "seeds model initialisation, sampling and augmentation")
@@ -218,12 +218,13 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-# What a 2-core CPU finishes in at most 45 minutes, everything included. The precision is timed per
-# machine (amp "auto"): on the project's 2-core CPUs bf16 autocast trains slower than fp32, on CPUs
-# with AVX-512 BF16 or AMX about twice as fast. A 16-feature U-Net at 128 px trains about 4x faster
-# than the 32-feature one. BCE+Dice and the final model
-# (nothing chosen on the validation cases) since the ablations (docs/results.md, "The cpu recipe");
-# runs before that used Dice and --selection reference. flair_fill 0.5 since the paired 5-fold CV
+# What a 2-core CPU with fast bf16 finishes in at most 45 minutes, everything included (19-27 min);
+# one without takes 75-100 min for the 20 epochs, so the 42-minute stop ends it early. The precision
+# is timed per machine (amp "auto"): on some of the project's 2-core CPUs bf16 autocast trains slower
+# than fp32, on CPUs with AVX-512 BF16 or AMX about twice as fast. A 16-feature U-Net at 128 px
+# trains about 4x faster than the 32-feature one. BCE+Dice and the final model (nothing chosen on
+# the validation cases) since the ablations (docs/results.md, "The cpu recipe"); runs before that
+# used Dice and --selection reference. flair_fill 0.5 since the paired 5-fold CV
 # (+0.020 mean DSC, 95% CI +0.003 to +0.041), intensity 0.5 on top of it since its own (+0.015,
 # +0.005 to +0.028; docs/results.md, "Levers"); ema 0.999 since its paired 5-fold CV on the same
 # training trajectories (docs/results.md, "Levers").
@@ -235,7 +236,7 @@ PRESETS: dict[str, dict] = {
     # The reference budget: 256 px, batch 16, Adam 1e-4, 100 epochs.
     "gpu": dict(image_size=256, batch_size=16, epochs=100, optimizer="adam", lr=1e-4, workers=8),
     "cpu": _CPU_RECIPE,
-    # The cpu recipe in half the epochs (the cosine schedule compressed to them), for about 20 minutes.
+    # The cpu recipe in half the epochs (the cosine schedule compressed to them), stopped at 19 minutes.
     "cpu-fast": {**_CPU_RECIPE, "epochs": 10, "max_minutes": 19.0},
     # A few cases at tiny size, for tests and CI; its numbers mean nothing.
     # fp32 forced: amp "auto" times the machine, which under load could flip between two runs of a test.
