@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +178,8 @@ def side_by_side_figure(rows: list[dict], names: list[str], path: str | Path) ->
         ax_row[0].set_title(f"{row['case']}\nslice {row['slice'] + 1}: FLAIR, truth", fontsize=6)
         for ax, name in zip(ax_row[1:], names):
             ax.imshow(outline_overlay(flair, row["truth"][row["slice"]], row["preds"][name]))
-            ax.set_title(f"{name}\nDSC {row['dsc'][name]:.3f}, {row['voxels'][name]} voxels predicted", fontsize=6)
+            title = textwrap.fill(name, 34)  # run names are longer than a column is wide
+            ax.set_title(f"{title}\nDSC {row['dsc'][name]:.3f}, {row['voxels'][name]} voxels predicted", fontsize=6)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
