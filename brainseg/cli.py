@@ -310,16 +310,24 @@ def _add_paired_parser(action) -> None:
     paired.add_argument("--folds", type=int, nargs="+", default=None,
                         help="keep only the cases of these folds (default: every case)")
     paired.add_argument("--folds-file", default=None, help="folds JSON for --folds (default: the results' own)")
+    paired.add_argument("--also-a", nargs="+", default=[], metavar="RUN",
+                        help="further trainings of A (other seeds, same folds): each case counts with its mean DSC "
+                             "over A's trainings")
+    paired.add_argument("--also-b", nargs="+", default=[], metavar="RUN", help="the same for B")
     _add_run_folders(paired)
-    paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json)")
+    paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json, "
+                                                    "with -x<trainings of A>x<of B> when --also-a/-b are given)")
     paired.set_defaults(func=_results_paired)
 
 
 def _results_paired(args: argparse.Namespace) -> None:
     from .paired import compare_results, paired_report
 
-    result = compare_results(args.a, args.b, args.folds, args.folds_file, args.results_dir, args.logs_dir)
-    _save_analysis(args.out or f"{args.results_dir}/paired-{result['a']}-vs-{result['b']}.json", result,
+    result = compare_results(args.a, args.b, args.folds, args.folds_file, args.results_dir, args.logs_dir,
+                             also_a=args.also_a, also_b=args.also_b)
+    runs_a, runs_b = result["runs_a"], result["runs_b"]
+    several = f"-x{len(runs_a)}x{len(runs_b)}" if args.also_a or args.also_b else ""
+    _save_analysis(args.out or f"{args.results_dir}/paired-{runs_a[0]}-vs-{runs_b[0]}{several}.json", result,
                    paired_report(result), args)
 
 

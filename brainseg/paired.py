@@ -8,7 +8,9 @@ interval lies above 0.
 
 ``python -m brainseg results paired A B`` runs it on two results (a ``results/*.json`` file, a run
 name in ``results/``, or a cross-validation still in progress, read from its finished folds in
-``logs/<name>-fold<k>/metrics.json`` or ``results/<name>-fold<k>.json``); ``--folds`` keeps the cases of some folds only (screening).
+``logs/<name>-fold<k>/metrics.json`` or ``results/<name>-fold<k>.json``); ``--folds`` keeps the cases of some folds only (screening). ``--also-a`` / ``--also-b`` add
+further trainings (seeds) of either recipe: each case then counts with its mean over them, which is
+how a lever is judged against run-to-run noise (two trainings against two).
 """
 
 from __future__ import annotations
@@ -139,17 +141,53 @@ def paired_difference(a: dict[str, float], b: dict[str, float], resamples: int =
 
 
 def compare_results(spec_a: str, spec_b: str, folds: list[int] | None = None, folds_file: str | None = None,
-                    results_dir: str | Path = "results", logs_dir: str | Path = "logs") -> dict:
-    """Load two results, keep the cases of ``folds`` (all when ``None``) and compare them case by case."""
-    a, b = (load_per_case(s, results_dir, logs_dir) for s in (spec_a, spec_b))
-    per_a, per_b = a["per_case"], b["per_case"]
-    if folds is not None:
-        keep = cases_of_folds(folds, a, b, folds_file=folds_file)
-        per_a = {c: v for c, v in per_a.items() if c in keep}
-        per_b = {c: v for c, v in per_b.items() if c in keep}
+                    results_dir: str | Path = "results", logs_dir: str | Path = "logs",
+                    also_a: Iterable[str] = (), also_b: Iterable[str] = ()) -> dict:
+    """Load two results, keep the cases of ``folds`` (all when ``None``) and compare them case by case.
+
+    ``also_a`` / ``also_b``: further trainings of recipe A / B (other seeds, same folds). Each case's
+    DSC is then the mean over that recipe's trainings, so part of the run-to-run noise cancels
+    before the cases are compared; ``a`` / ``b`` then read ``A1 + A2`` and ``runs_a`` / ``runs_b`` list them.
+    """
+    sides = [[load_per_case(s, results_dir, logs_dir) for s in (spec, *also)]
+             for spec, also in ((spec_a, also_a), (spec_b, also_b))]
+    keep = None if folds is None else cases_of_folds(folds, *sides[0], *sides[1], folds_file=folds_file)
+    per_a, per_b = (mean_over_trainings(runs, keep) for runs in sides)
     result = paired_difference(per_a, per_b)
-    return {"a": a["name"], "b": b["name"], "source_a": a["source"], "source_b": b["source"],
-            "devices_a": a["devices"], "devices_b": b["devices"], "folds": "all" if folds is None else folds, **result}
+    name = lambda runs: " + ".join(run["name"] for run in runs)  # noqa: E731
+    source = lambda runs: "; ".join(run["source"] for run in runs)  # noqa: E731
+    devices = lambda runs: sorted({d for run in runs for d in run["devices"]})  # noqa: E731
+    return {"a": name(sides[0]), "b": name(sides[1]), "source_a": source(sides[0]), "source_b": source(sides[1]),
+            "devices_a": devices(sides[0]), "devices_b": devices(sides[1]),
+            "runs_a": [run["name"] for run in sides[0]], "runs_b": [run["name"] for run in sides[1]],
+            "folds": "all" if folds is None else folds, **result}
+
+
+def mean_over_trainings(runs: list[dict], keep: set[str] | None = None) -> dict[str, float]:
+    """Per-case DSC averaged over several trainings of one recipe (:func:`load_per_case` results),
+    restricted to the cases in ``keep`` (all when ``None``).
+
+    Raises:
+        ValueError: two trainings score different cases (after ``keep``) or put a case in different folds.
+    """
+    tables = [{c: v for c, v in run["per_case"].items() if keep is None or c in keep} for run in runs]
+    for run, table in zip(runs[1:], tables[1:]):
+        check_same_folds({**runs[0], "per_case": tables[0]}, {**run, "per_case": table})
+    return {case: float(np.mean([table[case] for table in tables])) for case in tables[0]}
+
+
+def check_same_folds(a: dict, b: dict) -> None:
+    """Refuse two results (:func:`load_per_case`) that score different cases or, where both record
+    folds, put a case in different folds; the message names a few such cases."""
+    only_a, only_b = cases_only_in(a["per_case"], b["per_case"])
+    if only_a or only_b:
+        raise ValueError(f"{a['name']} and {b['name']} score different cases: only in the first {only_a[:3]}, "
+                         f"only in the second {only_b[:3]}; train them on the same folds, or compare some (--folds)")
+    folds_a, folds_b = a["fold_of_case"], b["fold_of_case"]
+    moved = sorted(c for c in folds_a if c in folds_b and folds_a[c] != folds_b[c]) if folds_a and folds_b else []
+    if moved:
+        raise ValueError(f"{a['name']} and {b['name']} put cases in different folds (e.g. {moved[:3]}); "
+                         "train them on the same folds (--folds-file)")
 
 
 PAIRED_KEYS = ("a", "b", "cases", "folds", "ci95", "mean_difference", "mean_a", "mean_b", "median_a", "median_b",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .paired import cases_only_in, load_per_case
+from .paired import check_same_folds, load_per_case
 
 
 def training_spread(specs: list[str], below: float = 0.6, top: int = 10, results_dir: str | Path = "results",
@@ -42,7 +42,7 @@ def training_spread(specs: list[str], below: float = 0.6, top: int = 10, results
         raise ValueError(f"spread needs two or more distinct trainings of one recipe, got {specs}")
     runs = [load_per_case(spec, results_dir, logs_dir) for spec in specs]
     for run in runs[1:]:
-        _check_same_folds(runs[0], run)
+        check_same_folds(runs[0], run)
     cases = sorted(runs[0]["per_case"])
     table = np.array([[run["per_case"][case] for run in runs] for case in cases])  # (cases, runs)
     ranges = table.max(axis=1) - table.min(axis=1)
@@ -58,20 +58,6 @@ def training_spread(specs: list[str], below: float = 0.6, top: int = 10, results
             "median_range": float(np.median(ranges)), "hard": group(hard), "others": group(~hard),
             "widest": [[cases[i], round(float(ranges[i]), 4), [round(float(v), 4) for v in table[i]]]
                        for i in widest]}
-
-
-def _check_same_folds(a: dict, b: dict) -> None:
-    """Refuse two results (:func:`brainseg.paired.load_per_case`) that score different cases or, where
-    both record folds, put a case in different folds; the message names a few such cases."""
-    only_a, only_b = cases_only_in(a["per_case"], b["per_case"])
-    if only_a or only_b:
-        raise ValueError(f"{a['name']} and {b['name']} score different cases: only in the first {only_a[:3]}, "
-                         f"only in the second {only_b[:3]}; train them on the same folds")
-    folds_a, folds_b = a["fold_of_case"], b["fold_of_case"]
-    moved = sorted(c for c in folds_a if c in folds_b and folds_a[c] != folds_b[c]) if folds_a and folds_b else []
-    if moved:
-        raise ValueError(f"{a['name']} and {b['name']} put cases in different folds (e.g. {moved[:3]}); "
-                         "train them on the same folds (--folds-file)")
 
 
 def spread_report(spread: dict) -> str:

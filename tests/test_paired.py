@@ -145,3 +145,35 @@ def test_the_machines_of_a_cross_validation_in_progress_are_those_of_its_folds(t
         saved = tmp_path / f"mixed-fold{fold}" / "metrics.json"
         saved.write_text(json.dumps({**json.loads(saved.read_text()), "device": device}))
     assert load_per_case("mixed", tmp_path / "results", tmp_path)["devices"] == ["NVIDIA H100", "cpu (x86_64)"]
+
+
+def test_several_trainings_of_each_recipe_count_with_their_per_case_mean(tmp_path, capsys):
+    cases = [f"case{i}" for i in range(6)]
+    fold_of = {case: i % 2 for i, case in enumerate(cases)}
+    a1 = dict(zip(cases, [0.5, 0.6, 0.7, 0.8, 0.4, 0.9]))
+    a2 = {c: v + 0.02 for c, v in a1.items()}  # the second seed of A, 0.02 higher on every case
+    b1 = {c: v + 0.05 for c, v in a1.items()}
+    for name, table in (("a1", a1), ("a2", a2), ("b1", b1)):
+        _write_cv(tmp_path / "results", name, table, fold_of)
+    _write_fold(tmp_path / "logs", "b2", 1, {c: a1[c] + 0.03 for c in cases if fold_of[c] == 1})  # in progress
+    dirs = {"results_dir": tmp_path / "results", "logs_dir": tmp_path / "logs"}
+    one_a = compare_results("a1", "b1", also_a=["a2"], **dirs)
+    assert one_a["mean_difference"] == pytest.approx(0.05 - 0.01) and one_a["mean_a"] == pytest.approx(np.mean(list(a1.values())) + 0.01)
+    assert one_a["a"] == "a1 + a2" and one_a["runs_a"] == ["a1", "a2"] and one_a["runs_b"] == ["b1"]
+    with pytest.raises(ValueError, match=r"b1 and b2 score different cases.*compare some \(--folds\)"):
+        compare_results("a1", "b1", also_a=["a2"], also_b=["b2"], **dirs)
+    two_two = compare_results("a1", "b1", folds=[1], also_a=["a2"], also_b=["b2"], **dirs)
+    assert two_two["cases"] == 3 and two_two["mean_difference"] == pytest.approx(0.04 - 0.01)
+    argv = ["results", "paired", "a1", "b1", "--also-a", "a2", "--also-b", "b2", "--folds", "1",
+            "--results-dir", str(tmp_path / "results"), "--logs-dir", str(tmp_path / "logs")]
+    assert main(argv) == 0 and "A = a1 + a2" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "results" / "paired-a1-vs-b1-x2x2.json").read_text())
+    assert saved["runs_b"] == ["b1", "b2"] and saved["mean_difference"] == pytest.approx(0.03)
+
+
+def test_trainings_that_put_a_case_in_different_folds_are_refused(tmp_path):
+    table = {"x": 0.5, "y": 0.6}
+    _write_cv(tmp_path, "s1", table, {"x": 0, "y": 1})
+    _write_cv(tmp_path, "s2", table, {"x": 1, "y": 0})
+    with pytest.raises(ValueError, match=r"s1 and s2 put cases in different folds \(e.g. \['x', 'y'\]\)"):
+        compare_results("s1", "s1", also_a=["s2"], results_dir=tmp_path, logs_dir=tmp_path)
