@@ -315,8 +315,8 @@ def _add_paired_parser(action) -> None:
                              "over A's trainings")
     paired.add_argument("--also-b", nargs="+", default=[], metavar="RUN", help="the same for B")
     _add_run_folders(paired)
-    paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json, "
-                                                    "with -x<trainings of A>x<of B> when --also-a/-b are given)")
+    paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json; "
+                                                    "A+A2-vs-B+B2 with --also-a/-b)")
     paired.set_defaults(func=_results_paired)
 
 
@@ -325,9 +325,8 @@ def _results_paired(args: argparse.Namespace) -> None:
 
     result = compare_results(args.a, args.b, args.folds, args.folds_file, args.results_dir, args.logs_dir,
                              also_a=args.also_a, also_b=args.also_b)
-    runs_a, runs_b = result["runs_a"], result["runs_b"]
-    several = f"-x{len(runs_a)}x{len(runs_b)}" if args.also_a or args.also_b else ""
-    _save_analysis(args.out or f"{args.results_dir}/paired-{runs_a[0]}-vs-{runs_b[0]}{several}.json", result,
+    name = f"paired-{'+'.join(result['runs_a'])}-vs-{'+'.join(result['runs_b'])}.json"
+    _save_analysis(args.out or f"{args.results_dir}/{name}", result,
                    paired_report(result), args)
 
 

@@ -168,21 +168,26 @@ def mean_over_trainings(runs: list[dict], keep: set[str] | None = None) -> dict[
     restricted to the cases in ``keep`` (all when ``None``).
 
     Raises:
-        ValueError: two trainings score different cases (after ``keep``) or put a case in different folds.
+        ValueError: a training given twice, or two that score different cases (after ``keep``) or put
+        a case in different folds.
     """
+    names = [run["name"] for run in runs]
+    if len(set(names)) < len(names):
+        raise ValueError(f"a training is given twice for one recipe: {', '.join(names)}")
     tables = [{c: v for c, v in run["per_case"].items() if keep is None or c in keep} for run in runs]
     for run, table in zip(runs[1:], tables[1:]):
-        check_same_folds({**runs[0], "per_case": tables[0]}, {**run, "per_case": table})
+        check_same_folds({**runs[0], "per_case": tables[0]}, {**run, "per_case": table},
+                         fix="compare the folds they share (--folds)")
     return {case: float(np.mean([table[case] for table in tables])) for case in tables[0]}
 
 
-def check_same_folds(a: dict, b: dict) -> None:
-    """Refuse two results (:func:`load_per_case`) that score different cases or, where both record
-    folds, put a case in different folds; the message names a few such cases."""
+def check_same_folds(a: dict, b: dict, fix: str = "train them on the same folds") -> None:
+    """Refuse two results (:func:`load_per_case`) that score different cases (the message ends with
+    ``fix``) or, where both record folds, put a case in different folds; it names a few such cases."""
     only_a, only_b = cases_only_in(a["per_case"], b["per_case"])
     if only_a or only_b:
         raise ValueError(f"{a['name']} and {b['name']} score different cases: only in the first {only_a[:3]}, "
-                         f"only in the second {only_b[:3]}; train them on the same folds, or compare some (--folds)")
+                         f"only in the second {only_b[:3]}; {fix}")
     folds_a, folds_b = a["fold_of_case"], b["fold_of_case"]
     moved = sorted(c for c in folds_a if c in folds_b and folds_a[c] != folds_b[c]) if folds_a and folds_b else []
     if moved:

@@ -160,15 +160,17 @@ def test_several_trainings_of_each_recipe_count_with_their_per_case_mean(tmp_pat
     one_a = compare_results("a1", "b1", also_a=["a2"], **dirs)
     assert one_a["mean_difference"] == pytest.approx(0.05 - 0.01) and one_a["mean_a"] == pytest.approx(np.mean(list(a1.values())) + 0.01)
     assert one_a["a"] == "a1 + a2" and one_a["runs_a"] == ["a1", "a2"] and one_a["runs_b"] == ["b1"]
-    with pytest.raises(ValueError, match=r"b1 and b2 score different cases.*compare some \(--folds\)"):
+    with pytest.raises(ValueError, match=r"b1 and b2 score different cases.*compare the folds they share \(--folds\)"):
         compare_results("a1", "b1", also_a=["a2"], also_b=["b2"], **dirs)
     two_two = compare_results("a1", "b1", folds=[1], also_a=["a2"], also_b=["b2"], **dirs)
     assert two_two["cases"] == 3 and two_two["mean_difference"] == pytest.approx(0.04 - 0.01)
     argv = ["results", "paired", "a1", "b1", "--also-a", "a2", "--also-b", "b2", "--folds", "1",
             "--results-dir", str(tmp_path / "results"), "--logs-dir", str(tmp_path / "logs")]
     assert main(argv) == 0 and "A = a1 + a2" in capsys.readouterr().out
-    saved = json.loads((tmp_path / "results" / "paired-a1-vs-b1-x2x2.json").read_text())
+    saved = json.loads((tmp_path / "results" / "paired-a1+a2-vs-b1+b2.json").read_text())
     assert saved["runs_b"] == ["b1", "b2"] and saved["mean_difference"] == pytest.approx(0.03)
+    with pytest.raises(ValueError, match="a training is given twice for one recipe: a1, a1"):
+        compare_results("a1", "b1", also_a=["a1"], **dirs)
 
 
 def test_trainings_that_put_a_case_in_different_folds_are_refused(tmp_path):
