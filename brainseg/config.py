@@ -6,7 +6,7 @@ CLI fills it from flags. It is saved beside every run (``config.json``) and in e
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from . import paths
@@ -17,6 +17,7 @@ NOT_RECIPE = ("preset", "run_name", "data_dir", "cache_dir", "logs_dir", "weight
               "workers", "device", "channels_last", "amp", "compile", "checkpointing", "data_on_device",
               "mmap_data", "max_minutes", "val_every", "vis_slices")
 MAX_CONTEXT = 3  # neighbouring slices on each side, 7 slices in all; a wider view is a 3D model's job
+DEEP_SUPERVISION_MODELS = ("unet", "attention_unet")  # the models with a deep_supervision argument (0-3)
 
 
 def setting(default, help: str, choices: tuple | None = None):
@@ -51,6 +52,10 @@ class TrainConfig:
     weights_dir: str = setting("", "root of checkpoints (empty: the repository's weights/)")
     model: str = setting("unet", "registered model name (docs/models.md)")
     features: int = setting(32, "channels of the model's first level")
+    deep_supervision: int = setting(0, "coarser decoder levels (0 to 3: H/2, H/4, H/8) that get a 1x1 head in "
+                                       "training, their loss averaged with the final head's; U-Net and Attention "
+                                       "U-Net only (a preset's value is dropped for other models)",
+                                    choices=(0, 1, 2, 3))
     model_args: dict = setting({}, "other keyword arguments of the model, e.g. {'inference': 'mean'} for UNet++")
     context: int = setting(0, "neighbouring slices on each side given to the model with the slice (2.5D): the input "
                               "has 3 x (2 context + 1) channels, the edge slice repeated at a case's ends (0: the "
@@ -147,6 +152,9 @@ class TrainConfig:
         check_augment_ranges(self.aug_scale, self.aug_angle, self.flip_prob, self.flair_fill, self.intensity)
         if not 0 <= self.context <= MAX_CONTEXT:
             raise ValueError(f"context must be between 0 and {MAX_CONTEXT} slices, got {self.context}")
+        if self.deep_supervision and self.model not in DEEP_SUPERVISION_MODELS:
+            raise ValueError(f"deep_supervision needs a model with decoder heads ({', '.join(DEEP_SUPERVISION_MODELS)}), "
+                             f"got model {self.model!r}; pass deep_supervision 0 (--deep-supervision 0)")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if self.crop_size and (self.crop_size % 16 or self.crop_size >= self.image_size):
@@ -188,7 +196,10 @@ class TrainConfig:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"unknown config fields {unknown}; valid fields: {', '.join(sorted(known))}")
-        return replace(cls(preset=name, **PRESETS[name]), **overrides)
+        values = {"preset": name, **PRESETS[name], **overrides}
+        if "deep_supervision" not in overrides and values.get("model", "unet") not in DEEP_SUPERVISION_MODELS:
+            values["deep_supervision"] = 0  # the preset's deep supervision is for the U-Nets it was measured on
+        return cls(**values)
 
     def run_dirs(self, run_name: str) -> tuple[Path, Path]:
         """(log folder, checkpoint folder) of the run ``run_name``: ``<logs_dir>/<run_name>`` and
@@ -206,10 +217,12 @@ class TrainConfig:
 
     def model_kwargs(self) -> dict:
         """Keyword arguments of ``create_model(self.model, ...)``: features, input channels (3 for
-        each slice the model reads, :attr:`context`) and :attr:`model_args`."""
+        each slice the model reads, :attr:`context`), :attr:`deep_supervision` when set and :attr:`model_args`."""
         from .data.volume import input_channels
 
-        return {"features": self.features, "in_channels": input_channels(self.context), **self.model_args}
+        supervision = {"deep_supervision": self.deep_supervision} if self.deep_supervision else {}
+        return {"features": self.features, "in_channels": input_channels(self.context), **supervision,
+                **self.model_args}
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

@@ -47,6 +47,22 @@ def test_model_arguments_read_three_channels_per_slice():
     assert config.model_kwargs() == {"features": 8, "in_channels": 15, "deep_supervision": True}
 
 
+def test_deep_supervision_reaches_the_u_nets_and_a_presets_value_skips_other_models(monkeypatch):
+    from brainseg.config import PRESETS
+
+    assert TrainConfig.preset("smoke", deep_supervision=2).model_kwargs() == {
+        "features": 8, "in_channels": 3, "deep_supervision": 2}
+    assert "deep_supervision" not in TrainConfig.preset("smoke", deep_supervision=0).model_kwargs()
+    monkeypatch.setitem(PRESETS, "supervised", {**PRESETS["smoke"], "deep_supervision": 2})
+    assert TrainConfig.preset("supervised", model="attention_unet").deep_supervision == 2
+    assert TrainConfig.preset("supervised", model="resunet34").deep_supervision == 0  # dropped, not refused
+    with pytest.raises(ValueError, match=r"deep_supervision needs a model with decoder heads \(unet, "
+                                         r"attention_unet\), got model 'resunet34'; pass deep_supervision 0"):
+        TrainConfig.preset("supervised", model="resunet34", deep_supervision=1)
+    with pytest.raises(ValueError, match=r"deep_supervision must be one of \(0, 1, 2, 3\), got 4"):
+        TrainConfig.preset("smoke", deep_supervision=4)
+
+
 def test_unknown_preset_and_field():
     with pytest.raises(ValueError, match="available presets: cpu, cpu-fast, gpu, smoke"):
         TrainConfig.preset("tpu")
