@@ -135,7 +135,20 @@ class TrainConfig:
     vis_slices: int = setting(4, "validation slices drawn as outlines in TensorBoard")
 
     def __post_init__(self) -> None:
+        self._take_deep_supervision_from_model_args()
         self.validate()
+
+    def _take_deep_supervision_from_model_args(self) -> None:
+        """Read ``model_args={"deep_supervision": K}`` (the older runs' spelling) as the field, for the
+        models the field is for, so both spellings are one recipe; refuse two values that disagree."""
+        if self.model not in DEEP_SUPERVISION_MODELS or "deep_supervision" not in self.model_args:
+            return
+        levels = self.model_args["deep_supervision"]
+        if self.deep_supervision and self.deep_supervision != levels:
+            raise ValueError(f"deep_supervision {self.deep_supervision} and model_args deep_supervision {levels!r} "
+                             "disagree; give it once (--deep-supervision)")
+        self.deep_supervision = levels
+        self.model_args = {k: v for k, v in self.model_args.items() if k != "deep_supervision"}
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field with an impossible value."""

@@ -43,8 +43,8 @@ def test_invalid_values(overrides, message):
 
 def test_model_arguments_read_three_channels_per_slice():
     assert TrainConfig.preset("smoke").model_kwargs() == {"features": 8, "in_channels": 3}
-    config = TrainConfig.preset("smoke", context=2, features=8, model_args={"deep_supervision": True})
-    assert config.model_kwargs() == {"features": 8, "in_channels": 15, "deep_supervision": True}
+    config = TrainConfig.preset("smoke", model="unet_plus_plus", context=2, model_args={"deep_supervision": False})
+    assert config.model_kwargs() == {"features": 8, "in_channels": 15, "deep_supervision": False}
 
 
 def test_deep_supervision_reaches_the_u_nets_and_a_presets_value_skips_other_models(monkeypatch):
@@ -61,6 +61,16 @@ def test_deep_supervision_reaches_the_u_nets_and_a_presets_value_skips_other_mod
         TrainConfig.preset("supervised", model="resunet34", deep_supervision=1)
     with pytest.raises(ValueError, match=r"deep_supervision must be one of \(0, 1, 2, 3\), got 4"):
         TrainConfig.preset("smoke", deep_supervision=4)
+
+
+def test_the_older_spelling_of_deep_supervision_is_the_same_recipe():
+    older = TrainConfig.preset("smoke", model_args={"deep_supervision": 2, "other": 1})
+    assert (older.deep_supervision, older.model_args) == (2, {"other": 1})
+    assert older.recipe_differences(TrainConfig.preset("smoke", deep_supervision=2, model_args={"other": 1})) == []
+    assert TrainConfig.from_dict({**older.to_dict(), "deep_supervision": 0, "model_args": {"deep_supervision": 2}}
+                                 ).deep_supervision == 2  # a config saved before the field existed
+    with pytest.raises(ValueError, match="deep_supervision 1 and model_args deep_supervision 2 disagree"):
+        TrainConfig.preset("smoke", deep_supervision=1, model_args={"deep_supervision": 2})
 
 
 def test_unknown_preset_and_field():

@@ -213,11 +213,11 @@ def test_a_model_with_context_trains_reloads_and_predicts_whole_cases(synthetic_
 
 def test_a_deeply_supervised_unet_trains_and_reloads_with_its_heads(synthetic_data, tmp_path, synthetic_config):
     config = synthetic_config(synthetic_data, tmp_path, run_name="deep", epochs=1, selection="last",
-                              model_args={"deep_supervision": 2})
+                              deep_supervision=2)
     result = fit(config, progress=False)
     assert len(result["per_case"]) == 4
     model, saved = load_model(tmp_path / "weights" / "deep" / "last.pt")
-    assert model.deep_supervision == 2 and len(model.aux_heads) == 2 and saved.model_args == {"deep_supervision": 2}
+    assert model.deep_supervision == 2 and len(model.aux_heads) == 2 and saved.deep_supervision == 2
     assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)  # eval mode: the final head only
 
 
