@@ -64,7 +64,8 @@ def test_cv_validates_every_5_epochs_unless_told():
 
 
 def test_model_and_loss_arguments_reach_the_config(capsys):
-    args = build_parser().parse_args(["train", "--loss", "tversky", "--loss-arg", "alpha=0.2", "--loss-arg", "beta=0.8",
+    args = build_parser().parse_args(["train", "--model", "unet_plus_plus", "--loss", "tversky",
+                                      "--loss-arg", "alpha=0.2", "--loss-arg", "beta=0.8",
                                       "--model-arg", "inference=mean", "--model-arg", "deep_supervision=false"])
     assert dict(args.loss_args) == {"alpha": 0.2, "beta": 0.8}
     assert dict(args.model_args) == {"inference": "mean", "deep_supervision": False}
