@@ -14,7 +14,7 @@ def test_presets_and_overrides():
 def test_cpu_recipe_and_its_fast_variant():
     cpu, fast = TrainConfig.preset("cpu"), TrainConfig.preset("cpu-fast")
     assert (cpu.loss, cpu.selection, cpu.image_size, cpu.features, cpu.epochs) == ("bce_dice", "last", 128, 16, 20)
-    assert (cpu.flair_fill, cpu.intensity, cpu.ema) == (0.5, 0.5, 0.999)  # the levers the paired 5-fold CVs confirmed
+    assert (cpu.flair_fill, cpu.intensity, cpu.ema, cpu.deep_supervision) == (0.5, 0.5, 0.999, 2)  # confirmed levers
     differing = {k for k, v in cpu.to_dict().items() if fast.to_dict()[k] != v}
     assert differing == {"preset", "epochs", "max_minutes"} and (fast.epochs, fast.max_minutes) == (10, 19.0)
 
