@@ -166,8 +166,9 @@ class TrainConfig:
         if not 0 <= self.context <= MAX_CONTEXT:
             raise ValueError(f"context must be between 0 and {MAX_CONTEXT} slices, got {self.context}")
         if self.deep_supervision and self.model not in DEEP_SUPERVISION_MODELS:
-            raise ValueError(f"deep_supervision needs a model with decoder heads ({', '.join(DEEP_SUPERVISION_MODELS)}), "
-                             f"got model {self.model!r}; pass deep_supervision 0 (--deep-supervision 0)")
+            raise ValueError(f"deep_supervision needs a model with decoder heads "
+                             f"({', '.join(DEEP_SUPERVISION_MODELS)}), got model {self.model!r}; pass "
+                             "deep_supervision 0 (--deep-supervision 0)")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if self.crop_size and (self.crop_size % 16 or self.crop_size >= self.image_size):
@@ -210,7 +211,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config fields {unknown}; valid fields: {', '.join(sorted(known))}")
         values = {"preset": name, **PRESETS[name], **overrides}
-        if "deep_supervision" not in overrides and values.get("model", "unet") not in DEEP_SUPERVISION_MODELS:
+        if "deep_supervision" not in overrides and values.get("model", cls.model) not in DEEP_SUPERVISION_MODELS:
             values["deep_supervision"] = 0  # the preset's deep supervision is for the U-Nets it was measured on
         return cls(**values)
 

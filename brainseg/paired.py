@@ -8,9 +8,10 @@ interval lies above 0.
 
 ``python -m brainseg results paired A B`` runs it on two results (a ``results/*.json`` file, a run
 name in ``results/``, or a cross-validation still in progress, read from its finished folds in
-``logs/<name>-fold<k>/metrics.json`` or ``results/<name>-fold<k>.json``); ``--folds`` keeps the cases of some folds only (screening). ``--also-a`` / ``--also-b`` add
-further trainings (seeds) of either recipe: each case then counts with its mean over them, which is
-how a lever is judged against run-to-run noise (two trainings against two).
+``logs/<name>-fold<k>/metrics.json`` or ``results/<name>-fold<k>.json``); ``--folds`` keeps the
+cases of some folds only (screening). ``--also-a`` / ``--also-b`` add further trainings (seeds) of
+either recipe: each case then counts with its mean over them, which is how a lever is judged
+against run-to-run noise (two trainings against two).
 """
 
 from __future__ import annotations
@@ -154,13 +155,12 @@ def compare_results(spec_a: str, spec_b: str, folds: list[int] | None = None, fo
     keep = None if folds is None else cases_of_folds(folds, *sides[0], *sides[1], folds_file=folds_file)
     per_a, per_b = (mean_over_trainings(runs, keep) for runs in sides)
     result = paired_difference(per_a, per_b)
-    name = lambda runs: " + ".join(run["name"] for run in runs)  # noqa: E731
+    names = [[run["name"] for run in runs] for runs in sides]
     source = lambda runs: "; ".join(run["source"] for run in runs)  # noqa: E731
     devices = lambda runs: sorted({d for run in runs for d in run["devices"]})  # noqa: E731
-    return {"a": name(sides[0]), "b": name(sides[1]), "source_a": source(sides[0]), "source_b": source(sides[1]),
-            "devices_a": devices(sides[0]), "devices_b": devices(sides[1]),
-            "runs_a": [run["name"] for run in sides[0]], "runs_b": [run["name"] for run in sides[1]],
-            "folds": "all" if folds is None else folds, **result}
+    return {"a": " + ".join(names[0]), "b": " + ".join(names[1]), "source_a": source(sides[0]),
+            "source_b": source(sides[1]), "devices_a": devices(sides[0]), "devices_b": devices(sides[1]),
+            "runs_a": names[0], "runs_b": names[1], "folds": "all" if folds is None else folds, **result}
 
 
 def mean_over_trainings(runs: list[dict], keep: set[str] | None = None) -> dict[str, float]:
