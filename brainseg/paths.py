@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SHIPPED_CHECKPOINT_NAME = "cpu-unet-bce_dice-flairfill-intensity-ema-reference.pt"  # the cpu preset's recipe; docs/results.md says how it was made
+SHIPPED_CHECKPOINT_NAME = "cpu-unet-bce_dice-flairfill-intensity-ema-ds2-reference.pt"  # the cpu preset's recipe; docs/results.md says how it was made
 
 
 def _is_project_root(folder: Path) -> bool:
