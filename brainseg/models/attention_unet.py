@@ -45,14 +45,15 @@ class AttentionUNet(UNet):
     the decoder level below it (the bottleneck for the deepest skip).
 
     Args:
-        in_channels, out_channels, features, deep_supervision: as in :class:`~brainseg.models.unet.UNet`.
+        in_channels, out_channels, features, deep_supervision, norm: as in :class:`~brainseg.models.unet.UNet`.
 
     Shape:
         input (N, in_channels, H, W) with H, W multiples of 16; output logits (N, out_channels, H, W).
     """
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 1, features: int = 32, deep_supervision: int = 0):
-        super().__init__(in_channels, out_channels, features, deep_supervision)
+    def __init__(self, in_channels: int = 3, out_channels: int = 1, features: int = 32, deep_supervision: int = 0,
+                 norm: str = "batch"):
+        super().__init__(in_channels, out_channels, features, deep_supervision, norm)
         f = features
         self.gates = nn.ModuleList([AttentionGate(c, 2 * c, max(c // 2, 1)) for c in (8 * f, 4 * f, 2 * f, f)])
 

@@ -10,14 +10,29 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """Two 3x3 conv (no bias) + BatchNorm + ReLU layers; keeps H and W."""
+NORMS = ("batch", "instance")
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """The normalisation after each conv: ``"batch"`` (BatchNorm, the reference: statistics over
+    the batch, running averages for eval) or ``"instance"`` (each image and channel normalised by
+    its own H x W statistics, learnt scale and shift, the same in training and eval: a global
+    rescaling of one image's intensities does not reach the layers after it)."""
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+
+
+def conv_block(in_channels: int, out_channels: int, norm: str = "batch") -> nn.Sequential:
+    """Two 3x3 conv (no bias) + norm (:func:`norm_layer`) + ReLU layers; keeps H and W."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
+        norm_layer(norm, out_channels),
         nn.ReLU(inplace=True),
         nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
+        norm_layer(norm, out_channels),
         nn.ReLU(inplace=True),
     )
 

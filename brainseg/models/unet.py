@@ -22,25 +22,28 @@ class UNet(SegmentationModel):
             so the training loop averages the loss over the heads (see
             :func:`brainseg.train.compute_loss`). Eval mode returns the final head only. 0: the
             reference U-Net.
+        norm: ``"batch"`` (the reference) or ``"instance"`` after every conv of the encoder and
+            decoder blocks (:func:`~brainseg.models.base.norm_layer`).
 
     Shape:
         input (N, in_channels, H, W) with H, W multiples of 16; output logits (N, out_channels, H, W)
         (in training mode with ``deep_supervision`` k: (N, (1 + k) * out_channels, H, W)).
     """
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 1, features: int = 32, deep_supervision: int = 0):
+    def __init__(self, in_channels: int = 3, out_channels: int = 1, features: int = 32, deep_supervision: int = 0,
+                 norm: str = "batch"):
         super().__init__(in_channels, out_channels, features)
         if isinstance(deep_supervision, bool) or deep_supervision not in (0, 1, 2, 3):
             raise ValueError(f"deep_supervision must be 0, 1, 2 or 3 (coarser decoder levels with a head), "
                              f"got {deep_supervision!r}")
         f = features
-        self.encoders = nn.ModuleList([conv_block(in_channels, f), conv_block(f, 2 * f),
-                                       conv_block(2 * f, 4 * f), conv_block(4 * f, 8 * f)])
+        widths = [(in_channels, f), (f, 2 * f), (2 * f, 4 * f), (4 * f, 8 * f)]
+        self.encoders = nn.ModuleList([conv_block(c_in, c_out, norm) for c_in, c_out in widths])
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.bottleneck = conv_block(8 * f, 16 * f)
+        self.bottleneck = conv_block(8 * f, 16 * f, norm)
         self.upconvs = nn.ModuleList([nn.ConvTranspose2d(c * 2, c, kernel_size=2, stride=2)
                                       for c in (8 * f, 4 * f, 2 * f, f)])
-        self.decoders = nn.ModuleList([conv_block(c * 2, c) for c in (8 * f, 4 * f, 2 * f, f)])
+        self.decoders = nn.ModuleList([conv_block(c * 2, c, norm) for c in (8 * f, 4 * f, 2 * f, f)])
         self.head = self.output_head(f)
         self.deep_supervision = deep_supervision
         self.aux_heads = nn.ModuleList([self.output_head(c) for c in (2 * f, 4 * f, 8 * f)[:deep_supervision]])

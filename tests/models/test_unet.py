@@ -44,3 +44,29 @@ def test_a_constant_coarse_head_is_up_sampled_to_full_size():
 def test_deep_supervision_levels_are_checked(bad):
     with pytest.raises(ValueError, match="deep_supervision must be 0, 1, 2 or 3"):
         create_model("unet", deep_supervision=bad)
+
+
+@pytest.mark.parametrize("name", ["unet", "attention_unet"])
+def test_instance_norm_ignores_a_rescaled_image_where_batch_norm_does_not(name):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    instance = create_model(name, features=4, norm="instance").eval()
+    batch = create_model(name, features=4).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(instance(3.0 * x), instance(x), atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(batch(3.0 * x), batch(x), atol=1e-2)
+
+
+def test_instance_norm_has_the_same_parameters_no_running_statistics_and_one_mode():
+    torch.manual_seed(0)
+    instance, batch = create_model("unet", features=4, norm="instance"), create_model("unet", features=4)
+    assert count_parameters(instance) == count_parameters(batch)  # affine scale and shift per channel
+    assert not any("running" in key for key in instance.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(instance.train()(x), instance.eval()(x))
+
+
+def test_an_unknown_norm_is_named():
+    with pytest.raises(ValueError, match="norm must be one of batch, instance, got 'group'"):
+        create_model("unet", norm="group")
