@@ -316,7 +316,8 @@ def _add_paired_parser(action) -> None:
     paired.add_argument("--also-b", nargs="+", default=[], metavar="RUN", help="the same for B")
     _add_run_folders(paired)
     paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json; "
-                                                    "A+A2-vs-B+B2 with --also-a/-b)")
+                                                    "A+A2-vs-B+B2 with --also-a/-b; past 120 characters "
+                                                    "cut short with a hash)")
     paired.set_defaults(func=_results_paired)
 
 
@@ -325,8 +326,8 @@ def _results_paired(args: argparse.Namespace) -> None:
 
     result = compare_results(args.a, args.b, args.folds, args.folds_file, args.results_dir, args.logs_dir,
                              also_a=args.also_a, also_b=args.also_b)
-    name = f"paired-{'+'.join(result['runs_a'])}-vs-{'+'.join(result['runs_b'])}.json"
-    _save_analysis(args.out or f"{args.results_dir}/{name}", result,
+    name = paths.file_stem(f"paired-{'+'.join(result['runs_a'])}-vs-{'+'.join(result['runs_b'])}")
+    _save_analysis(args.out or f"{args.results_dir}/{name}.json", result,
                    paired_report(result), args)
 
 

@@ -277,7 +277,8 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
 
     Args:
         cv_names: the cross-validations (their checkpoints ``weights/<cv>-fold<k>/best.pt``).
-        name: the result's name; default ``ensemble-<cv>+<cv>...`` (``-tta`` appended with ``flip_tta``).
+        name: the result's name; default ``ensemble-<cv>+<cv>...`` (``-tta`` appended with ``flip_tta``),
+            past 120 characters cut short with a hash (:func:`~brainseg.paths.file_stem`).
         folds: score only these folds (screening: the result's split says which); default every
             fold that all cross-validations have.
         flip_tta: average each model's probabilities with those of the horizontally flipped slices
@@ -302,7 +303,7 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
         fold_of.update({case: k for case in result["per_case"]})
         configs += ensemble.configs
         print(f"ensemble fold {k}: {len(result['per_case'])} cases, mean DSC {result['mean']:.4f}")
-    name = name or "ensemble-" + "+".join(cv_names) + ("-tta" if flip_tta else "")
+    name = name or paths.file_stem("ensemble-" + "+".join(cv_names) + ("-tta" if flip_tta else ""))
     every_fold = len(folds) == len(common) == configs[0].folds
     pooled = _ensemble_result(name, cv_names, configs, epochs, per_case, without_lcc, fold_of,
                               f"cv{len(folds)}" if every_fold else f"cv{configs[0].folds}-folds{','.join(map(str, folds))}",

@@ -8,6 +8,7 @@ to the working directory, as everywhere in Python.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -73,3 +74,13 @@ def relative_to_root(path: str | os.PathLike) -> str:
 def or_default(path: str | os.PathLike | None, default: Path) -> Path:
     """``path`` as given (relative to the working directory), or ``default`` when it is empty or ``None``."""
     return Path(path) if path else default
+
+
+def file_stem(name: str, limit: int = 120) -> str:
+    """``name`` as a file stem that every file system takes: unchanged up to ``limit`` characters,
+    else its first characters and 8 hex digits of its SHA-1, ``limit`` in all (file names stop at 255
+    bytes, and a default name built from several run names, such as an ensemble's or a paired
+    comparison's, passes that with four runs; the file itself lists every run)."""
+    if len(name) <= limit:
+        return name
+    return f"{name[:limit - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"

@@ -173,6 +173,18 @@ def test_several_trainings_of_each_recipe_count_with_their_per_case_mean(tmp_pat
         compare_results("a1", "b1", also_a=["a1"], **dirs)
 
 
+def test_four_long_run_names_still_give_a_paired_file(tmp_path, capsys):
+    long_a, long_b = "a" * 100, "b" * 100  # four such names would pass the 255-byte file-name limit
+    for name, shift in ((long_a, 0.0), (long_a + "2", 0.01), (long_b, 0.02), (long_b + "2", 0.03)):
+        _write_cv(tmp_path, name, {"x": 0.5 + shift, "y": 0.6 + shift}, {"x": 0, "y": 1})
+    argv = ["results", "paired", long_a, long_b, "--also-a", long_a + "2", "--also-b", long_b + "2",
+            "--results-dir", str(tmp_path), "--logs-dir", str(tmp_path)]
+    assert main(argv) == 0
+    [saved] = tmp_path.glob("paired-*.json")
+    assert len(saved.stem) == 120 and json.loads(saved.read_text())["runs_b"] == [long_b, long_b + "2"]
+    assert str(saved) in capsys.readouterr().out
+
+
 def test_trainings_that_put_a_case_in_different_folds_are_refused(tmp_path):
     table = {"x": 0.5, "y": 0.6}
     _write_cv(tmp_path, "s1", table, {"x": 0, "y": 1})

@@ -54,3 +54,12 @@ def test_installed_elsewhere_the_root_is_found_from_the_working_directory(tmp_pa
 def test_records_hold_paths_relative_to_the_repository(tmp_path):
     assert paths.relative_to_root(ROOT / "results" / "x-folds.json") == "results/x-folds.json"
     assert paths.relative_to_root(tmp_path / "x.json") == str(tmp_path / "x.json")
+
+
+def test_a_long_name_becomes_a_short_stem_that_still_tells_names_apart():
+    assert paths.file_stem("ensemble-a+b") == "ensemble-a+b"
+    long_a, long_b = "paired-" + "x" * 300 + "-vs-a", "paired-" + "x" * 300 + "-vs-b"
+    stem_a, stem_b = paths.file_stem(long_a), paths.file_stem(long_b)
+    assert len(stem_a) == len(stem_b) == 120 and stem_a.startswith("paired-xxx") and stem_a != stem_b
+    assert stem_a == paths.file_stem(long_a)  # the same name, the same file
+    assert paths.file_stem("y" * 120) == "y" * 120 and len(paths.file_stem("y" * 121)) == 120
