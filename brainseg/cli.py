@@ -316,8 +316,8 @@ def _add_paired_parser(action) -> None:
     paired.add_argument("--also-b", nargs="+", default=[], metavar="RUN", help="the same for B")
     _add_run_folders(paired)
     paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json; "
-                                                    "A+A2-vs-B+B2 with --also-a/-b; past 120 characters "
-                                                    "cut short with a hash)")
+                                                    "A+A2-vs-B+B2 with --also-a/-b; a side past 100 "
+                                                    "characters keeps its head and tail around a hash)")
     paired.set_defaults(func=_results_paired)
 
 
@@ -326,7 +326,8 @@ def _results_paired(args: argparse.Namespace) -> None:
 
     result = compare_results(args.a, args.b, args.folds, args.folds_file, args.results_dir, args.logs_dir,
                              also_a=args.also_a, also_b=args.also_b)
-    name = paths.file_stem(f"paired-{'+'.join(result['runs_a'])}-vs-{'+'.join(result['runs_b'])}")
+    side_a, side_b = (paths.file_stem("+".join(result[runs]), 100) for runs in ("runs_a", "runs_b"))
+    name = f"paired-{side_a}-vs-{side_b}"
     _save_analysis(args.out or f"{args.results_dir}/{name}.json", result,
                    paired_report(result), args)
 
@@ -358,7 +359,7 @@ def _results_spread(args: argparse.Namespace) -> None:
     from .spread import spread_report, training_spread
 
     spread = training_spread(args.runs, args.below, results_dir=args.results_dir, logs_dir=args.logs_dir)
-    _save_analysis(args.out or f"{args.results_dir}/spread-{'+'.join(spread['runs'])}.json", spread,
+    _save_analysis(args.out or f"{args.results_dir}/spread-{paths.file_stem('+'.join(spread['runs']))}.json", spread,
                    spread_report(spread), args)
 
 
@@ -370,7 +371,8 @@ def _add_ensemble_parser(action) -> None:
                                              "ready for 'results paired'.",
                                  formatter_class=HelpFormatter)
     ensemble.add_argument("cvs", nargs="+", help="cross-validations trained on the same saved folds")
-    ensemble.add_argument("--name", default="", help="result name (default: ensemble-<cv>+<cv>...)")
+    ensemble.add_argument("--name", default="", help="result name (default: ensemble-<cv>+<cv>..., past 200 "
+                                                     "characters its head and tail around a hash)")
     ensemble.add_argument("--folds", type=int, nargs="+", default=None,
                           help="score only these folds, for screening (default: every fold all of them have)")
     ensemble.add_argument("--tta", action="store_true",

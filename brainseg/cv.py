@@ -278,7 +278,7 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
     Args:
         cv_names: the cross-validations (their checkpoints ``weights/<cv>-fold<k>/best.pt``).
         name: the result's name; default ``ensemble-<cv>+<cv>...`` (``-tta`` appended with ``flip_tta``),
-            past 120 characters cut short with a hash (:func:`~brainseg.paths.file_stem`).
+            past 200 characters its head and tail around a hash (:func:`~brainseg.paths.file_stem`).
         folds: score only these folds (screening: the result's split says which); default every
             fold that all cross-validations have.
         flip_tta: average each model's probabilities with those of the horizontally flipped slices

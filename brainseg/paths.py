@@ -76,11 +76,16 @@ def or_default(path: str | os.PathLike | None, default: Path) -> Path:
     return Path(path) if path else default
 
 
-def file_stem(name: str, limit: int = 120) -> str:
-    """``name`` as a file stem that every file system takes: unchanged up to ``limit`` characters,
-    else its first characters and 8 hex digits of its SHA-1, ``limit`` in all (file names stop at 255
-    bytes, and a default name built from several run names, such as an ensemble's or a paired
-    comparison's, passes that with four runs; the file itself lists every run)."""
-    if len(name) <= limit:
+def file_stem(name: str, limit: int = 200) -> str:
+    """``name`` as a file stem that every file system takes: unchanged up to ``limit`` bytes (UTF-8),
+    else its head and tail around 8 hex digits of its SHA-1, ``limit`` bytes at most. File names stop
+    at 255 bytes, and a default name built from several run names (an ensemble's, a paired
+    comparison's) passes that with four runs; the middle goes because run names differ most at
+    their ends (``-seed43-cv5``, ``-30ep-cv5``), and the file itself lists every run."""
+    encoded = name.encode()
+    if len(encoded) <= limit:
         return name
-    return f"{name[:limit - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    keep = (limit - 10) // 2
+    digest = hashlib.sha1(encoded).hexdigest()[:8]
+    head, tail = (part.decode(errors="ignore") for part in (encoded[:keep], encoded[-keep:]))
+    return f"{head}-{digest}-{tail}"

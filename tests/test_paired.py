@@ -181,7 +181,8 @@ def test_four_long_run_names_still_give_a_paired_file(tmp_path, capsys):
             "--results-dir", str(tmp_path), "--logs-dir", str(tmp_path)]
     assert main(argv) == 0
     [saved] = tmp_path.glob("paired-*.json")
-    assert len(saved.stem) == 120 and json.loads(saved.read_text())["runs_b"] == [long_b, long_b + "2"]
+    assert saved.stem.startswith("paired-aaa") and saved.stem.endswith("bbb2")  # the tail of side B: its second training
+    assert len(saved.stem) == 7 + 100 + 4 + 100 and json.loads(saved.read_text())["runs_b"] == [long_b, long_b + "2"]
     assert str(saved) in capsys.readouterr().out
 
 

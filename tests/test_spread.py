@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from brainseg.cli import main
 from brainseg.spread import spread_report, training_spread
 
 
@@ -52,3 +53,13 @@ def test_bad_input_is_named(tmp_path):
         training_spread(["a", "a"], results_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         training_spread(["a", "nowhere"], results_dir=tmp_path, logs_dir=tmp_path / "logs")
+
+
+def test_five_long_run_names_still_give_a_spread_file(tmp_path):
+    names = [f"{'r' * 80}-seed{seed}-cv5" for seed in range(5)]  # joined: past the 255-byte limit
+    for seed, name in enumerate(names):
+        _write(tmp_path, name, {"x": 0.5 + 0.01 * seed, "y": 0.8})
+    assert main(["results", "spread", *names, "--results-dir", str(tmp_path), "--logs-dir", str(tmp_path)]) == 0
+    [saved] = tmp_path.glob("spread-*.json")
+    assert len(saved.stem) == len("spread-") + 200 and saved.stem.endswith("-seed4-cv5")
+    assert json.loads(saved.read_text())["runs"] == names

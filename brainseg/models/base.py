@@ -16,8 +16,9 @@ NORMS = ("batch", "instance")
 def norm_layer(norm: str, channels: int) -> nn.Module:
     """The normalisation after each conv: ``"batch"`` (BatchNorm, the reference: statistics over
     the batch, running averages for eval) or ``"instance"`` (each image and channel normalised by
-    its own H x W statistics, learnt scale and shift, the same in training and eval: a global
-    rescaling of one image's intensities does not reach the layers after it)."""
+    its own H x W statistics, learnt scale and shift, the same in training and eval: an image whose
+    channels are all rescaled by one factor gives the same output; one channel rescaled alone
+    still moves it, since the first conv mixes the channels)."""
     if norm == "batch":
         return nn.BatchNorm2d(channels)
     if norm == "instance":

@@ -10,7 +10,7 @@ from .base import SegmentationModel, conv_block
 
 
 class UNet(SegmentationModel):
-    """U-Net with 4 down-sampling levels, BatchNorm, ReLU and transposed-conv up-sampling.
+    """U-Net with 4 down-sampling levels, BatchNorm (or instance norm), ReLU and transposed-conv up-sampling.
 
     Args:
         in_channels: input channels (3: pre-contrast, FLAIR, post-contrast).
