@@ -150,7 +150,7 @@ def _add_evaluate_parser(sub) -> None:
                             formatter_class=HelpFormatter)
     parser.add_argument("--weights", nargs="+", default=None,
                         help="checkpoint, e.g. weights/<run>/best.pt (default: the shipped "
-                             "weights/cpu-unet-bce_dice-flairfill-intensity-ema-ds2-reference.pt); several, a run folder or a "
+                             f"weights/{paths.SHIPPED_CHECKPOINT_NAME}); several, a run folder or a "
                              "cross-validation's name (its fold models) make an ensemble that averages "
                              "probabilities. Cases a checkpoint trained on are refused on the reference and "
                              "kfold splits")
