@@ -283,14 +283,39 @@ def training_memory(image_size: int, features: int, steps: int, data_dir: str | 
                            checkpointing, mmap).result()
 
 
+def fitting_side(probe_seconds: float, probe_side: int, largest: int, budget_s: float, step: int = 256) -> int:
+    """The largest matmul side, a multiple of ``step`` between ``probe_side`` and ``largest``, whose
+    n x n product should take at most ``budget_s``, given that one of side ``probe_side`` took
+    ``probe_seconds`` (time grows as n^3)."""
+    if probe_seconds <= 0:
+        return largest
+    side = probe_side * (budget_s / probe_seconds) ** (1 / 3)
+    return int(max(probe_side, min(largest, side // step * step)))
+
+
+def matmul_side(device: torch.device, dtype: torch.dtype, largest: int = 4096, budget_s: float = 2.0,
+                probe_side: int = 512) -> int:
+    """Side of the square matmul :func:`matmul_gflops` should time: ``largest``, or less where one
+    product of that side would take longer than ``budget_s``, judged from one timed product of side
+    ``probe_side`` (after a warm-up one). A CPU without bf16 arithmetic needed 7.6 min for a single
+    4096^2 bf16 product (0.3 GFLOP/s; 2-core AMD EPYC without AVX-512), most of the benchmark's time."""
+    a = torch.randn(probe_side, probe_side, device=device, dtype=dtype)
+    a @ a
+    _sync(device)
+    start = time.perf_counter()
+    a @ a
+    _sync(device)
+    return fitting_side(time.perf_counter() - start, probe_side, largest, budget_s)
+
+
 def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 3,
                   enough_s: float = 2.0) -> float:
     """Achieved GFLOP/s of an n x n matmul (float32 on CUDA with TF32 exactly when cuDNN
     convolutions use it, so that the fp32 modes are compared with the peak they can reach).
 
     The first product warms up; if it alone took ``enough_s`` or more, its own rate is returned
-    instead of timing ``repeats`` more: a CPU without bf16 arithmetic needs about a minute for one
-    4096^2 bf16 product, and three more would only repeat the figure.
+    instead of timing ``repeats`` more, which would only repeat the figure (:func:`matmul_side`
+    keeps ``n`` small enough where products are slow).
     """
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
@@ -364,10 +389,15 @@ def run_benchmark(sizes: tuple[int, ...] = (128, 256), features: tuple[int, ...]
     torch_device = select_device(device)
     results = {"device": describe_device(torch_device), "torch_version": torch.__version__,
                "speed": [], "matmul_gflops": {}, "pipeline": []}
-    print(f"device: {results['device']}; timing a 4096^2 matmul in float32 and bfloat16 ...", flush=True)
+    print(f"device: {results['device']}; timing a matmul (4096^2, smaller where that is slow) in float32 and "
+          "bfloat16 ...", flush=True)
+    results["matmul_side"] = {}
     for dtype in (torch.float32, torch.bfloat16):
-        results["matmul_gflops"][str(dtype).removeprefix("torch.")] = round(matmul_gflops(torch_device, dtype), 1)
-    print(f"4096^2 matmul GFLOP/s: {results['matmul_gflops']}")
+        name, side = str(dtype).removeprefix("torch."), matmul_side(torch_device, dtype)
+        results["matmul_side"][name] = side
+        results["matmul_gflops"][name] = round(matmul_gflops(torch_device, dtype, n=side), 1)
+    print("matmul GFLOP/s: " + ", ".join(f"{name} {rate} ({results['matmul_side'][name]}^2)"
+                                         for name, rate in results["matmul_gflops"].items()))
     modes = {**MODES, **({COMPILE_MODE: dict(amp=False, channels_last=True)} if compile_model else {})}
     results["speed"] = model_speed_table(models, sizes, features, modes, torch_device, steps, results)
     results["amp_auto"] = auto_picks(results["speed"], torch_device)
@@ -404,6 +434,9 @@ def model_speed_table(models: tuple[str, ...], sizes: tuple[int, ...], features:
         print(f"{model:<15} {width:>4} {size:>5}  {mode:<36} {row.train_images_per_s:>11.2f} "
               f"{row.infer_images_per_s:>11.2f} {row.train_gflop_per_image:>9.2f} "
               f"{row.train_gflop_per_s:>8.1f} {row.peak_fraction:>7.0%}", flush=True)
+    if any(row["peak_fraction"] > 1 for row in rows):
+        print("(above 100% of peak: the model ran faster than a plain matmul in its dtype, whose arithmetic this "
+              "device emulates; that peak says nothing about those rows)")
     return rows
 
 

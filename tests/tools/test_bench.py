@@ -156,3 +156,34 @@ def test_auto_picks_the_faster_precision_per_model_on_cpu_and_bf16_on_cuda():
     picks = auto_picks(rows, torch.device("cpu"))
     assert [(p["features"], p["picked"]) for p in picks] == [(16, "bf16"), (32, "fp32")]  # 8: not both timed
     assert {p["picked"] for p in auto_picks(rows, torch.device("cuda"))} == {"bf16"}
+
+
+@pytest.mark.parametrize("probe_seconds, side", [
+    (0.001, 4096),  # 4096^2 would take 0.5 s: within 2 s
+    (0.01, 2816),  # 4096^2 would take 5.1 s; 512 * 200^(1/3) = 2994, down to a multiple of 256
+    (0.9, 512),  # bf16 emulated (0.3 GFLOP/s): never below the probe's own side
+    (0.0, 4096),  # a clock too coarse to see the probe
+])
+def test_matmul_side_keeps_one_product_within_the_budget(probe_seconds, side):
+    from brainseg.tools.bench import fitting_side
+
+    assert fitting_side(probe_seconds, probe_side=512, largest=4096, budget_s=2.0) == side
+
+
+def test_matmul_side_probes_once_after_a_warm_up(monkeypatch):
+    from brainseg.tools.bench import matmul_side
+
+    monkeypatch.setattr(bench, "time", clock(0.0, 0.01))  # only the second product is timed
+    assert matmul_side(torch.device("cpu"), torch.float32, largest=4096, budget_s=2.0, probe_side=64) == 64 * 4
+
+
+def test_a_row_above_its_matmul_peak_is_explained(monkeypatch, capsys):
+    from brainseg.tools.bench import MODES, model_speed_table
+
+    rates = {False: 15.0, True: 1.25}  # fp32 and bf16 train img/s of a CPU that emulates bf16
+    monkeypatch.setattr(bench, "model_speed", lambda model, width, size, runtime, **kw: {
+        "train_images_per_s": rates[runtime.amp], "infer_images_per_s": 1.0, "train_gflop_per_image": 4.53})
+    results = {"matmul_gflops": {"float32": 103.0, "bfloat16": 0.3}}
+    rows = model_speed_table(("unet",), (128,), (16,), MODES, torch.device("cpu"), 1, results)
+    assert [round(row["peak_fraction"], 2) for row in rows] == [0.66, 0.66, 18.88]
+    assert "above 100% of peak" in capsys.readouterr().out
