@@ -136,6 +136,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self._take_deep_supervision_from_model_args()
+        self._drop_model_args_at_their_default()
         self.validate()
 
     def _take_deep_supervision_from_model_args(self) -> None:
@@ -149,6 +150,16 @@ class TrainConfig:
                              "disagree; give it once (--deep-supervision)")
         self.deep_supervision = levels
         self.model_args = {k: v for k, v in self.model_args.items() if k != "deep_supervision"}
+
+    def _drop_model_args_at_their_default(self) -> None:
+        """Leave out model arguments given at the model's own default (``norm="batch"`` for the
+        U-Net), so that spelling a default out is the same recipe as leaving it out."""
+        from .models import MODELS
+        from .registry import defaults
+
+        if isinstance(self.model_args, dict):
+            default = defaults(MODELS, self.model)
+            self.model_args = {k: v for k, v in self.model_args.items() if k not in default or default[k] != v}
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field with an impossible value."""

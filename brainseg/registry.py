@@ -24,3 +24,12 @@ def build(registry: dict, name: str, kind: str, kwargs: dict):
     if unknown:
         raise ValueError(f"{kind} {name!r} has no argument(s) {unknown}; it accepts: {', '.join(accepted)}")
     return registry[name](**kwargs)
+
+
+def defaults(registry: dict, name: str) -> dict:
+    """The keyword arguments of ``registry[name]`` that have a default, with it (``{}`` for an
+    unknown name, which :func:`build` reports)."""
+    if name not in registry:
+        return {}
+    return {p.name: p.default for p in inspect.signature(registry[name]).parameters.values()
+            if p.default is not inspect.Parameter.empty}

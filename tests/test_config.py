@@ -78,3 +78,11 @@ def test_unknown_preset_and_field():
         TrainConfig.preset("tpu")
     with pytest.raises(ValueError, match=r"unknown config fields \['epoch'\]"):
         TrainConfig.preset("cpu", epoch=3)
+
+
+def test_a_model_argument_at_its_default_is_the_same_recipe():
+    spelt_out = TrainConfig.preset("smoke", model_args={"norm": "batch"})
+    assert spelt_out.model_args == {}
+    assert spelt_out.recipe_differences(TrainConfig.preset("smoke")) == []
+    assert TrainConfig.preset("smoke", model_args={"norm": "instance"}).model_args == {"norm": "instance"}
+    assert TrainConfig.from_dict({**spelt_out.to_dict(), "model_args": {"norm": "batch"}}).model_args == {}

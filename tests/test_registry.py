@@ -20,3 +20,12 @@ def test_unknown_names_and_arguments_list_what_is_available():
         build({"box": Box}, "box", "loss", {"size": 2})
     with pytest.raises(ValueError, match=r"available losses: box"):  # 'loss' + 'es'
         build({"box": Box}, "dice", "loss", {})
+
+
+def test_defaults_lists_the_keyword_arguments_that_have_one():
+    from brainseg.models import MODELS
+    from brainseg.registry import defaults
+
+    unet = defaults(MODELS, "unet")
+    assert (unet["norm"], unet["features"], unet["in_channels"]) == ("batch", 32, 3)
+    assert defaults(MODELS, "no such model") == {}

@@ -105,8 +105,12 @@ class SegmentationModel(nn.Module):
         return nn.Conv2d(channels, self.out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input_size(x, self.stride)
+        self.check_input(x)
         return self.logits(x)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ``ValueError`` for an input of a size the model cannot take (:func:`check_input_size`)."""
+        check_input_size(x, self.stride)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

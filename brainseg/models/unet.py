@@ -45,8 +45,20 @@ class UNet(SegmentationModel):
                                       for c in (8 * f, 4 * f, 2 * f, f)])
         self.decoders = nn.ModuleList([conv_block(c * 2, c, norm) for c in (8 * f, 4 * f, 2 * f, f)])
         self.head = self.output_head(f)
+        self.norm = norm
         self.deep_supervision = deep_supervision
         self.aux_heads = nn.ModuleList([self.output_head(c) for c in (2 * f, 4 * f, 8 * f)[:deep_supervision]])
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """As the base check, and with instance norm more than one pixel at the H/16 x W/16
+        bottleneck: one pixel has no spatial statistics (training fails, eval gives a constant)."""
+        super().check_input(x)
+        height, width = x.shape[-2:]
+        if self.norm == "instance" and (height // self.stride) * (width // self.stride) < 2:
+            raise ValueError(f"instance norm needs more than one pixel at the bottleneck (H/{self.stride} x "
+                             f"W/{self.stride}), got {height}x{width} -> {height // self.stride}x"
+                             f"{width // self.stride}; give inputs of at least {2 * self.stride} px on one side, "
+                             "or norm='batch'")
 
     def skip(self, level: int, skip: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """What decoder ``level`` (0: deepest) concatenates from its encoder: the plain skip here.

@@ -71,3 +71,14 @@ def test_instance_norm_replaces_every_batch_norm_and_behaves_alike_in_training_a
 def test_an_unknown_norm_is_named():
     with pytest.raises(ValueError, match="norm must be one of batch, instance, got 'group'"):
         create_model("unet", norm="group")
+
+
+@pytest.mark.parametrize("name", ["unet", "attention_unet"])
+def test_instance_norm_refuses_a_one_pixel_bottleneck_by_name(name):
+    model = create_model(name, features=4, norm="instance")
+    for mode in (model.train, model.eval):
+        mode()
+        with pytest.raises(ValueError, match=r"instance norm needs more than one pixel .* got 16x16 -> 1x1"):
+            model(torch.rand(2, 3, 16, 16))
+    assert model(torch.rand(2, 3, 16, 32)).shape == (2, 1, 16, 32)  # 1x2 at the bottleneck
+    assert create_model(name, features=4).eval()(torch.rand(2, 3, 16, 16)).shape == (2, 1, 16, 16)
