@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from . import paths
 from .data.transforms import FLAIR, POST, PRE
 from .data.volume import CaseVolume
 from .metrics import binarize_volume, dice_coefficient, to_metric_grid
@@ -208,13 +209,16 @@ def fold_probabilities(weights: Path, volume_ids: list[str], data_dir: str | Non
     return probs, volumes
 
 
-def analyse_failures(cv: str, below: float = 0.6, results_dir: str | Path = "results", logs_dir: str | Path = "logs",
-                     weights_dir: str | Path = "weights", figures_dir: str | Path = "docs/failures",
+def analyse_failures(cv: str, below: float = 0.6, results_dir: str | Path | None = None,
+                     logs_dir: str | Path | None = None, weights_dir: str | Path | None = None,
+                     figures_dir: str | Path | None = None,
                      data_dir: str | None = None, cache_dir: str | None = None, image_size: int = 128) -> list[dict]:
     """Profile, classify and draw every case of a cross-validation scoring below ``below``.
 
     Args:
         cv: a cross-validation result (see :func:`brainseg.paired.load_per_case`).
+        results_dir, logs_dir, weights_dir: ``None``: the repository's results/, logs/, weights/ folders.
+        figures_dir: where the figures go; ``None``: the repository's docs/failures/ folder.
         image_size: grid of the data-only figures when a case's fold checkpoint is missing.
 
     Returns:
@@ -225,13 +229,15 @@ def analyse_failures(cv: str, below: float = 0.6, results_dir: str | Path = "res
     from .paired import load_per_case
 
     result = load_per_case(cv, results_dir, logs_dir, fold_models=True)
+    weights_dir = paths.or_default(weights_dir, paths.weights_dir())
+    figures_dir = paths.or_default(figures_dir, paths.docs_dir() / "failures")
     failing = sorted((dsc, case) for case, dsc in result["per_case"].items() if dsc < below)
     by_fold: dict[int, list[str]] = {}
     for _, case in failing:
         by_fold.setdefault(result["fold_of_case"].get(case, -1), []).append(case)
     rows = {}
     for fold, cases in by_fold.items():
-        weights = Path(weights_dir) / f"{result['name']}-fold{fold}" / "best.pt"
+        weights = weights_dir / f"{result['name']}-fold{fold}" / "best.pt"
         if weights.is_file():
             probs, volumes = fold_probabilities(weights, cases, data_dir, cache_dir)
         else:
@@ -260,8 +266,9 @@ def _fmt(value, digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
 
-def failures_markdown(rows: list[dict], doc_dir: str | Path = "docs") -> str:
-    """The failure table, the count of main causes and the figures, as Markdown for ``doc_dir``."""
+def failures_markdown(rows: list[dict], doc_dir: str | Path | None = None) -> str:
+    """The failure table, the count of main causes and the figures, as Markdown for ``doc_dir``
+    (``None``: the repository's docs/ folder)."""
     lines = ["| case | fold | CV DSC | lesion voxels / slices | truth components (largest share) | missing scans "
              "| lesion FLAIR z | predicted components | precision / recall | DSC without LCC | causes |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -274,7 +281,8 @@ def failures_markdown(rows: list[dict], doc_dir: str | Path = "docs") -> str:
     counts = {cause: sum(r["causes"][0] == cause for r in rows) for cause in CAUSES}
     lines += ["", "Main cause (the first that applies, in the order of the rules): " +
               ", ".join(f"{cause} {n}" for cause, n in counts.items() if n), ""]
+    doc_dir = paths.or_default(doc_dir, paths.docs_dir()).resolve()
     for r in rows:
-        figure = Path(r["figure"]).resolve().relative_to(Path(doc_dir).resolve())
+        figure = Path(r["figure"]).resolve().relative_to(doc_dir)
         lines.append(f"![{r['case']}]({figure.as_posix()})")
     return "\n".join(lines)

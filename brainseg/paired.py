@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import paths
 from .cv import bootstrap_interval
 
 TIE = 0.01  # per-case differences this small count as ties
 
 
-def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str | Path = "logs",
+def load_per_case(spec: str, results_dir: str | Path | None = None, logs_dir: str | Path | None = None,
                   fold_models: bool = False) -> dict:
     """Per-case DSC and fold of each case of one result.
 
@@ -36,6 +37,8 @@ def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str 
         spec: a JSON file with ``per_case``; or a name: ``<results_dir>/<name>.json``, else the
             finished folds of a cross-validation, ``<logs_dir>/<name>-fold<k>/metrics.json`` or
             their exports ``<results_dir>/<name>-fold<k>.json``.
+        results_dir: ``None``: the repository's results/ folder.
+        logs_dir: ``None``: the repository's logs/ folder.
 
     Returns:
         ``{"name", "per_case": {case: dsc}, "fold_of_case": {case: k} (may be empty), "source",
@@ -48,9 +51,11 @@ def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str 
         FileNotFoundError: nothing of that name, with the places looked at.
         ValueError: with ``fold_models``, an ensemble result.
     """
+    results_dir = paths.or_default(results_dir, paths.results_dir())
+    logs_dir = paths.or_default(logs_dir, paths.logs_dir())
     path = Path(spec)
     if not path.is_file():
-        path = Path(results_dir) / f"{spec}.json"
+        path = results_dir / f"{spec}.json"
     if path.is_file():
         result = json.loads(path.read_text())
         if "per_case" not in result:
@@ -61,8 +66,8 @@ def load_per_case(spec: str, results_dir: str | Path = "results", logs_dir: str 
         return {"name": result.get("run", path.stem), "per_case": result["per_case"],
                 "fold_of_case": result.get("fold_of_case", {}), "source": str(path),
                 "devices": _devices([result])}
-    fold_files = sorted(Path(logs_dir).glob(f"{spec}-fold*/metrics.json")) or sorted(
-        Path(results_dir).glob(f"{spec}-fold*.json"))
+    fold_files = sorted(logs_dir.glob(f"{spec}-fold*/metrics.json")) or sorted(
+        results_dir.glob(f"{spec}-fold*.json"))
     if not fold_files:
         raise FileNotFoundError(f"{spec}: not a file, no {results_dir}/{spec}.json and no finished folds "
                                 f"{logs_dir}/{spec}-fold<k>/metrics.json or {results_dir}/{spec}-fold<k>.json")
@@ -142,13 +147,14 @@ def paired_difference(a: dict[str, float], b: dict[str, float], resamples: int =
 
 
 def compare_results(spec_a: str, spec_b: str, folds: list[int] | None = None, folds_file: str | None = None,
-                    results_dir: str | Path = "results", logs_dir: str | Path = "logs",
+                    results_dir: str | Path | None = None, logs_dir: str | Path | None = None,
                     also_a: Iterable[str] = (), also_b: Iterable[str] = ()) -> dict:
     """Load two results, keep the cases of ``folds`` (all when ``None``) and compare them case by case.
 
     ``also_a`` / ``also_b``: further trainings of recipe A / B (other seeds, same folds). Each case's
     DSC is then the mean over that recipe's trainings, so part of the run-to-run noise cancels
     before the cases are compared; ``a`` / ``b`` then read ``A1 + A2`` and ``runs_a`` / ``runs_b`` list them.
+    ``results_dir`` / ``logs_dir``: ``None``: the repository's results/ / logs/ folder (:func:`load_per_case`).
     """
     sides = [[load_per_case(s, results_dir, logs_dir) for s in (spec, *also)]
              for spec, also in ((spec_a, also_a), (spec_b, also_b))]
@@ -199,14 +205,15 @@ PAIRED_KEYS = ("a", "b", "cases", "folds", "ci95", "mean_difference", "mean_a", 
                "wins", "ties", "losses", "improvement", "worse")
 
 
-def load_comparisons(results_dir: str | Path = "results") -> list[dict]:
-    """The comparisons written by ``results paired``: ``<results_dir>/paired-*.json``, sorted by name.
+def load_comparisons(results_dir: str | Path | None = None) -> list[dict]:
+    """The comparisons written by ``results paired``: ``<results_dir>/paired-*.json``, sorted by name;
+    ``results_dir`` ``None``: the repository's results/ folder.
 
     Raises:
         ValueError: a ``paired-*.json`` file lacks a key of :data:`PAIRED_KEYS` (the file is named).
     """
     comparisons = []
-    for path in sorted(Path(results_dir).glob("paired-*.json")):
+    for path in sorted(paths.or_default(results_dir, paths.results_dir()).glob("paired-*.json")):
         result = json.loads(path.read_text())
         missing = [k for k in PAIRED_KEYS if k not in result]
         if missing:

@@ -58,6 +58,11 @@ def results_dir() -> Path:
     return project_root() / "results"
 
 
+def docs_dir() -> Path:
+    """Default folder of the documentation and its figures: ``<repo>/docs``."""
+    return project_root() / "docs"
+
+
 def shipped_checkpoint() -> Path:
     """The checkpoint committed with the repository: ``<repo>/weights/`` + ``SHIPPED_CHECKPOINT_NAME``."""
     return weights_dir() / SHIPPED_CHECKPOINT_NAME

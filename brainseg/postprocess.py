@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from . import paths
 from .metrics import THRESHOLD, dice_coefficient, summarize
 
 # Smallest component kept, in voxels of the 256 px metric grid; the largest component always stays.
@@ -163,13 +164,14 @@ def summarize_choice(scores: dict[str, dict[str, float]], fold_of_case: dict[str
     return summary
 
 
-def analyse_postprocessing(cv: str, results_dir: str | Path = "results", logs_dir: str | Path = "logs",
-                           weights_dir: str | Path = "weights", data_dir: str | None = None,
+def analyse_postprocessing(cv: str, results_dir: str | Path | None = None, logs_dir: str | Path | None = None,
+                           weights_dir: str | Path | None = None, data_dir: str | None = None,
                            cache_dir: str | None = None, device: str = "cpu",
                            thresholds: tuple[float, ...] = (THRESHOLD,)) -> dict:
     """Recompute a cross-validation's out-of-fold predictions from its fold checkpoints and score
     every post-processing rule, at every threshold of ``thresholds`` and the protocol's 0.5, on them
-    (:func:`summarize_choice`).
+    (:func:`summarize_choice`). ``results_dir`` / ``logs_dir`` / ``weights_dir``: ``None``: the
+    repository's results/ / logs/ / weights/ folder.
 
     Raises:
         ValueError: bad thresholds (:func:`check_thresholds`), or no fold recorded for the cases.
@@ -180,6 +182,7 @@ def analyse_postprocessing(cv: str, results_dir: str | Path = "results", logs_di
     result = load_per_case(cv, results_dir, logs_dir, fold_models=True)
     if not result["fold_of_case"]:
         raise ValueError(f"{cv}: no fold of each case recorded; post-processing is chosen on a cross-validation")
+    weights_dir = paths.or_default(weights_dir, paths.weights_dir())
     scores = out_of_fold_scores(result, weights_dir, data_dir, cache_dir, device, thresholds)
     return {"cv": result["name"], "source": result["source"], "cases": len(scores["largest"]),
             "thresholds": list(thresholds),

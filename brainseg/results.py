@@ -18,9 +18,10 @@ REQUIRED_KEYS = ("run", "model", "loss", "preset", "image_size", "epochs", "spli
                  "val_mean_dsc", "val_median_dsc", "per_case", "best_epoch", "wall_time_s", "device", "command")
 
 
-def export_run(run_dir: str | Path, results_dir: str | Path = "results") -> Path:
+def export_run(run_dir: str | Path, results_dir: str | Path | None = None) -> Path:
     """Copy ``<run_dir>/metrics.json`` to ``<results_dir>/<run>.json``; ``run_dir`` may also be a
-    run name, looked up under the repository's ``logs/``.
+    run name, looked up under the repository's ``logs/``; ``results_dir`` ``None``: the repository's
+    results/ folder.
 
     Raises:
         FileNotFoundError: the run has no ``metrics.json`` (it did not finish, or no such run).
@@ -41,14 +42,15 @@ def export_run(run_dir: str | Path, results_dir: str | Path = "results") -> Path
     if history.is_file():  # the curves travel with the numbers: logs/ is not in git
         with open(history) as handle:
             metrics["history"] = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    target = Path(results_dir) / f"{metrics['run']}.json"
+    target = paths.or_default(results_dir, paths.results_dir()) / f"{metrics['run']}.json"
     atomic_write_json(target, metrics)
     return target
 
 
-def load_results(results_dir: str | Path = "results") -> list[dict]:
+def load_results(results_dir: str | Path | None = None) -> list[dict]:
     """All exported runs, sorted by preset, model, loss and run name (other JSON files, such as
-    benchmark figures, are skipped)."""
-    runs = [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))]
+    benchmark figures, are skipped); ``results_dir`` ``None``: the repository's results/ folder."""
+    folder = paths.or_default(results_dir, paths.results_dir())
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
     runs = [r for r in runs if all(k in r for k in REQUIRED_KEYS)]
     return sorted(runs, key=lambda r: (r["preset"], r["model"], r["loss"], r["run"]))

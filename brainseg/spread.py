@@ -19,14 +19,15 @@ import numpy as np
 from .paired import check_same_folds, load_per_case
 
 
-def training_spread(specs: list[str], below: float = 0.6, top: int = 10, results_dir: str | Path = "results",
-                    logs_dir: str | Path = "logs") -> dict:
+def training_spread(specs: list[str], below: float = 0.6, top: int = 10, results_dir: str | Path | None = None,
+                    logs_dir: str | Path | None = None) -> dict:
     """Per-case range of the DSC across trainings of one recipe.
 
     Args:
         specs: two or more results (as for ``results paired``) scoring the same cases.
         below: a case is hard when its DSC is below this in at least one run.
         top: how many of the widest-ranging cases to list.
+        results_dir, logs_dir: where to look the runs up; ``None``: the repository's results/ and logs/ folders.
 
     Returns:
         ``runs``, ``cases``, ``means`` (pooled mean per run), ``mean_range``, ``median_range`` (over

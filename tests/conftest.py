@@ -1,6 +1,6 @@
 """Shared fixtures: synthetic cases in the Kaggle layout, a training config on them, a run's results
-entry, and the real dataset from $BRAINSEG_DATA. Test modules take these as fixtures; none imports
-another test module (or this one)."""
+entry, a stand-in repository seen from another working directory, and the real dataset from
+$BRAINSEG_DATA. Test modules take these as fixtures; none imports another test module (or this one)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,22 @@ def run_metrics():
         return values
 
     return make
+
+
+@pytest.fixture
+def repo_elsewhere(tmp_path, monkeypatch) -> Path:
+    """A stand-in repository ``tmp_path/repo`` (what :mod:`brainseg.paths` resolves defaults into)
+    while the working directory is ``tmp_path/notebooks``, which holds ``results/``, ``logs/``,
+    ``weights/`` and ``docs/`` folders of its own that a default must not reach."""
+    from brainseg import paths
+
+    repo, cwd = tmp_path / "repo", tmp_path / "notebooks"
+    for folder in (repo, cwd):
+        for name in ("results", "logs", "weights", "docs"):
+            (folder / name).mkdir(parents=True)
+    monkeypatch.setattr(paths, "project_root", lambda: repo)
+    monkeypatch.chdir(cwd)
+    return repo
 
 
 @pytest.fixture

@@ -132,3 +132,13 @@ def test_analyse_failures_predicts_with_the_fold_checkpoint(tmp_path, monkeypatc
     assert {"recall", "precision", "pred_components", "dsc_without_lcc"} <= set(row)
     assert 0.0 <= row["dsc"] <= 1.0 and row["lesion_voxels"] == 4 * 20 * 20
     assert (tmp_path / "figures" / f"{volume.case_id}.png").is_file()
+
+
+def test_analyse_failures_defaults_to_the_repositorys_folders_from_any_working_directory(repo_elsewhere, monkeypatch):
+    volume = _volume()
+    monkeypatch.setattr("brainseg.data.cache.load_volumes", lambda ids, *a, **k: [volume])
+    (repo_elsewhere / "results" / "cv.json").write_text(json.dumps({"run": "cv", "per_case": {volume.case_id: 0.2},
+                                                                    "fold_of_case": {volume.case_id: 0}}))
+    [row] = analyse_failures("cv")
+    assert row["figure"] == str(repo_elsewhere / "docs" / "failures" / f"{volume.case_id}.png")
+    assert f"![{volume.case_id}](failures/{volume.case_id}.png)" in failures_markdown([row])

@@ -192,3 +192,13 @@ def test_trainings_that_put_a_case_in_different_folds_are_refused(tmp_path):
     _write_cv(tmp_path, "s2", table, {"x": 1, "y": 0})
     with pytest.raises(ValueError, match=r"s1 and s2 put cases in different folds \(e.g. \['x', 'y'\]\)"):
         compare_results("s1", "s1", also_a=["s2"], results_dir=tmp_path, logs_dir=tmp_path)
+
+
+def test_default_folders_are_the_repositorys_from_any_working_directory(repo_elsewhere):
+    a, b = _tables(6, 0.02, 0.0)
+    _write_cv(repo_elsewhere / "results", "base", a, {case: 0 for case in a})
+    _write_fold(repo_elsewhere / "logs", "new", 0, b)
+    result = compare_results("base", "new")
+    assert result["cases"] == 6 and result["source_b"] == str(repo_elsewhere / "logs" / "new-fold0" / "metrics.json")
+    (repo_elsewhere / "results" / "paired-base-vs-new.json").write_text(json.dumps(result))
+    assert [c["file"] for c in load_comparisons()] == ["paired-base-vs-new.json"]

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_defaults_are_the_top_level_folders_from_any_working_directory(cwd, monkeypatch):
     monkeypatch.chdir(cwd)
     assert paths.project_root() == ROOT
-    assert (paths.logs_dir(), paths.weights_dir(), paths.predictions_dir(), paths.results_dir()) == (
-        ROOT / "logs", ROOT / "weights", ROOT / "predictions", ROOT / "results")
+    assert (paths.logs_dir(), paths.weights_dir(), paths.predictions_dir(), paths.results_dir(), paths.docs_dir()) == (
+        ROOT / "logs", ROOT / "weights", ROOT / "predictions", ROOT / "results", ROOT / "docs")
     assert paths.shipped_checkpoint().is_file()
     assert TrainConfig.preset("smoke").run_dirs("r") == (ROOT / "logs" / "r", ROOT / "weights" / "r")
 

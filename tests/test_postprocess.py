@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -94,3 +95,10 @@ def test_missing_fold_checkpoint_is_named(tmp_path):
     (tmp_path / "cv-a-fold0.json").write_text('{"per_case": {"x": 0.5}, "config": {"fold": 0}}')
     with pytest.raises(FileNotFoundError, match=r"cv-a-fold0/best.pt: fold 0's checkpoint is missing"):
         analyse_postprocessing("cv-a", results_dir=tmp_path, logs_dir=tmp_path / "logs", weights_dir=tmp_path)
+
+
+def test_default_folders_are_the_repositorys_from_any_working_directory(repo_elsewhere):
+    (repo_elsewhere / "results" / "cv-a-fold0.json").write_text('{"per_case": {"x": 0.5}, "config": {"fold": 0}}')
+    missing = repo_elsewhere / "weights" / "cv-a-fold0" / "best.pt"
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(str(missing))}: fold 0's checkpoint is missing"):
+        analyse_postprocessing("cv-a")

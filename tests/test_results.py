@@ -45,3 +45,11 @@ def test_export_takes_a_run_name_under_the_repositorys_logs(tmp_path, monkeypatc
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.json").write_text(json.dumps({k: 1 for k in REQUIRED_KEYS} | {"run": "r7"}))
     assert export_run("r7", tmp_path / "results") == tmp_path / "results" / "r7.json"
+
+
+def test_default_results_folder_is_the_repositorys_from_any_working_directory(repo_elsewhere, run_metrics):
+    run_dir = repo_elsewhere / "logs" / "r1"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text(json.dumps(run_metrics()))
+    assert export_run("r1") == repo_elsewhere / "results" / "r1.json"
+    assert load_results() == [run_metrics()]

@@ -63,3 +63,9 @@ def test_five_long_run_names_still_give_a_spread_file(tmp_path):
     [saved] = tmp_path.glob("spread-*.json")
     assert len(saved.stem) == len("spread-") + 200 and saved.stem.endswith("-seed4-cv5")
     assert json.loads(saved.read_text())["runs"] == names
+
+
+def test_runs_are_looked_up_in_the_repositorys_results_from_any_working_directory(repo_elsewhere):
+    _write(repo_elsewhere / "results", "a", {"x": 0.5, "y": 0.8})
+    _write(repo_elsewhere / "results", "b", {"x": 0.6, "y": 0.8})
+    assert training_spread(["a", "b"])["mean_range"] == pytest.approx(0.05)

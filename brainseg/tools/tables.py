@@ -20,8 +20,8 @@ def _final(run: dict) -> str:
     return f"{run['final_val_mean_dsc']:.4f} / {run['final_val_median_dsc']:.4f}"
 
 
-def results_table(results_dir: str | Path = "results") -> str:
-    """A Markdown table of every exported run."""
+def results_table(results_dir: str | Path | None = None) -> str:
+    """A Markdown table of every exported run in ``results_dir`` (``None``: the repository's results/ folder)."""
     header = ("| run | model | loss | preset | size | epochs | split | selection | val mean DSC | "
               "val median DSC | best epoch | final epoch mean / median | wall time | device | command |")
     columns = header.count("|") - 1

@@ -26,3 +26,8 @@ def test_write_readme_table_replaces_the_text_between_the_markers(tmp_path):
     with pytest.raises(ValueError, match="README.md: markers <!-- results-table:start --> and "
                                          "<!-- results-table:end --> not found"):
         write_readme_table(readme, "table")
+
+
+def test_results_table_reads_the_repositorys_results_from_any_working_directory(repo_elsewhere, run_metrics):
+    (repo_elsewhere / "results" / "r1.json").write_text(json.dumps(run_metrics()))
+    assert results_table().splitlines()[2].startswith("| r1 |")
