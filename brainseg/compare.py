@@ -1,5 +1,5 @@
-"""Compare runs under the repository's ``logs/``: a table of their settings and results, and their
-training curves."""
+"""Compare runs under the repository's ``logs/`` (or, without any, the committed ``results/``): a table
+of their settings and results, their training curves, and two recipes case by case."""
 
 from __future__ import annotations
 
@@ -63,6 +63,32 @@ def runs_from_results(results_dir: str | Path | None = None, preset: str | None 
         runs.append({"name": metrics["run"], "config": metrics["config"], "history": metrics.get("history", []),
                      "metrics": metrics})
     return runs
+
+
+def runs_to_compare(logs_dir: str | Path | None = None,
+                    results_dir: str | Path | None = None) -> tuple[list[dict], str]:
+    """The runs a comparison shows, and where they come from.
+
+    The run folders under ``logs_dir`` (default the repository's ``logs/``, which git ignores: the
+    trainings made in this checkout) when it holds any; else, as on a fresh clone, the committed
+    results in ``results_dir`` (default ``results/``) that :func:`runs_from_results` keeps: full
+    reference-split runs with the reference checkpoint choice.
+
+    Returns:
+        ``(runs, source)``: the runs in the :func:`load_run` form, and which folder they are from, in words.
+
+    Raises:
+        FileNotFoundError: ``logs_dir`` was given and does not exist.
+    """
+    logs = paths.or_default(logs_dir, paths.logs_dir())
+    runs = load_runs(logs) if logs_dir or logs.is_dir() else []
+    if runs:
+        return runs, f"{len(runs)} run folder(s) under {paths.relative_to_root(logs)}/"
+    results = paths.or_default(results_dir, paths.results_dir())
+    runs = runs_from_results(results)
+    return runs, (f"no run under {paths.relative_to_root(logs)}/: {len(runs)} committed result(s) in "
+                  f"{paths.relative_to_root(results)}/ (reference split, every training case, "
+                  "reference checkpoint choice)")
 
 
 def comparison_table(runs: list[dict]) -> str:

@@ -154,6 +154,7 @@ def compare_results(spec_a: str, spec_b: str, folds: list[int] | None = None, fo
     ``also_a`` / ``also_b``: further trainings of recipe A / B (other seeds, same folds). Each case's
     DSC is then the mean over that recipe's trainings, so part of the run-to-run noise cancels
     before the cases are compared; ``a`` / ``b`` then read ``A1 + A2`` and ``runs_a`` / ``runs_b`` list them.
+    ``per_case_a`` / ``per_case_b`` are the ``{case: DSC}`` tables compared (averaged over the trainings).
     ``results_dir`` / ``logs_dir``: ``None``: the repository's results/ / logs/ folder (:func:`load_per_case`).
     """
     sides = [[load_per_case(s, results_dir, logs_dir) for s in (spec, *also)]
@@ -166,7 +167,8 @@ def compare_results(spec_a: str, spec_b: str, folds: list[int] | None = None, fo
     devices = lambda runs: sorted({d for run in runs for d in run["devices"]})  # noqa: E731
     return {"a": " + ".join(names[0]), "b": " + ".join(names[1]), "source_a": source(sides[0]),
             "source_b": source(sides[1]), "devices_a": devices(sides[0]), "devices_b": devices(sides[1]),
-            "runs_a": names[0], "runs_b": names[1], "folds": "all" if folds is None else folds, **result}
+            "runs_a": names[0], "runs_b": names[1], "folds": "all" if folds is None else folds, **result,
+            "per_case_a": per_a, "per_case_b": per_b}
 
 
 def mean_over_trainings(runs: list[dict], keep: set[str] | None = None) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Pictures of results: outline overlays (FLAIR in grey, truth in green, prediction in red), the
 pictures an evaluation writes (per-case DSC chart, overlays of every slice and their GIF), two
-results case by case, a data preview, and a slice browser for notebooks."""
+results case by case, a data preview, and for notebooks the best and worst cases' GIFs and a slice
+browser."""
 
 from __future__ import annotations
 
@@ -120,6 +121,44 @@ def slice_browser(case_dir: str | Path):
                                   {"auto_display": True}, number=slider)
 
 
+def best_and_worst(per_case: dict[str, float], out_dir: str | Path) -> list[dict]:
+    """The best and the worst case of an evaluation, with where their overlays are.
+
+    Args:
+        per_case: ``{case: DSC}``, e.g. ``report["per_case"]`` of :func:`brainseg.evaluation.evaluate_checkpoint`.
+        out_dir: the evaluation's output folder (``report["out_dir"]``).
+
+    Returns:
+        ``[best, worst]``, each ``{"case", "dsc", "folder": <out_dir>/<case> (its slice PNGs, for
+        :func:`slice_browser`), "gif": <out_dir>/<case>.gif}``; equal DSCs are ranked by case name.
+        With one case, both are that case.
+
+    Raises:
+        ValueError: ``per_case`` is empty.
+    """
+    if not per_case:
+        raise ValueError("no cases: the evaluation scored none")
+    ranked = sorted(per_case, key=lambda case: (per_case[case], case))
+    out_dir = Path(out_dir)
+    return [{"case": case, "dsc": float(per_case[case]), "folder": out_dir / case, "gif": out_dir / f"{case}.gif"}
+            for case in (ranked[-1], ranked[0])]
+
+
+def gif_gallery(picks: list[dict]) -> list:
+    """For ``display(*gif_gallery(picks))`` in a notebook: each pick's caption (case and DSC) and its
+    animated GIF, in order.
+
+    Args:
+        picks: dicts with ``case``, ``dsc`` and ``gif``, as :func:`best_and_worst` returns.
+    """
+    from IPython.display import Image, Markdown
+
+    shown = []
+    for pick in picks:
+        shown += [Markdown(f"**{pick['case']}**: DSC {pick['dsc']:.3f}"), Image(filename=str(pick["gif"]))]
+    return shown
+
+
 def dsc_chart(per_case: dict[str, float], path: str | Path | None = None, title: str = "") -> Figure:
     """Horizontal bar chart of per-case DSC, sorted, with the mean (red) and median (green) lines.
 
@@ -148,6 +187,8 @@ def paired_scatter(a: dict[str, float], b: dict[str, float], names: tuple[str, s
                    path: str | Path | None = None, tie: float = 0.01) -> Figure:
     """Per-case DSC of B against A on their common cases, with the diagonal: points above it (green)
     are cases B does better on by more than ``tie``, below it (red) worse, the rest (blue) ties.
+    A name joining several trainings with `` + `` (:func:`brainseg.paired.compare_results`) is
+    labelled one training a line.
 
     Saved as PNG to ``path`` when given; the figure is returned (notebooks display it).
 
@@ -167,8 +208,9 @@ def paired_scatter(a: dict[str, float], b: dict[str, float], names: tuple[str, s
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
-    ax.set_xlabel(f"{names[0]}: DSC per case", fontsize=8)
-    ax.set_ylabel(f"{names[1]}: DSC per case", fontsize=8)
+    label = lambda name: name.replace(" + ", "\n+ ")  # noqa: E731  several trainings of one recipe: one a line
+    ax.set_xlabel(f"{label(names[0])}: DSC per case", fontsize=8)
+    ax.set_ylabel(f"{label(names[1])}: DSC per case", fontsize=8)
     ax.set_title(f"{len(cases)} cases: {int(better.sum())} better, {int(worse.sum())} worse (by > {tie})")
     fig.tight_layout()
     if path is not None:

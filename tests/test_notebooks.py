@@ -18,7 +18,10 @@ from brainseg import paths
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["train", "inference", "compare"]
-COMPARED = ["cpu-unet-bce_dice-flairfill-intensity-bf16-cv5", "cpu-unet-bce_dice-flairfill-intensity-ema-cv5"]
+COMPARED = ["cpu-unet-bce_dice-flairfill-intensity-ema-cv5", "cpu-unet-bce_dice-flairfill-intensity-ema-seed43-cv5",
+            "cpu-unet-bce_dice-flairfill-intensity-ema-ds2-cv5",
+            "cpu-unet-bce_dice-flairfill-intensity-ema-ds2-seed43-cv5"]  # A, also A, B, also B: the compare defaults
+COMMITTED_RUN = "cpu-unet-bce_dice-reference"  # a full reference-split run: what compare shows without logs
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -31,8 +34,8 @@ def test_notebook_committed_without_outputs_and_with_parameters(name):
 
 def copy_of_repository(target: Path, data: Path) -> Path:
     """What a notebook run reads in a checkout, copied to ``target``: the package, ``pyproject.toml``,
-    the notebooks, the samples, the two results the compare notebook compares by default and the
-    shipped checkpoint; ``data/kaggle_3m`` links to ``data``."""
+    the notebooks, the samples, the four results the compare notebook compares by default, one
+    committed reference-split run and the shipped checkpoint; ``data/kaggle_3m`` links to ``data``."""
     shutil.copytree(ROOT / "brainseg", target / "brainseg", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", target)
     (target / "notebooks").mkdir()
@@ -40,7 +43,7 @@ def copy_of_repository(target: Path, data: Path) -> Path:
         shutil.copy(NOTEBOOKS / f"{name}.ipynb", target / "notebooks")
     shutil.copytree(ROOT / "samples", target / "samples")
     (target / "results").mkdir()
-    for name in COMPARED:
+    for name in (*COMPARED, COMMITTED_RUN):
         shutil.copy(ROOT / "results" / f"{name}.json", target / "results")
     (target / "weights").mkdir()
     shutil.copy(paths.shipped_checkpoint(), target / "weights")
@@ -110,10 +113,24 @@ def test_notebooks_with_default_folders_write_to_the_top_level(real_data, tmp_pa
     assert "application/vnd.jupyter.widget-view+json" in kinds, "the slice browser was not displayed"
 
     book = run_notebook(repo, "compare", {})
-    assert run in json.dumps(outputs_of(book))
-    # its defaults compare two committed cross-validations: the paired report and the scatter plot
-    assert "B - A per case: mean +0.0040" in json.dumps(outputs_of(book))
+    assert run in json.dumps(outputs_of(book)) and COMMITTED_RUN not in json.dumps(outputs_of(book))
+    # its defaults compare two committed cross-validations against two: the paired report and the scatter plot
+    assert "B - A per case: mean +0.0098" in json.dumps(outputs_of(book))
     assert sum("image/png" in o.get("data", {}) for o in outputs_of(book)) >= 2, "curves and scatter not both drawn"
 
     assert sorted(p.name for p in (repo / "notebooks").iterdir()) == sorted(f"{n}.ipynb" for n in NAMES), \
         "a notebook wrote under notebooks/"
+
+
+@pytest.mark.slow
+def test_compare_notebook_on_a_fresh_clone_shows_the_committed_results(tmp_path, monkeypatch):
+    repo = copy_of_repository(tmp_path / "repo", tmp_path / "no-dataset")  # compare reads no data
+    monkeypatch.setenv("PYTHONPATH", str(repo))
+    (repo / "logs").mkdir()  # as git keeps it: no run in it
+    outputs = outputs_of(run_notebook(repo, "compare", {}))
+    shown = json.dumps(outputs)
+    assert "no run under logs/: 1 committed result(s) in results/" in shown and COMMITTED_RUN in shown
+    assert "B - A per case: mean +0.0098, paired bootstrap 95% CI +0.0039 to +0.0169" in shown
+    assert f"A = {COMPARED[0]} + {COMPARED[1]}" in shown and f"B = {COMPARED[2]} + {COMPARED[3]}" in shown
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2, "curves and scatter not both drawn"
+    assert not [o["text"] for o in outputs if o.get("name") == "stderr"], "a warning (no curves drawn?)"

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from brainseg.plots import (case_overlays, dsc_chart, paired_scatter, read_overlays, slice_browser, slice_figure,
-                            write_overlays)
+from brainseg.plots import (best_and_worst, case_overlays, dsc_chart, gif_gallery, paired_scatter, read_overlays,
+                            slice_browser, slice_figure, write_overlays)
 
 
 @pytest.fixture
@@ -82,3 +82,27 @@ def test_paired_scatter_colours_wins_losses_and_ties(tmp_path):
     assert ax.get_xlabel() == "base: DSC per case" and (tmp_path / "paired.png").stat().st_size > 0
     with pytest.raises(ValueError, match="base and new have no case in common"):
         paired_scatter({"x": 0.5}, {"y": 0.5}, names=("base", "new"))
+
+
+def test_best_and_worst_cases_and_their_overlays(tmp_path):
+    per_case = {"TCGA_B": 0.9, "TCGA_A": 0.2, "TCGA_C": 0.55, "TCGA_D": 0.9}
+    best, worst = best_and_worst(per_case, tmp_path)
+    assert (best["case"], best["dsc"]) == ("TCGA_D", 0.9)  # a tie goes to the later name
+    assert (worst["case"], worst["dsc"]) == ("TCGA_A", 0.2)
+    assert worst["folder"] == tmp_path / "TCGA_A" and worst["gif"] == tmp_path / "TCGA_A.gif"
+    assert [p["case"] for p in best_and_worst({"only": 0.4}, tmp_path)] == ["only", "only"]
+    with pytest.raises(ValueError, match="no cases"):
+        best_and_worst({}, tmp_path)
+
+
+def test_gif_gallery_captions_each_case_before_its_gif(evaluated_case):
+    folder, _ = evaluated_case
+    [best, _] = best_and_worst({folder.name: 0.8123}, folder.parent)
+    caption, image = gif_gallery([best])
+    assert caption.data == "**TCGA_XX_0001_20000101**: DSC 0.812"
+    assert image.format == "gif" and image.data == (folder.parent / f"{folder.name}.gif").read_bytes()
+
+
+def test_paired_scatter_puts_each_training_of_a_side_on_its_own_line():
+    fig = paired_scatter({"c": 0.5}, {"c": 0.6}, names=("a1 + a2", "b1 + b2"))
+    assert fig.axes[0].get_xlabel() == "a1\n+ a2: DSC per case" and fig.axes[0].get_ylabel() == "b1\n+ b2: DSC per case"

@@ -38,7 +38,8 @@ Download it, for example with kagglehub (needs a Kaggle account and API token):
 then point brainseg at the kaggle_3m folder inside the printed path, in one of these ways:
   - pass it explicitly (--data DIR on the command line, data_dir=... in Python),
   - set the environment variable {DATA_ENV_VAR}=/path/to/kaggle_3m,
-  - or move it to data/kaggle_3m in the repository (found from any working directory)."""
+  - or move it to data/kaggle_3m in the repository (found from any working directory).
+To try brainseg without it: the repository's samples/kaggle_3m holds two cases (make demo)."""
 
 _SLICE_NAME = re.compile(r"^(?P<case>.+)_(?P<number>\d+)(?P<mask>_mask)?\.tiff?$")
 

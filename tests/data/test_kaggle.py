@@ -40,6 +40,7 @@ def test_missing_dataset_explains_download(tmp_path, monkeypatch):
     text = str(err.value)
     assert str(tmp_path / "nowhere") in text
     assert "kagglehub" in text and "mateuszbuda/lgg-mri-segmentation" in text and DATA_ENV_VAR in text
+    assert "samples/kaggle_3m holds two cases" in text
 
 
 def test_environment_variable_is_used(synthetic_data, monkeypatch):
