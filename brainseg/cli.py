@@ -276,7 +276,7 @@ def _add_compare_parser(action) -> None:
     compare.add_argument("--preset", default="cpu", help="compare only runs of this preset (same budget)")
     compare.add_argument("--selection", default="reference", choices=["reference", "last", "inner"],
                          help="compare only runs whose checkpoint was chosen this way (same protocol)")
-    compare.add_argument("--figure", default=str(paths.project_root() / "docs" / "comparison-cpu.png"),
+    compare.add_argument("--figure", default=str(paths.docs_dir() / "comparison-cpu.png"),
                          help="curves figure (PNG; default: docs/comparison-cpu.png)")
     compare.add_argument("--doc", metavar="PATH", default=None,
                          help="replace the comparison table between its markers in this file (docs/models.md) "
@@ -403,7 +403,7 @@ def _add_failures_parser(action) -> None:
     failures.add_argument("--below", type=float, default=0.6, help="DSC under which a case is analysed")
     _add_run_folders(failures)
     _add_weights_dir(failures)
-    failures.add_argument("--figures", default=str(paths.project_root() / "docs" / "failures"),
+    failures.add_argument("--figures", default=str(paths.docs_dir() / "failures"),
                           help="folder of the per-case figures (default: docs/failures)")
     failures.add_argument("--doc", metavar="PATH", default=None,
                           help="replace the text between <!-- failures:<cv>:start/end --> in this file "
@@ -506,7 +506,7 @@ def _add_report_parser(sub) -> None:
                     "training curves. The hand-written analysis between <!-- analysis:start --> and "
                     "<!-- analysis:end --> is kept.",
         formatter_class=HelpFormatter)
-    parser.add_argument("--doc", default=str(paths.project_root() / "docs" / "report.md"), help="the report")
+    parser.add_argument("--doc", default=str(paths.docs_dir() / "report.md"), help="the report")
     parser.add_argument("--figures", default=None, help="its figures (default: report/ beside --doc)")
     _add_run_folders(parser)
     _add_weights_dir(parser)

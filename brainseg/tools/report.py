@@ -445,7 +445,7 @@ def write_report(doc: str | Path | None = None, figures_dir: str | Path | None =
     Raises:
         ValueError: ``doc`` exists without its analysis markers, or a ``paired-*.json`` is incomplete.
     """
-    doc = paths.or_default(doc, paths.project_root() / "docs" / "report.md")
+    doc = paths.or_default(doc, paths.docs_dir() / "report.md")
     figures_dir = paths.or_default(figures_dir, doc.parent / "report")
     analysis = read_analysis(doc)  # before anything is written
     sections = collect(paths.or_default(results_dir, paths.results_dir()))
