@@ -1,6 +1,7 @@
-"""The README and docs/: relative links resolve, and the generated tables' markers are in the files
+"""The README, docs/ and the notebooks' text cells: relative links resolve, and the generated tables' markers are in the files
 that `results table`, `results compare` and `bench` write with ``--doc``."""
 
+import json
 import re
 from pathlib import Path
 
@@ -9,13 +10,20 @@ import pytest
 from brainseg.tools.tables import COMPARE_END, COMPARE_START, TABLE_END, TABLE_START
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", ROOT / "samples" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "samples" / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+         *sorted((ROOT / "notebooks").glob("*.ipynb"))]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def _prose(page: Path) -> str:
-    """The page without its fenced code blocks (a `#` comment there is no heading)."""
-    return re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+    """The page without its fenced code blocks (a `#` comment there is no heading); of a notebook, its
+    Markdown cells."""
+    if page.suffix == ".ipynb":
+        cells = json.loads(page.read_text())["cells"]
+        text = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    else:
+        text = page.read_text()
+    return re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
 
 
 def _anchors(page: Path) -> set[str]:
