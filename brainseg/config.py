@@ -102,6 +102,10 @@ class TrainConfig:
                                      "channels replaced by FLAIR, as the dataset stores missing scans (0 disables)")
     intensity: float = setting(0.0, "probability that a training slice gets each channel's gamma, contrast, "
                                     "brightness and noise varied at random (0 disables)")
+    soft_masks: bool = setting(False, "train on each pixel's lesion fraction (the 256 px metric mask averaged over "
+                                      "the pixel) instead of the nearest-neighbour resized 0/1 mask, so that a "
+                                      "boundary is not moved to the training grid; validation and the metric are "
+                                      "unchanged (true/false; no effect at 256 px)")
     augment: str = setting("sample", "where augmentation runs: sample (per slice in the DataLoader workers) or "
                                      "batch (whole batches on the training device)", ("sample", "batch"))
     data_on_device: bool = setting(False, "keep the training slices on the training device and gather each batch "

@@ -42,7 +42,7 @@ from .data.cache import load_volumes
 from .data.dataset import DeviceBatches, SliceDataset, make_sampler
 from .data.splits import split_cases
 from .data.transforms import BatchAugment, ForegroundCrop, JointAugment, chain
-from .data.volume import CaseVolume
+from .data.volume import CaseVolume, with_lesion_fraction
 from .distributed import (Distributed, ShardedSampler, all_ranks, init_distributed, ranks_agree, shutdown,
                           sync_buffers, wrap_model)
 from .losses import create_loss
@@ -197,6 +197,8 @@ def load_data(config: TrainConfig, run: Run, selection: Selection) -> RunData:
     if not run.dist.is_main:
         run.dist.barrier()
     train_volumes = load_volumes(train_ids, **kwargs)
+    if config.soft_masks:
+        train_volumes = [with_lesion_fraction(volume) for volume in train_volumes]
     val_volumes = load_volumes(val_ids, **kwargs)
     outer_volumes = val_volumes if val_ids == outer_ids else load_volumes(outer_ids, **kwargs)
     if run.dist.is_main:

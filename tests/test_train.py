@@ -221,6 +221,20 @@ def test_a_deeply_supervised_unet_trains_and_reloads_with_its_heads(synthetic_da
     assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)  # eval mode: the final head only
 
 
+def test_soft_masks_give_the_training_cases_lesion_fractions_and_leave_validation_binary(
+        synthetic_data, tmp_path, synthetic_config):
+    from brainseg.selection import Selection
+    from brainseg.train import load_data, set_up_run
+
+    config = synthetic_config(synthetic_data, tmp_path, soft_masks=True, epochs=1, selection="last")
+    data = load_data(config, set_up_run(config, progress=False, resume=False), Selection(config.selection))
+    fractions = np.concatenate([v.mask for v in data.train_volumes])
+    assert fractions.dtype == np.float16 and fractions.shape[-1] == 32
+    assert ((fractions > 0) & (fractions < 1)).any() and fractions.min() >= 0 and fractions.max() <= 1
+    assert all(v.mask.dtype == np.uint8 for v in data.val_volumes)
+    assert len(fit(config, progress=False)["per_case"]) == len(data.val_ids)
+
+
 @pytest.mark.slow
 def test_memory_mapped_data_trains_to_the_same_weights(synthetic_data, tmp_path, synthetic_config):
     losses = {}

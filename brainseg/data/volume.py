@@ -3,9 +3,11 @@ cached by :mod:`brainseg.data.cache`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from .preprocess import Geometry
 
@@ -17,7 +19,8 @@ class CaseVolume:
     Attributes:
         case_id: e.g. ``TCGA_CS_4941_19960909``.
         image: (D, 3, S, S) float16, normalised.
-        mask: (D, S, S) uint8 in {0, 1}, at the training size.
+        mask: (D, S, S) uint8 in {0, 1}, at the training size (float16 in [0, 1] after
+            :func:`with_lesion_fraction`).
         metric_mask: (D, 256, 256) uint8 in {0, 1}, the reference grid of the metric.
         geometry: crop/pad/resize mapping back to the original slices.
     """
@@ -62,6 +65,24 @@ class _MappedImage:
 
 
 MODALITIES = 3  # pre-contrast, FLAIR, post-contrast: the channels of one slice
+
+
+def with_lesion_fraction(volume: CaseVolume) -> CaseVolume:
+    """The volume with its training mask replaced by each pixel's lesion fraction: the metric mask
+    averaged over the area each training pixel covers (``F.interpolate`` mode ``area``).
+
+    The nearest-neighbour mask at S < 256 moves every boundary to the pixel grid: brought back to
+    256 px and thresholded, the 128 px masks of the 110 cases score 0.966 mean DSC against their own
+    metric masks, the lesion fractions 0.992. At S = 256 the fraction is the metric mask itself.
+
+    Shape:
+        ``volume.metric_mask`` (D, 256, 256) uint8 -> ``mask`` (D, S, S) float16 in [0, 1], S the
+        training size (``volume.mask``'s); everything else is the same object.
+    """
+    size = volume.mask.shape[-2:]
+    truth = torch.from_numpy(volume.metric_mask).float()[:, None]
+    fraction = F.interpolate(truth, size=size, mode="area")[:, 0]
+    return replace(volume, mask=fraction.to(torch.float16).numpy())
 
 
 def input_channels(context: int) -> int:

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from brainseg.data.preprocess import Geometry
-from brainseg.data.volume import CaseVolume, context_of, input_channels, neighbour_indices, with_context
+from brainseg.data.volume import (CaseVolume, context_of, input_channels, neighbour_indices, with_context,
+                                   with_lesion_fraction)
 
 
 def test_a_case_volume_counts_its_slices():
@@ -34,3 +35,31 @@ def test_input_channels_and_their_inverse():
     for channels in (4, 6, 12):
         with pytest.raises(ValueError, match=f"a model reading {channels} channels does not take"):
             context_of(channels)
+
+
+def _volume_with_metric_mask(metric_mask: np.ndarray, size: int) -> CaseVolume:
+    depth = metric_mask.shape[0]
+    geometry = Geometry((1, 1 + depth), (0, 256), (0, 256), (0, 0), (0, 0), size)
+    nearest = metric_mask[:, ::256 // size, ::256 // size]
+    return CaseVolume("TCGA_XX_0001_20000101", np.zeros((depth, 3, size, size), np.float16), nearest,
+                      metric_mask, geometry)
+
+
+def test_lesion_fraction_is_the_share_of_each_pixel_the_lesion_covers():
+    metric = np.zeros((2, 256, 256), np.uint8)
+    metric[0, 10:12, 20:22] = 1  # one whole 128 px pixel: (5, 10)
+    metric[0, 31, 41] = 1  # a quarter of pixel (15, 20)
+    metric[1, 100:103, 50:52] = 1  # pixel (50, 25) whole, (51, 25) half
+    volume = _volume_with_metric_mask(metric, 128)
+    soft = with_lesion_fraction(volume)
+    assert soft.mask.shape == (2, 128, 128) and soft.mask.dtype == np.float16
+    assert soft.mask[0, 5, 10] == 1 and soft.mask[0, 15, 20] == 0.25
+    assert soft.mask[1, 50, 25] == 1 and soft.mask[1, 51, 25] == 0.5
+    assert soft.mask.sum() == metric.sum() / 4  # the lesion's area is kept, in training pixels
+    assert soft.image is volume.image and soft.metric_mask is volume.metric_mask
+    assert volume.mask.dtype == np.uint8  # the original is not changed
+
+
+def test_at_the_metric_size_the_lesion_fraction_is_the_metric_mask():
+    metric = (np.random.default_rng(0).random((3, 256, 256)) > 0.7).astype(np.uint8)
+    np.testing.assert_array_equal(with_lesion_fraction(_volume_with_metric_mask(metric, 256)).mask, metric)
