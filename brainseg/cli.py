@@ -314,7 +314,11 @@ def _add_paired_parser(action) -> None:
                         help="further trainings of A (other seeds, same folds): each case counts with its mean DSC "
                              "over A's trainings")
     paired.add_argument("--also-b", nargs="+", default=[], metavar="RUN", help="the same for B")
+    paired.add_argument("--by-cause", action="store_true",
+                        help="also the difference within each group of cases by their data-only cause (missing "
+                             "modality, small lesion, atypical intensity, other: docs/failures.md); needs the dataset")
     _add_run_folders(paired)
+    _add_data_dir(paired)
     paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json; "
                                                     "A+A2-vs-B+B2 with --also-a/-b; a side past 100 "
                                                     "characters keeps its head and tail around a hash)")
@@ -326,10 +330,17 @@ def _results_paired(args: argparse.Namespace) -> None:
 
     result = compare_results(args.a, args.b, args.folds, args.folds_file, args.results_dir, args.logs_dir,
                              also_a=args.also_a, also_b=args.also_b)
+    report = paired_report(result)
+    if args.by_cause:
+        from .failures import data_causes
+        from .paired import differences_by_group, groups_report
+
+        causes = data_causes(sorted(result["per_case_a"]), args.data_dir)
+        result["by_cause"] = differences_by_group(result["per_case_a"], result["per_case_b"], causes)
+        report += "\n\n" + groups_report(result["by_cause"], "By data-only cause (docs/failures.md):")
     side_a, side_b = (paths.file_stem("+".join(result[runs]), 100) for runs in ("runs_a", "runs_b"))
     name = f"paired-{side_a}-vs-{side_b}"
-    _save_analysis(args.out or f"{args.results_dir}/{name}.json", result,
-                   paired_report(result), args)
+    _save_analysis(args.out or f"{args.results_dir}/{name}.json", result, report, args)
 
 
 def _save_analysis(out: str, result: dict, report: str, args: argparse.Namespace) -> None:

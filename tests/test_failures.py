@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from brainseg.data.volume import CaseVolume
-from brainseg.failures import (analyse_failures, blank_channels, classify, components, data_profile,
+from brainseg.failures import (analyse_failures, blank_channels, classify, components, data_causes, data_profile,
                                failures_markdown, flair_copies, prediction_profile, slices_that_matter)
 from brainseg.data.preprocess import Geometry
 
@@ -94,6 +94,25 @@ def test_slices_that_matter_are_the_lesion_then_the_errors():
     probs[7, 10:20, 10:20] = 0.9  # false positive on slice 7; every lesion slice missed
     assert slices_that_matter(probs, volume.metric_mask) == [2, 7]
     assert slices_that_matter(None, volume.metric_mask) == [2]
+
+
+def _large_lesion(volume: CaseVolume, lesion_value: float) -> CaseVolume:
+    """The volume with a 60x60x6 lesion (21600 voxels, above SMALL_LESION) of ``lesion_value`` on FLAIR."""
+    volume.metric_mask[1:7, 80:140, 80:140] = 1
+    volume.mask = volume.metric_mask.copy()
+    volume.image[:, 1][volume.mask.astype(bool)] = lesion_value
+    return volume
+
+
+def test_data_causes_name_each_cases_main_cause_without_a_prediction(monkeypatch):
+    volumes = {"copies": _volume(copies=(0, 2)), "small": _volume(), "faint": _large_lesion(_volume(), 1.2),
+               "typical": _large_lesion(_volume(), 3.0)}
+    for case_id, volume in volumes.items():
+        volume.case_id = case_id
+    monkeypatch.setattr("brainseg.data.cache.load_volumes", lambda ids, *a, **k: [volumes[i] for i in ids])
+    # the first cause decides (the copies' lesion is small too); without a prediction nothing is "missed"
+    assert data_causes(list(volumes)) == {"copies": "missing modality", "small": "small lesion",
+                                          "faint": "atypical intensity", "typical": "other"}
 
 
 def test_analyse_failures_without_checkpoints_writes_figures_and_a_table(tmp_path, monkeypatch):

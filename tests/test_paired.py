@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from brainseg.cli import main
-from brainseg.paired import compare_results, load_comparisons, load_per_case, paired_difference
+from brainseg.paired import (compare_results, differences_by_group, groups_report, load_comparisons, load_per_case,
+                             paired_difference)
 
 
 def _tables(n: int, shift: float, noise: float, seed: int = 0) -> tuple[dict, dict]:
@@ -102,6 +103,39 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     assert saved["losses"] == 30 and saved["command"].startswith("python -m brainseg results paired")
     assert main(["results", "paired", "old", "nothing", "--results-dir", str(tmp_path)]) == 2
     assert "nothing: not a file" in capsys.readouterr().err
+
+
+def test_each_group_gets_its_own_difference_and_a_case_without_group_is_named():
+    a, b = _tables(30, 0.0, 0.0)
+    group = {case: ("faint" if i < 10 else "other") for i, case in enumerate(sorted(a))}
+    b = {case: value + (0.2 if group[case] == "faint" else 0.0) for case, value in b.items()}
+    by_group = differences_by_group(a, b, group)
+    assert list(by_group) == ["faint", "other"]
+    assert by_group["faint"]["cases"] == 10 and by_group["faint"]["ci95"] == pytest.approx([0.2, 0.2])
+    assert by_group["other"]["mean_difference"] == pytest.approx(0.0) and by_group["other"]["ties"] == 20
+    text = groups_report(by_group, "By cause:")
+    assert "| faint | 10 |" in text and "+0.2000 (+0.2000 to +0.2000) | 10 / 0 / 0 |" in text and "not claims" in text
+    with pytest.raises(ValueError, match=r"1 compared cases have no group, e.g. \['case029'\]"):
+        differences_by_group(a, b, {c: g for c, g in group.items() if c != "case029"})
+
+
+def test_cli_splits_the_comparison_by_the_data_only_cause(tmp_path, capsys, monkeypatch):
+    a, b = _tables(12, 0.0, 0.0)
+    causes = {case: ("missing modality" if i % 3 == 0 else "other") for i, case in enumerate(sorted(a))}
+    b = {case: value - (0.1 if causes[case] == "missing modality" else 0.0) for case, value in b.items()}
+    _write_cv(tmp_path, "old", a, {case: 0 for case in a})
+    _write_cv(tmp_path, "new", b, {case: 0 for case in a})
+    asked = {}
+    monkeypatch.setattr("brainseg.failures.data_causes",
+                        lambda ids, data_dir=None: asked.update(ids=ids, data_dir=data_dir) or causes)
+    assert main(["results", "paired", "old", "new", "--by-cause", "--data-dir", "somewhere",
+                 "--results-dir", str(tmp_path)]) == 0
+    assert asked == {"ids": sorted(a), "data_dir": "somewhere"}
+    printed = capsys.readouterr().out
+    assert "By data-only cause" in printed and "| missing modality | 4 |" in printed
+    saved = json.loads((tmp_path / "paired-old-vs-new.json").read_text())
+    assert saved["by_cause"]["missing modality"]["mean_difference"] == pytest.approx(-0.1)
+    assert saved["by_cause"]["other"]["cases"] == 8
 
 
 def test_an_incomplete_paired_file_is_named(tmp_path):
