@@ -60,7 +60,7 @@ def mask_weighted_slice_weights(volumes: list[CaseVolume]) -> torch.Tensor:
     """
     weights = []
     for volume in volumes:
-        area = volume.mask.reshape(volume.num_slices, -1).sum(axis=1, dtype=np.float64)  # fractions: float16
+        area = volume.mask.reshape(volume.num_slices, -1).sum(axis=1).astype(np.float64)
         total = area.sum()
         if total == 0:
             case_weights = np.full(len(area), 1.0 / len(area))
