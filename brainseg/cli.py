@@ -316,7 +316,8 @@ def _add_paired_parser(action) -> None:
     paired.add_argument("--also-b", nargs="+", default=[], metavar="RUN", help="the same for B")
     paired.add_argument("--by-cause", action="store_true",
                         help="also the difference within each group of cases by their data-only cause (missing "
-                             "modality, small lesion, atypical intensity, other: docs/failures.md); needs the dataset")
+                             "modality, label oddity, small lesion, atypical intensity, other: docs/failures.md, "
+                             "on the 128 px cache); needs the dataset")
     _add_run_folders(paired)
     _add_data_dir(paired)
     paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json; "

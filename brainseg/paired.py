@@ -146,10 +146,14 @@ def paired_difference(a: dict[str, float], b: dict[str, float], resamples: int =
     }
 
 
+MIN_GROUP_FOR_INTERVAL = 8  # a bootstrap over fewer cases is little more than their range
+
+
 def differences_by_group(a: dict[str, float], b: dict[str, float], group_of_case: dict[str, str],
                          resamples: int = 10_000) -> dict[str, dict]:
     """:func:`paired_difference` of ``b`` against ``a`` within each group of cases (e.g. the data-only
-    causes of :func:`brainseg.failures.data_causes`), groups in name order, each without its case lists.
+    causes of :func:`brainseg.failures.data_causes`), groups in name order, each without its case lists,
+    without verdicts, and with ``ci95`` ``None`` under :data:`MIN_GROUP_FOR_INTERVAL` cases.
 
     Groups chosen after seeing a result are hints for the next experiment, not claims: with a handful
     of cases the interval is wide, and among several groups one looks good by chance.
@@ -163,8 +167,14 @@ def differences_by_group(a: dict[str, float], b: dict[str, float], group_of_case
     groups: dict[str, list[str]] = {}
     for case in sorted(a):
         groups.setdefault(group_of_case[case], []).append(case)
-    return {name: paired_difference({c: a[c] for c in cases}, {c: b[c] for c in cases}, resamples, top=0)
-            for name, cases in sorted(groups.items())}
+    by_group = {}
+    for name, cases in sorted(groups.items()):
+        result = paired_difference({c: a[c] for c in cases}, {c: b[c] for c in cases}, resamples, top=0)
+        del result["improvement"], result["worse"]  # no verdicts on subgroups
+        if len(cases) < MIN_GROUP_FOR_INTERVAL:
+            result["ci95"] = None
+        by_group[name] = result
+    return by_group
 
 
 def groups_report(by_group: dict[str, dict], title: str) -> str:
@@ -172,10 +182,11 @@ def groups_report(by_group: dict[str, dict], title: str) -> str:
     lines = [title, "", "| group | cases | A mean | B mean | B - A (paired 95% CI) | wins / ties / losses |",
              "|---|---|---|---|---|---|"]
     for name, r in by_group.items():
-        low, high = r["ci95"]
+        interval = (f"{r['ci95'][0]:+.4f} to {r['ci95'][1]:+.4f}" if r["ci95"] else
+                    f"no interval under {MIN_GROUP_FOR_INTERVAL} cases")
         lines.append(f"| {name} | {r['cases']} | {r['mean_a']:.4f} | {r['mean_b']:.4f} | "
-                     f"{r['mean_difference']:+.4f} ({low:+.4f} to {high:+.4f}) | {r['wins']} / {r['ties']} / {r['losses']} |")
-    lines.append("Subgroups are hints for the next experiment, not claims: few cases each, and several looked at.")
+                     f"{r['mean_difference']:+.4f} ({interval}) | {r['wins']} / {r['ties']} / {r['losses']} |")
+    lines += ["", "Subgroups are hints for the next experiment, not claims: few cases each, and several looked at."]
     return "\n".join(lines)
 
 

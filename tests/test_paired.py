@@ -106,15 +106,17 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
 
 
 def test_each_group_gets_its_own_difference_and_a_case_without_group_is_named():
-    a, b = _tables(30, 0.0, 0.0)
-    group = {case: ("faint" if i < 10 else "other") for i, case in enumerate(sorted(a))}
+    a, b = _tables(33, 0.0, 0.0)
+    group = {case: ("faint" if i < 10 else "few" if i < 13 else "other") for i, case in enumerate(sorted(a))}
     b = {case: value + (0.2 if group[case] == "faint" else 0.0) for case, value in b.items()}
     by_group = differences_by_group(a, b, group)
-    assert list(by_group) == ["faint", "other"]
+    assert list(by_group) == ["faint", "few", "other"]
     assert by_group["faint"]["cases"] == 10 and by_group["faint"]["ci95"] == pytest.approx([0.2, 0.2])
     assert by_group["other"]["mean_difference"] == pytest.approx(0.0) and by_group["other"]["ties"] == 20
+    assert by_group["few"]["ci95"] is None and "improvement" not in by_group["faint"]  # no verdicts on subgroups
     text = groups_report(by_group, "By cause:")
     assert "| faint | 10 |" in text and "+0.2000 (+0.2000 to +0.2000) | 10 / 0 / 0 |" in text and "not claims" in text
+    assert "(no interval under 8 cases)" in text
     with pytest.raises(ValueError, match=r"1 compared cases have no group, e.g. \['case029'\]"):
         differences_by_group(a, b, {c: g for c, g in group.items() if c != "case029"})
 
