@@ -191,6 +191,9 @@ class TrainConfig:
                              f"got {self.crop_size}")
         if self.crop_size and self.augment != "sample":
             raise ValueError("crop_size needs augment sample: the windows are cut per slice in the DataLoader workers")
+        if self.soft_masks and (self.image_size > 256 or 256 % self.image_size):
+            raise ValueError(f"soft_masks needs an image_size that divides 256 (each training pixel covering whole "
+                             f"metric pixels), got {self.image_size}")
         if not 0 <= self.crop_foreground <= 1:
             raise ValueError(f"crop_foreground must be in [0, 1], got {self.crop_foreground}")
         if self.data_on_device and self.augment != "batch":

@@ -247,9 +247,9 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
         model = model.to(memory_format=torch.channels_last)
     loss_fn = create_loss(config.loss, **config.loss_args)
     augment_args = (config.aug_scale, config.aug_angle, config.flip_prob, config.flair_fill, config.intensity)
-    batch_augment = BatchAugment(*augment_args) if config.augment == "batch" else None
+    batch_augment = BatchAugment(*augment_args, soft_mask=config.soft_masks) if config.augment == "batch" else None
     train_set = SliceDataset(data.train_volumes, chain(
-        JointAugment(*augment_args) if config.augment == "sample" else None,
+        JointAugment(*augment_args, soft_mask=config.soft_masks) if config.augment == "sample" else None,
         ForegroundCrop(config.crop_size, config.crop_foreground) if config.crop_size else None), config.context)
     sampler_generator = torch.Generator().manual_seed(config.seed)
     sampler = make_sampler(train_set, config.sampler, sampler_generator)

@@ -224,15 +224,25 @@ def test_a_deeply_supervised_unet_trains_and_reloads_with_its_heads(synthetic_da
 def test_soft_masks_give_the_training_cases_lesion_fractions_and_leave_validation_binary(
         synthetic_data, tmp_path, synthetic_config):
     from brainseg.selection import Selection
-    from brainseg.train import load_data, set_up_run
+    from brainseg.train import build_components, load_data, set_up_run
 
     config = synthetic_config(synthetic_data, tmp_path, soft_masks=True, epochs=1, selection="last")
-    data = load_data(config, set_up_run(config, progress=False, resume=False), Selection(config.selection))
-    fractions = np.concatenate([v.mask for v in data.train_volumes])
+    run = set_up_run(config, progress=False, resume=False)
+    data = load_data(config, run, Selection(config.selection))
+    fractions = np.concatenate([v.training_target for v in data.train_volumes])
     assert fractions.dtype == np.float16 and fractions.shape[-1] == 32
     assert ((fractions > 0) & (fractions < 1)).any() and fractions.min() >= 0 and fractions.max() <= 1
-    assert all(v.mask.dtype == np.uint8 for v in data.val_volumes)
+    assert all(v.mask.dtype == np.uint8 for v in data.train_volumes + data.val_volumes)
+    assert all(v.target is None for v in data.val_volumes)
+    # what the model fits, augmented: fractions (the augmentations' own tests check they are resampled bilinearly)
+    _, target = build_components(config, run, data).train_set[int(np.argmax(fractions.sum(axis=(1, 2))))]
+    assert ((target > 0.01) & (target < 0.99)).float().mean() > 0.005
     assert len(fit(config, progress=False)["per_case"]) == len(data.val_ids)
+
+
+def test_soft_masks_need_an_image_size_that_divides_256():
+    with pytest.raises(ValueError, match="soft_masks needs an image_size that divides 256.*got 160"):
+        TrainConfig.preset("cpu", soft_masks=True, image_size=160)
 
 
 @pytest.mark.slow

@@ -23,7 +23,8 @@ class SliceDataset(Dataset):
             :func:`~brainseg.data.volume.with_context`); 0 for the slice alone.
 
     Items:
-        image (3 (2 context + 1), S, S) float32, mask (1, S, S) float32 in {0, 1} (the middle slice's).
+        image (3 (2 context + 1), S, S) float32, mask (1, S, S) float32 (the middle slice's
+        ``training_target``: in {0, 1}, or lesion fractions in [0, 1]).
     """
 
     def __init__(self, volumes: list[CaseVolume], transform: Callable | None = None, context: int = 0):
@@ -42,7 +43,7 @@ class SliceDataset(Dataset):
         volume = self.volumes[case]
         image = torch.from_numpy(with_context(volume.image, slice(slice_n, slice_n + 1), self.context)[0]
                                  .astype(np.float32))
-        mask = torch.from_numpy(volume.mask[slice_n][None].astype(np.float32))
+        mask = torch.from_numpy(volume.training_target[slice_n][None].astype(np.float32))
         if self.transform is not None:
             image, mask = self.transform(image, mask)
         return image, mask
@@ -102,7 +103,7 @@ class DeviceBatches:
     def __init__(self, dataset: SliceDataset, sampler: Sampler, batch_size: int, device: torch.device):
         # one copy each, also of memory-mapped (read-only) images
         self.images = torch.from_numpy(np.concatenate([v.image for v in dataset.volumes])).to(device)
-        self.masks = torch.from_numpy(np.concatenate([v.mask for v in dataset.volumes])).to(device)
+        self.masks = torch.from_numpy(np.concatenate([v.training_target for v in dataset.volumes])).to(device)
         starts = np.cumsum([0] + [v.num_slices for v in dataset.volumes[:-1]])
         self.neighbours = torch.from_numpy(np.concatenate(  # (slices, 2 context + 1) rows of self.images
             [neighbour_indices(v.num_slices, dataset.context) + start for v, start in zip(dataset.volumes, starts)]

@@ -147,15 +147,19 @@ class JointAugment:
         flip_prob: probability of a horizontal flip.
         flair_fill: probability of replacing contrast channels by FLAIR (:func:`fill_with_flair`).
         intensity: probability of a per-channel intensity change (:func:`jitter_intensity`).
+        soft_mask: the mask holds lesion fractions: resample it bilinearly like the image (a 0/1
+            mask is resampled with nearest neighbour, which would put it back on the pixel grid).
 
     Shape:
-        image (3, H, W) float, mask (1, H, W) float in {0, 1}; both keep their shapes.
+        image (3, H, W) float, mask (1, H, W) float in {0, 1} (in [0, 1] with ``soft_mask``); both
+        keep their shapes.
     """
 
     def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5, flair_fill: float = 0.0,
-                 intensity: float = 0.0):
+                 intensity: float = 0.0, soft_mask: bool = False):
         check_augment_ranges(scale, angle, flip_prob, flair_fill, intensity)
         self.flair_fill, self.intensity = flair_fill, intensity
+        self.mask_type = tv_tensors.Image if soft_mask else tv_tensors.Mask  # Image: bilinear; Mask: nearest
         steps = []
         if scale or angle:
             steps.append(v2.RandomAffine(degrees=angle, scale=(1 - scale, 1 + scale),
@@ -166,7 +170,7 @@ class JointAugment:
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.transform is not None:
-            image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            image, mask = self.transform(tv_tensors.Image(image), self.mask_type(mask))
             image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
         return fill_with_flair(jitter_intensity(image, self.intensity), self.flair_fill), mask
 
@@ -201,7 +205,7 @@ class ForegroundCrop:
     def corner(self, mask: torch.Tensor) -> tuple[int, int]:
         """(top, left) of the window in ``mask`` (H, W)."""
         (height, width), size = mask.shape, self.size
-        lesion = mask.nonzero()
+        lesion = (mask >= 0.5).nonzero()  # lesion fractions: the pixels a 0/1 mask would hold
         if len(lesion) and torch.rand(()) < self.foreground:
             y, x = lesion[torch.randint(len(lesion), ())].tolist()
             return min(max(y - size // 2, 0), height - size), min(max(x - size // 2, 0), width - size)
@@ -233,8 +237,10 @@ def affine_matrices(angles: torch.Tensor, scales: torch.Tensor, flips: torch.Ten
     return theta
 
 
-def warp(image: torch.Tensor, mask: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resample a batch with per-image matrices: image bilinear, mask nearest, 0 outside.
+def warp(image: torch.Tensor, mask: torch.Tensor, theta: torch.Tensor, mask_mode: str = "nearest"
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resample a batch with per-image matrices: image bilinear, mask ``mask_mode`` (nearest for 0/1
+    masks, bilinear for lesion fractions), 0 outside.
 
     Shape:
         image (N, C, H, W) float, mask (N, 1, H, W) float, theta (N, 2, 3); outputs keep the
@@ -242,7 +248,7 @@ def warp(image: torch.Tensor, mask: torch.Tensor, theta: torch.Tensor) -> tuple[
     """
     grid = F.affine_grid(theta.to(image.device, image.dtype), list(image.shape), align_corners=False)
     warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    warped_mask = F.grid_sample(mask, grid.to(mask.dtype), mode="nearest", padding_mode="zeros", align_corners=False)
+    warped_mask = F.grid_sample(mask, grid.to(mask.dtype), mode=mask_mode, padding_mode="zeros", align_corners=False)
     return warped, warped_mask
 
 
@@ -253,19 +259,21 @@ class BatchAugment:
     slices. Parameters come from the global torch RNG, which the training checkpoint saves.
 
     Shape:
-        image (N, C, H, W) float, mask (N, 1, H, W) float in {0, 1}; both keep their shapes.
+        image (N, C, H, W) float, mask (N, 1, H, W) float in {0, 1} (in [0, 1] with ``soft_mask``,
+        then resampled bilinearly); both keep their shapes.
     """
 
     def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5, flair_fill: float = 0.0,
-                 intensity: float = 0.0):
+                 intensity: float = 0.0, soft_mask: bool = False):
         check_augment_ranges(scale, angle, flip_prob, flair_fill, intensity)
         self.scale, self.angle, self.flip_prob = scale, angle, flip_prob
         self.flair_fill, self.intensity = flair_fill, intensity
+        self.mask_mode = "bilinear" if soft_mask else "nearest"
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = image.shape[0]
         angles = (torch.rand(n) * 2 - 1) * self.angle
         scales = 1 + (torch.rand(n) * 2 - 1) * self.scale
         flips = torch.rand(n) < self.flip_prob
-        image, mask = warp(image, mask, affine_matrices(angles, scales, flips))
+        image, mask = warp(image, mask, affine_matrices(angles, scales, flips), self.mask_mode)
         return fill_with_flair(jitter_intensity(image, self.intensity), self.flair_fill), mask

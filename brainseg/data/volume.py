@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .preprocess import Geometry
 
@@ -19,10 +17,12 @@ class CaseVolume:
     Attributes:
         case_id: e.g. ``TCGA_CS_4941_19960909``.
         image: (D, 3, S, S) float16, normalised.
-        mask: (D, S, S) uint8 in {0, 1}, at the training size (float16 in [0, 1] after
-            :func:`with_lesion_fraction`).
+        mask: (D, S, S) uint8 in {0, 1}, at the training size.
         metric_mask: (D, 256, 256) uint8 in {0, 1}, the reference grid of the metric.
         geometry: crop/pad/resize mapping back to the original slices.
+        target: (D, S, S) float16 in [0, 1], what training fits instead of ``mask`` when set
+            (:func:`with_lesion_fraction`); ``None``: the mask. Sampling weights, crops, plots and
+            validation always read ``mask``.
     """
 
     case_id: str
@@ -30,10 +30,16 @@ class CaseVolume:
     mask: np.ndarray
     metric_mask: np.ndarray
     geometry: Geometry
+    target: np.ndarray | None = None
 
     @property
     def num_slices(self) -> int:
         return self.image.shape[0]
+
+    @property
+    def training_target(self) -> np.ndarray:
+        """(D, S, S): ``target`` when set, else ``mask``."""
+        return self.mask if self.target is None else self.target
 
     def __getstate__(self) -> dict:
         """Pickled (for a spawned DataLoader worker, say), a memory-mapped image travels as its file
@@ -68,21 +74,26 @@ MODALITIES = 3  # pre-contrast, FLAIR, post-contrast: the channels of one slice
 
 
 def with_lesion_fraction(volume: CaseVolume) -> CaseVolume:
-    """The volume with its training mask replaced by each pixel's lesion fraction: the metric mask
-    averaged over the area each training pixel covers (``F.interpolate`` mode ``area``).
+    """The volume with a training ``target`` of each pixel's lesion fraction: the metric mask
+    averaged over the S x S block of 256 px pixels that each training pixel covers.
 
     The nearest-neighbour mask at S < 256 moves every boundary to the pixel grid: brought back to
     256 px and thresholded, the 128 px masks of the 110 cases score 0.966 mean DSC against their own
     metric masks, the lesion fractions 0.992. At S = 256 the fraction is the metric mask itself.
 
     Shape:
-        ``volume.metric_mask`` (D, 256, 256) uint8 -> ``mask`` (D, S, S) float16 in [0, 1], S the
+        ``volume.metric_mask`` (D, 256, 256) uint8 -> ``target`` (D, S, S) float16 in [0, 1], S the
         training size (``volume.mask``'s); everything else is the same object.
+
+    Raises:
+        ValueError: S does not divide 256 (a training pixel would not cover whole metric pixels).
     """
-    size = volume.mask.shape[-2:]
-    truth = torch.from_numpy(volume.metric_mask).float()[:, None]
-    fraction = F.interpolate(truth, size=size, mode="area")[:, 0]
-    return replace(volume, mask=fraction.to(torch.float16).numpy())
+    depth, side = volume.mask.shape[0], volume.mask.shape[-1]
+    if side > 256 or 256 % side:
+        raise ValueError(f"lesion fractions need a training size that divides 256, got {side}")
+    block = 256 // side
+    blocks = volume.metric_mask.reshape(depth, side, block, side, block)
+    return replace(volume, target=blocks.mean(axis=(2, 4), dtype=np.float32).astype(np.float16))
 
 
 def input_channels(context: int) -> int:

@@ -77,6 +77,39 @@ def test_batch_augment_draws_per_image_and_keeps_masks_binary():
         assert torch.allclose(torch.nonzero(img[1] > 0.5).float().mean(0), torch.nonzero(m[0]).float().mean(0), atol=1.0)
 
 
+def _smooth_slice() -> tuple[torch.Tensor, torch.Tensor]:
+    """A (3, 64, 64) image whose channel 0 is a soft blob in [0, 1], and that blob as a (1, 64, 64) mask."""
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    blob = torch.clamp(1.5 - ((y - 30) ** 2 + (x - 36) ** 2).sqrt() / 8, 0, 1)
+    return torch.stack([blob, blob, blob]), blob[None].clone()
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_soft_masks_are_resampled_like_the_image_and_0_1_masks_by_nearest(batched):
+    image, mask = _smooth_slice()
+    for soft in (True, False):
+        torch.manual_seed(0)
+        if batched:
+            out_image, out_mask = BatchAugment(0.1, 30, 0.5, soft_mask=soft)(image[None], mask[None])
+            out_image, out_mask = out_image[0], out_mask[0]
+        else:
+            out_image, out_mask = JointAugment(0.1, 30, 0.5, soft_mask=soft)(image, mask)
+        gap = (out_mask[0] - out_image[0]).abs().max().item()
+        if soft:  # the same bilinear warp as the image's channel
+            assert gap < 1e-5
+        else:  # nearest neighbour: the values of the input, not interpolated ones
+            assert gap > 0.01 and set(out_mask.unique().tolist()) <= set(mask.unique().tolist())
+
+
+def test_foreground_windows_centre_on_pixels_mostly_lesion_when_the_mask_holds_fractions():
+    torch.manual_seed(0)
+    image, mask = numbered_slice()
+    mask[0, 3, 60], mask[0, 40, 10] = 1.0, 0.3  # a lesion pixel, and a pixel the lesion barely touches
+    for _ in range(20):
+        _, crop_mask = ForegroundCrop(16, foreground=1.0)(image, mask)
+        assert crop_mask.max() == 1.0
+
+
 def test_batch_augment_rejects_bad_ranges():
     with pytest.raises(ValueError, match="angle must be in"):
         BatchAugment(angle=200)

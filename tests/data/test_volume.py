@@ -52,14 +52,22 @@ def test_lesion_fraction_is_the_share_of_each_pixel_the_lesion_covers():
     metric[1, 100:103, 50:52] = 1  # pixel (50, 25) whole, (51, 25) half
     volume = _volume_with_metric_mask(metric, 128)
     soft = with_lesion_fraction(volume)
-    assert soft.mask.shape == (2, 128, 128) and soft.mask.dtype == np.float16
-    assert soft.mask[0, 5, 10] == 1 and soft.mask[0, 15, 20] == 0.25
-    assert soft.mask[1, 50, 25] == 1 and soft.mask[1, 51, 25] == 0.5
-    assert soft.mask.sum() == metric.sum() / 4  # the lesion's area is kept, in training pixels
-    assert soft.image is volume.image and soft.metric_mask is volume.metric_mask
-    assert volume.mask.dtype == np.uint8  # the original is not changed
+    assert soft.target.shape == (2, 128, 128) and soft.target.dtype == np.float16
+    assert soft.target[0, 5, 10] == 1 and soft.target[0, 15, 20] == 0.25
+    assert soft.target[1, 50, 25] == 1 and soft.target[1, 51, 25] == 0.5
+    assert soft.target.sum() == metric.sum() / 4  # the lesion's area is kept, in training pixels
+    assert soft.training_target is soft.target and volume.training_target is volume.mask
+    assert soft.mask is volume.mask and soft.image is volume.image and soft.metric_mask is volume.metric_mask
+    assert volume.target is None  # the original is not changed
+
+
+def test_lesion_fractions_need_a_training_size_that_divides_256():
+    volume = _volume_with_metric_mask(np.zeros((1, 256, 256), np.uint8), 128)
+    volume.mask = np.zeros((1, 96, 96), np.uint8)
+    with pytest.raises(ValueError, match="divides 256, got 96"):
+        with_lesion_fraction(volume)
 
 
 def test_at_the_metric_size_the_lesion_fraction_is_the_metric_mask():
     metric = (np.random.default_rng(0).random((3, 256, 256)) > 0.7).astype(np.uint8)
-    np.testing.assert_array_equal(with_lesion_fraction(_volume_with_metric_mask(metric, 256)).mask, metric)
+    np.testing.assert_array_equal(with_lesion_fraction(_volume_with_metric_mask(metric, 256)).target, metric)
