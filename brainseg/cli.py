@@ -319,7 +319,7 @@ def _add_paired_parser(action) -> None:
                              "modality, label oddity, small lesion, atypical intensity, other: docs/failures.md, "
                              "on the 128 px cache); needs the dataset")
     _add_run_folders(paired)
-    _add_data_dir(paired)
+    paired.add_argument("--data-dir", default=None, help="kaggle_3m folder for --by-cause (default: as for training)")
     paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json; "
                                                     "A+A2-vs-B+B2 with --also-a/-b; a side past 100 "
                                                     "characters keeps its head and tail around a hash)")

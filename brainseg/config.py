@@ -105,7 +105,7 @@ class TrainConfig:
     soft_masks: bool = setting(False, "train on each pixel's lesion fraction (the 256 px metric mask averaged over "
                                       "the pixel) instead of the nearest-neighbour resized 0/1 mask, so that a "
                                       "boundary is not moved to the training grid; validation and the metric are "
-                                      "unchanged (true/false; no effect at 256 px)")
+                                      "unchanged (true/false; at 256 px the fractions are the mask)")
     augment: str = setting("sample", "where augmentation runs: sample (per slice in the DataLoader workers) or "
                                      "batch (whole batches on the training device)", ("sample", "batch"))
     data_on_device: bool = setting(False, "keep the training slices on the training device and gather each batch "

@@ -144,13 +144,16 @@ def data_causes(case_ids: list[str], data_dir: str | None = None, cache_dir: str
                 image_size: int = 128) -> dict[str, str]:
     """Each case's main cause by the data alone: the first of :func:`classify` on its
     :func:`data_profile` ("missing modality", "label oddity", "small lesion", "atypical intensity",
-    or "other" when none applies). Reads the ``image_size`` cache (built if missing)."""
+    or "other" when none applies; "no lesion" for a case without one). Reads the ``image_size`` cache (built if missing)."""
     from .data.cache import load_volumes
 
     volumes = load_volumes(case_ids, image_size, data_dir, cache_dir, progress=False)
-    name = {"small lesion missed": "small lesion"}  # without a prediction nothing is missed yet
-    causes = {volume.case_id: classify(data_profile(volume))[0] for volume in volumes}
-    return {case: name.get(cause, cause) for case, cause in causes.items()}
+    causes = {}
+    for volume in volumes:
+        profile = data_profile(volume)
+        cause = classify(profile)[0] if profile["lesion_voxels"] else "no lesion"
+        causes[volume.case_id] = "small lesion" if cause == "small lesion missed" else cause  # nothing predicted yet
+    return causes
 
 
 def slices_that_matter(probs: np.ndarray | None, truth: np.ndarray, count: int = 3) -> list[int]:

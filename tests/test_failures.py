@@ -106,13 +106,14 @@ def _large_lesion(volume: CaseVolume, lesion_value: float) -> CaseVolume:
 
 def test_data_causes_name_each_cases_main_cause_without_a_prediction(monkeypatch):
     volumes = {"copies": _volume(copies=(0, 2)), "small": _volume(), "faint": _large_lesion(_volume(), 1.2),
-               "typical": _large_lesion(_volume(), 3.0)}
+               "typical": _large_lesion(_volume(), 3.0), "healthy": _volume()}
+    volumes["healthy"].mask[:], volumes["healthy"].metric_mask[:] = 0, 0
     for case_id, volume in volumes.items():
         volume.case_id = case_id
     monkeypatch.setattr("brainseg.data.cache.load_volumes", lambda ids, *a, **k: [volumes[i] for i in ids])
     # the first cause decides (the copies' lesion is small too); without a prediction nothing is "missed"
     assert data_causes(list(volumes)) == {"copies": "missing modality", "small": "small lesion",
-                                          "faint": "atypical intensity", "typical": "other"}
+                                          "faint": "atypical intensity", "typical": "other", "healthy": "no lesion"}
 
 
 def test_analyse_failures_without_checkpoints_writes_figures_and_a_table(tmp_path, monkeypatch):

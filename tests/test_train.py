@@ -240,6 +240,26 @@ def test_soft_masks_give_the_training_cases_lesion_fractions_and_leave_validatio
     assert len(fit(config, progress=False)["per_case"]) == len(data.val_ids)
 
 
+@pytest.mark.parametrize("augment", ["sample", "batch"])
+def test_without_augmentation_the_batches_hold_exactly_the_lesion_fractions(synthetic_data, tmp_path,
+                                                                          synthetic_config, augment):
+    from brainseg.selection import Selection
+    from brainseg.train import build_components, load_data, set_up_run
+
+    config = synthetic_config(synthetic_data, tmp_path, soft_masks=True, aug_scale=0, aug_angle=0, flip_prob=0,
+                              augment=augment, data_on_device=augment == "batch")
+    run = set_up_run(config, progress=False, resume=False)
+    data = load_data(config, run, Selection(config.selection))
+    parts = build_components(config, run, data)
+    fractions = torch.from_numpy(np.concatenate([v.training_target for v in data.train_volumes]).astype(np.float32))
+    _, masks = next(iter(parts.loader))
+    if parts.batch_augment is not None:
+        _, masks = parts.batch_augment(torch.zeros(len(masks), 3, 32, 32), masks)
+    assert ((masks > 0) & (masks < 1)).any()
+    for mask in masks:  # each batch mask is one training slice's fractions, untouched
+        assert min((mask[0] - f).abs().max().item() for f in fractions) == 0
+
+
 def test_soft_masks_need_an_image_size_that_divides_256():
     with pytest.raises(ValueError, match="soft_masks needs an image_size that divides 256.*got 160"):
         TrainConfig.preset("cpu", soft_masks=True, image_size=160)
