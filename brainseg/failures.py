@@ -144,7 +144,8 @@ def data_causes(case_ids: list[str], data_dir: str | None = None, cache_dir: str
                 image_size: int = 128) -> dict[str, str]:
     """Each case's main cause by the data alone: the first of :func:`classify` on its
     :func:`data_profile` ("missing modality", "label oddity", "small lesion", "atypical intensity",
-    or "other" when none applies; "no lesion" for a case without one). Reads the ``image_size`` cache (built if missing)."""
+    or "other" when none applies; "no lesion" for a case without one). Reads the ``image_size``
+    cache (built if missing)."""
     from .data.cache import load_volumes
 
     volumes = load_volumes(case_ids, image_size, data_dir, cache_dir, progress=False)
