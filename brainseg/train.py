@@ -350,8 +350,9 @@ def run_epoch(loop: EpochLoop, state: TrainingState, epoch: int) -> str:
     parts.clock.stop_epoch()
     state.train_images += stats["images"]
     state.train_seconds += stats["seconds"]
+    next_seconds = next_epoch_seconds(stats["seconds"], parts.budget, state.train_seconds)
     stopping = ("budget_minutes" if stats["stopped"] else
-                "max_minutes" if out_of_time(config, run, epoch, stats["seconds"], state.val_seconds) else "")
+                "max_minutes" if out_of_time(config, run, epoch, next_seconds, state.val_seconds) else "")
     val = validate(loop, state) if loop.selection.validates(config, epoch, bool(stopping)) else None
     state.epoch, state.wall_s = epoch, run.elapsed()
     state.history.append(epoch_row(epoch, stats, val, parts.optimizer, time.perf_counter() - epoch_start, state.wall_s))
@@ -372,10 +373,22 @@ def run_epoch(loop: EpochLoop, state: TrainingState, epoch: int) -> str:
 def out_of_time(config: TrainConfig, run: Run, epoch: int, train_seconds: float, val_seconds: float) -> bool:
     """Whether another epoch (``train_seconds`` of training, and a validation of ``val_seconds`` at
     worst) would end after ``config.max_minutes``, counting a validation of this epoch first. Rank 0
-    decides for every rank."""
-    after_train = run.elapsed()
-    return run.dist.broadcast(bool(config.max_minutes) and epoch < config.epochs and (
-        after_train + val_seconds + train_seconds + val_seconds > config.max_minutes * 60))
+    decides for every rank. With a time budget, ``train_seconds`` is what is left of it if less than
+    an epoch: the budget's last short epoch must not be cut by a guess made from a whole one."""
+    return run.dist.broadcast(epoch < config.epochs and would_overrun(
+        config.max_minutes, run.elapsed(), train_seconds, val_seconds))
+
+
+def next_epoch_seconds(epoch_seconds: float, budget: TimeBudget | None, trained_seconds: float) -> float:
+    """The training seconds the next epoch will take: as long as the last one (``epoch_seconds``),
+    or what is left of ``budget`` after ``trained_seconds`` if that is less."""
+    return epoch_seconds if budget is None else max(0.0, min(epoch_seconds, budget.seconds - trained_seconds))
+
+
+def would_overrun(max_minutes: float, elapsed_seconds: float, train_seconds: float, val_seconds: float) -> bool:
+    """Whether, ``elapsed_seconds`` into a run, a validation, ``train_seconds`` of training and another
+    validation would end after ``max_minutes`` (0: never)."""
+    return bool(max_minutes) and elapsed_seconds + val_seconds + train_seconds + val_seconds > max_minutes * 60
 
 
 def validate(loop: EpochLoop, state: TrainingState) -> dict:

@@ -7,7 +7,7 @@ import torch
 
 from brainseg.config import TrainConfig
 from brainseg.schedule import TimeBudget, TrainingClock, cosine_factor, make_scheduler
-from brainseg.train import fit
+from brainseg.train import fit, next_epoch_seconds, would_overrun
 
 
 class FakeTimer:
@@ -111,3 +111,14 @@ def test_tiny_budget_stops_inside_the_first_epoch_with_the_learning_rate_at_zero
     # resuming a run whose budget is spent trains no more
     again = fit(config, progress=False, resume=True)
     assert again["epochs"] == 1 and again["stop_reason"] == "budget_minutes"
+
+
+def test_the_safety_stop_counts_only_what_is_left_of_a_time_budget():
+    # 36 of 38 budget minutes trained in 4.5-minute epochs, 37 minutes into the run, validations of 1 minute
+    budget = TimeBudget(38.0, TrainingClock())
+    left = next_epoch_seconds(270.0, budget, trained_seconds=36 * 60)
+    assert left == 120.0  # the budget ends the next epoch after 2 minutes
+    assert not would_overrun(42.0, 37 * 60, left, 60.0)  # 37 + 1 + 2 + 1 = 41 minutes: the budget finishes
+    assert would_overrun(42.0, 37 * 60, next_epoch_seconds(270.0, None, 36 * 60), 60.0)  # 37 + 1 + 4.5 + 1
+    assert next_epoch_seconds(270.0, budget, trained_seconds=39 * 60) == 0.0  # overspent: nothing left
+    assert not would_overrun(0.0, 1e9, 1e9, 1e9)  # 0: no safety stop
