@@ -74,10 +74,22 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
 
 
 def build_model(checkpoint: dict, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
-    """:func:`load_model` of a checkpoint already read by :func:`load_checkpoint`."""
+    """:func:`load_model` of a checkpoint already read by :func:`load_checkpoint`, with
+    :func:`model_weights`."""
     model = create_model(checkpoint["model"], **checkpoint["model_kwargs"])
-    model.load_state_dict(checkpoint["state_dict"])
+    model.load_state_dict(model_weights(checkpoint))
     return model.to(device).eval(), TrainConfig.from_dict(checkpoint["config"])
+
+
+def model_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The weights a run validates and predicts with: in a training checkpoint of a run with
+    ``ema`` (``last.pt``), the moving average it kept beside the raw weights it resumes from
+    (``averaged``, whose keys carry AveragedModel's ``module.`` prefix and an ``n_averaged``
+    counter); in any other checkpoint, ``state_dict``."""
+    averaged = checkpoint.get("averaged")
+    if averaged is None:
+        return checkpoint["state_dict"]
+    return {key.removeprefix("module."): value for key, value in averaged.items() if key.startswith("module.")}
 
 
 def compact_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:
@@ -90,10 +102,10 @@ def compact_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> 
     CPU and picked bf16 (:func:`brainseg.runtime.inference_amp`).
     """
     checkpoint = load_checkpoint(source)
-    compact = {k: v for k, v in checkpoint.items() if k not in ("optimizer", "scheduler")}
+    compact = {k: v for k, v in checkpoint.items() if k not in ("optimizer", "scheduler", "averaged", "rng")}
     compact["state_dict"] = {
         k: v.half() if v.is_floating_point() and not k.endswith(("running_mean", "running_var")) else v
-        for k, v in checkpoint["state_dict"].items()
+        for k, v in model_weights(checkpoint).items()
     }
     compact["compacted_from"] = str(source)
     record = checkpoint.get("precision") or checkpoint.get("progress", {}).get("precision")

@@ -134,3 +134,33 @@ def test_restoring_a_checkpoint_without_training_state_is_refused(tmp_path):
     save_checkpoint(tmp_path / "best.pt", model, config, 1, {}, geometry_size=64)
     with pytest.raises(ValueError, match=r"best\.pt: no training state in this checkpoint; cannot resume"):
         restore_training_state(tmp_path / "best.pt", model, optimizer, scheduler, generator)
+
+
+def test_a_training_checkpoint_predicts_with_its_moving_average_and_resumes_from_its_weights(tmp_path):
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from brainseg.checkpoint import TrainingState, compact_checkpoint, restore_training_state, save_training_state
+
+    config = TrainConfig.preset("smoke", optimizer="adamw", scheduler="cosine", lr=1e-3, ema=0.5)
+    model, optimizer, scheduler, generator = _training_components(config, seed=0)
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+    with torch.no_grad():
+        for parameter in model.parameters():  # the raw weights move on; the average stays behind
+            parameter.add_(1.0)
+    save_training_state(tmp_path / "last.pt", TrainingState(epoch=1, best={}, history=[], metrics={}),
+                        model, optimizer, scheduler, generator, config, averaged=averaged)
+
+    predicting, _ = load_model(tmp_path / "last.pt")
+    assert _same(predicting.state_dict(), averaged.module.state_dict())
+    assert not _same(predicting.state_dict(), model.state_dict())
+    fresh = _training_components(config, seed=7)
+    restore_training_state(tmp_path / "last.pt", *fresh, averaged=AveragedModel(fresh[0], use_buffers=True))
+    assert _same(fresh[0].state_dict(), model.state_dict())
+
+    compact_checkpoint(tmp_path / "last.pt", tmp_path / "small.pt")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "small.pt")[0](x), predicting(x), atol=2e-2, rtol=1e-2)
+    assert "averaged" not in load_checkpoint(tmp_path / "small.pt")
+    with pytest.raises(ValueError, match="no training state in this checkpoint"):
+        restore_training_state(tmp_path / "small.pt", *_training_components(config, seed=1))
