@@ -113,7 +113,7 @@ def _add_cv_parser(sub) -> None:
         "cv", help="patient-level k-fold cross-validation over all cases, with bootstrap intervals",
         description="Patient-level k-fold cross-validation (docs/protocol.md, section 5): --folds runs named "
                     "<run-name>-fold<k>, each fold's final model predicts the cases it did not train on, and "
-                    "results/<run-name>.json and -per-case.csv pool all cases with bootstrap 95%% intervals. "
+                    "results/<run-name>.json and -per-case.csv pool all cases with bootstrap 95% intervals. "
                     "Finished folds are read back and interrupted ones resumed, so the same command can be "
                     "repeated until every fold is done. Validation runs every 5 epochs unless --val-every. "
                     "--fold K trains only fold K; --split-seed draws the folds, --folds-file reuses saved ones "
@@ -157,7 +157,7 @@ def _add_evaluate_parser(sub) -> None:
     parser.add_argument("--split", default=None, choices=["reference", "kfold", "all"],
                         help="validation cases of this split, or every case of the data folder "
                              "(default: the checkpoint's own split)")
-    parser.add_argument("--data", dest="data_dir", default=None,
+    parser.add_argument("--data", "--data-dir", dest="data_dir", default=None,
                         help="kaggle_3m folder (default: the checkpoint's, else as for training)")
     parser.add_argument("--cache-dir", default=None,
                         help="preprocessed-volume cache (default: $BRAINSEG_CACHE, else ~/.cache/brainseg)")
@@ -221,7 +221,8 @@ def _add_run_folders(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", default=None, help="kaggle_3m folder (default: as for training)")
+    parser.add_argument("--data-dir", "--data", dest="data_dir", default=None,
+                        help="kaggle_3m folder (default: as for training)")
 
 
 def _add_weights_dir(parser: argparse.ArgumentParser) -> None:
@@ -301,7 +302,7 @@ def _results_compare(args: argparse.Namespace) -> None:
 def _add_paired_parser(action) -> None:
     paired = action.add_parser("paired", help="compare two cross-validations case by case (paired bootstrap interval)",
                                description="B - A per case on the same cases: mean difference with a paired "
-                                           "bootstrap 95%% interval, wins/ties/losses, the cases that moved most. "
+                                           "bootstrap 95% interval, wins/ties/losses, the cases that moved most. "
                                            "A and B: a results JSON file, a run name in results/, or a CV in "
                                            "progress (its finished folds in logs/<name>-fold<k>/).",
                                formatter_class=HelpFormatter)
@@ -319,7 +320,8 @@ def _add_paired_parser(action) -> None:
                              "modality, label oddity, small lesion, atypical intensity, other: docs/failures.md, "
                              "on the 128 px cache); needs the dataset")
     _add_run_folders(paired)
-    paired.add_argument("--data-dir", default=None, help="kaggle_3m folder for --by-cause (default: as for training)")
+    paired.add_argument("--data-dir", "--data", dest="data_dir", default=None,
+                        help="kaggle_3m folder for --by-cause (default: as for training)")
     paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json; "
                                                     "A+A2-vs-B+B2 with --also-a/-b; a side past 100 "
                                                     "characters keeps its head and tail around a hash)")

@@ -130,7 +130,8 @@ class TrainConfig:
     ema: float = setting(0.0, "decay of an exponential moving average of the weights and BatchNorm statistics, "
                               "updated after every step (e.g. 0.999); validation and the saved models use the "
                               "average (0: off)")
-    max_minutes: float = setting(0.0, "stop after the epoch that would cross this wall time (0: no limit)")
+    max_minutes: float = setting(0.0, "stop before an epoch (with its validation) that would end past this "
+                                      "wall time (0: no limit)")
     budget_minutes: float = setting(0.0, "minutes of training steps (validation and data loading not counted): the "
                                          "learning-rate schedule follows the fraction of this time spent, not the "
                                          "step count, and training stops when it is spent, so a faster machine "

@@ -50,6 +50,17 @@ def test_every_command_has_help_and_shows_every_default():
     assert len(names) == 1 + 8 + 8  # the program, its commands, the results actions
 
 
+def test_every_data_folder_option_takes_both_spellings_and_no_help_shows_a_doubled_percent():
+    with_data = []
+    for name, parser in parsers(build_parser()):
+        assert "%%" not in parser.format_help(), name
+        options = {o for a in parser._actions if a.dest == "data_dir" for o in a.option_strings}
+        if options and not name.endswith(" bench"):  # bench's --data times data preparation
+            with_data.append(name)
+            assert {"--data", "--data-dir"} <= options, f"{name}: {options}"
+    assert len(with_data) >= 7, with_data
+
+
 @pytest.mark.parametrize("argv, function", COMMANDS.items(), ids=[" ".join(a[:2]) for a in COMMANDS])
 def test_each_command_dispatches_to_its_function(argv, function):
     assert build_parser().parse_args(list(argv)).func is getattr(cli, function)
