@@ -130,6 +130,10 @@ class TrainConfig:
     ema: float = setting(0.0, "decay of an exponential moving average of the weights and BatchNorm statistics, "
                               "updated after every step (e.g. 0.999); validation and the saved models use the "
                               "average (0: off)")
+    ema_bias_correction: bool = setting(False, "correct the moving average for its start as Adam corrects its "
+                                               "moments (true/false): the n-th step weighs (1-ema)/(1-ema**n), so a "
+                                               "short run's average holds no excess of the first weights (plain EMA "
+                                               "at 0.999 keeps 15%% of them after 1900 steps); needs ema")
     max_minutes: float = setting(0.0, "stop before an epoch (with its validation) that would end past this "
                                       "wall time (0: no limit)")
     budget_minutes: float = setting(0.0, "minutes of training steps (validation and data loading not counted): the "
@@ -187,6 +191,9 @@ class TrainConfig:
                              "deep_supervision 0 (--deep-supervision 0)")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if self.ema_bias_correction and not self.ema:
+            raise ValueError("ema_bias_correction corrects a moving average, but ema is 0; pass --ema 0.999 too, "
+                             "or leave --ema-bias-correction out")
         if self.crop_size and (self.crop_size % 16 or self.crop_size >= self.image_size):
             raise ValueError(f"crop_size must be 0 or a multiple of 16 below image_size {self.image_size}, "
                              f"got {self.crop_size}")

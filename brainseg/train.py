@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -45,6 +45,7 @@ from .data.transforms import BatchAugment, ForegroundCrop, JointAugment, chain
 from .data.volume import CaseVolume, with_lesion_fraction
 from .distributed import (Distributed, ShardedSampler, all_ranks, init_distributed, ranks_agree, shutdown,
                           sync_buffers, wrap_model)
+from .ema import averaged_model
 from .losses import create_loss
 from .metrics import to_metric_grid
 from .models import count_parameters, create_model
@@ -265,8 +266,7 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
     clock = TrainingClock()
     budget = TimeBudget(config.budget_minutes, clock) if config.budget_minutes else None
     scheduler = make_scheduler(optimizer, config, len(loader), budget)
-    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
-                if config.ema else None)
+    averaged = averaged_model(model, config.ema, config.ema_bias_correction) if config.ema else None
     return Components(model, loss_fn, batch_augment, train_set, sampler_generator, loader, optimizer, scheduler,
                       clock, budget, averaged)
 
