@@ -22,8 +22,10 @@ def bias_corrected_ema(decay: float) -> Callable[[list[Tensor], list[Tensor], Te
     """A ``multi_avg_fn`` for ``AveragedModel``: the ``n``-th update moves the average towards the
     current weights by ``(1 - decay) / (1 - decay**n)`` (1/2 at the second step, ``1 - decay`` late).
 
-    ``AveragedModel`` passes the number of updates before this one (a tensor on the parameters'
-    device, so nothing waits for the GPU); integer buffers (BatchNorm's batch count) are copied.
+    ``AveragedModel`` passes the number of updates before this one as a tensor on the parameters'
+    device; the step stays a tensor there (``lerp`` would take it as a Python number, a GPU sync
+    every step), so the update is written as ``average += step * (current - average)``. Integer
+    buffers (BatchNorm's batch count) are copied.
     """
     if not 0 < decay < 1:
         raise ValueError(f"ema decay must be in (0, 1), got {decay}")
@@ -34,8 +36,10 @@ def bias_corrected_ema(decay: float) -> Callable[[list[Tensor], list[Tensor], Te
             torch._foreach_copy_(averaged, current)
             return
         n = updates_before.to(torch.float64) + 1
-        step = (1 - decay) / (1 - decay ** n)
-        torch._foreach_lerp_(averaged, current, step.to(averaged[0].dtype))
+        step = ((1 - decay) / (1 - decay ** n)).to(averaged[0].dtype)
+        delta = torch._foreach_sub(current, averaged)
+        torch._foreach_mul_(delta, step)
+        torch._foreach_add_(averaged, delta)
 
     return update
 
