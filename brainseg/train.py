@@ -305,11 +305,16 @@ def train_epochs(config: TrainConfig, run: Run, data: RunData, parts: Components
           f"{describe_precision(state.precision)}, data ready in {data.seconds:.1f} s")
     epochs = tqdm(range(state.epoch + 1, config.epochs + 1), desc="epochs", unit="epoch", disable=not run.progress,
                   initial=state.epoch, total=config.epochs)
+    first_epoch, trained_before = state.epoch + 1, state.train_seconds
     try:
         for epoch in epochs:
             if parts.budget is not None and state.train_seconds >= parts.budget.seconds:
                 return "budget_minutes"  # a resumed run whose budget was already spent
             reason = run_epoch(loop, state, epoch)
+            if epoch == first_epoch and not reason and not config.compile:  # compiling slows the first epoch
+                if warning := overrun_warning(config, epoch, run.elapsed(), state.train_seconds - trained_before,
+                                              state.val_seconds):
+                    run.say(warning)
             if reason:
                 run.say(f"stopping after epoch {epoch}: " + (
                     f"the training time budget_minutes={config.budget_minutes} is spent"
@@ -389,6 +394,26 @@ def would_overrun(max_minutes: float, elapsed_seconds: float, train_seconds: flo
     """Whether, ``elapsed_seconds`` into a run, a validation, ``train_seconds`` of training and another
     validation would end after ``max_minutes`` (0: never)."""
     return bool(max_minutes) and elapsed_seconds + val_seconds + train_seconds + val_seconds > max_minutes * 60
+
+
+def overrun_warning(config: TrainConfig, epoch: int, elapsed_seconds: float, epoch_seconds: float,
+                    val_seconds: float) -> str:
+    """Said after a run's first epoch when, at that epoch's speed (``epoch_seconds`` of training and a
+    validation of ``val_seconds`` every ``config.val_every`` epochs), the epochs left would run past
+    ``config.max_minutes``: the safety stop would end the schedule unfinished, so the user hears it now
+    rather than at the end. "" when they fit, without a safety stop, or with a time budget (which fits
+    the schedule by itself)."""
+    if not config.max_minutes or config.budget_minutes or epoch >= config.epochs:
+        return ""
+    per_epoch = epoch_seconds + val_seconds / config.val_every
+    finish = elapsed_seconds + (config.epochs - epoch) * per_epoch
+    if finish <= config.max_minutes * 60:
+        return ""
+    last_epoch = epoch + int((config.max_minutes * 60 - elapsed_seconds) // per_epoch)
+    return (f"at this speed the {config.epochs} epochs need about {finish / 60:.0f} min, past "
+            f"max_minutes={config.max_minutes:g}: the schedule will end unfinished near epoch {last_epoch}. "
+            f"--budget-minutes M fits the whole schedule into M minutes of training, --max-minutes 0 trains "
+            f"every epoch (docs/cli.md, 'Epochs or minutes: which budget is which')")
 
 
 def validate(loop: EpochLoop, state: TrainingState) -> dict:

@@ -7,7 +7,7 @@ import torch
 
 from brainseg.config import TrainConfig
 from brainseg.schedule import TimeBudget, TrainingClock, cosine_factor, make_scheduler
-from brainseg.train import fit, next_epoch_seconds, would_overrun
+from brainseg.train import fit, next_epoch_seconds, overrun_warning, would_overrun
 
 
 class FakeTimer:
@@ -122,3 +122,21 @@ def test_the_safety_stop_counts_only_what_is_left_of_a_time_budget():
     assert would_overrun(42.0, 37 * 60, next_epoch_seconds(270.0, None, 36 * 60), 60.0)  # 37 + 1 + 4.5 + 1
     assert next_epoch_seconds(270.0, budget, trained_seconds=39 * 60) == 0.0  # overspent: nothing left
     assert not would_overrun(0.0, 1e9, 1e9, 1e9)  # 0: no safety stop
+
+
+def test_a_schedule_that_will_not_fit_the_safety_stop_is_announced_after_the_first_epoch():
+    # the cpu preset (20 epochs, 42-minute stop) on a slow CPU: data 1.3 min, epoch 1 trained in 4.5 min and
+    # validated in 0.3, so 6.1 minutes in; 19 epochs of 4.8 min are left: about 97 min, the stop near epoch 8
+    config = TrainConfig.preset("cpu")
+    warning = overrun_warning(config, 1, elapsed_seconds=6.1 * 60, epoch_seconds=4.5 * 60, val_seconds=0.3 * 60)
+    assert "the 20 epochs need about 97 min" in warning and "max_minutes=42" in warning
+    assert "near epoch 8" in warning and "--budget-minutes" in warning
+    # a CPU four times as fast fits: nothing to say
+    assert overrun_warning(config, 1, elapsed_seconds=2.5 * 60, epoch_seconds=1.1 * 60, val_seconds=0.1 * 60) == ""
+    # validating every 4th epoch counts a quarter of a validation per epoch: 6.1 + 19 * (4.5 + 0.075)
+    sparse = TrainConfig.preset("cpu", val_every=4)
+    assert "about 93 min" in overrun_warning(sparse, 1, 6.1 * 60, 4.5 * 60, 0.3 * 60)
+    # no safety stop, a time budget (it fits the schedule itself) or the last epoch: silent
+    for quiet in (TrainConfig.preset("cpu", max_minutes=0.0), TrainConfig.preset("cpu", budget_minutes=38.0)):
+        assert overrun_warning(quiet, 1, 6.1 * 60, 4.5 * 60, 0.3 * 60) == ""
+    assert overrun_warning(config, 20, 41 * 60, 4.5 * 60, 0.3 * 60) == ""
