@@ -119,6 +119,10 @@ def comparison_table(runs: list[dict]) -> str:
 def plot_curves(runs: list[dict], path: str | Path | None = None) -> Figure:
     """Validation mean DSC and train/val loss per epoch of every run; saved to ``path`` if given.
 
+    Args:
+        runs: ``{"name", "history"}`` each, optionally ``"color"`` (a matplotlib colour; default: the
+            next of the cycle) and ``"label"`` (the legend entry; default the name, ``None``: none).
+
     Returns:
         The matplotlib figure (notebooks display it).
     """
@@ -126,7 +130,9 @@ def plot_curves(runs: list[dict], path: str | Path | None = None) -> Figure:
     ax_dsc, ax_loss = fig.subplots(1, 2)
     for run in runs:
         epochs = [r["epoch"] for r in run["history"]]
-        line, = ax_dsc.plot(epochs, [r["val_mean_dsc"] for r in run["history"]], marker=".", label=run["name"])
+        label = run.get("label", run["name"])
+        line, = ax_dsc.plot(epochs, [r["val_mean_dsc"] for r in run["history"]], marker=".", color=run.get("color"),
+                            label="_nolegend_" if label is None else label)
         ax_loss.plot(epochs, [r["train_loss"] for r in run["history"]], color=line.get_color(), label=f"{run['name']} train")
         ax_loss.plot(epochs, [r["val_loss"] for r in run["history"]], color=line.get_color(), linestyle="--",
                      label=f"{run['name']} val")

@@ -228,7 +228,8 @@ def draw_curves(sections: dict, logs_dir: str | Path, figures_dir: str | Path) -
                 from_logs += source.endswith("history.csv")
             else:
                 missing.append(name)
-        figure = curves_figure(found, Path(figures_dir) / f"curves-{key}.png") if found else None
+        figure = (curves_figure(found, Path(figures_dir) / f"curves-{key}.png", by_cross_validation=key == "cv-folds")
+                  if found else None)
         drawn.append({"title": title, "figure": figure, "runs": len(found), "missing": missing,
                       "from_logs": from_logs})
     return drawn
@@ -389,7 +390,8 @@ def _curves_section(figures: dict, doc_dir: Path) -> list[str]:
              "Per epoch, from `logs/<run>/history.csv` when present, else the copy that `results export` keeps "
              "in `results/<run>.json`. The validation DSC is on the run's per-epoch validation cases: the 10 "
              "reference cases, the inner cases for `inner` runs, the held-out fold for a fold (validated every "
-             "5 epochs, hence the dots).", ""]
+             "5 epochs, hence the dots). In the folds' figure the folds of one cross-validation share a colour and "
+             "one legend entry.", ""]
     for curves in figures["curves"]:
         lines += [f"### {curves['title']}", ""]
         if curves["figure"]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import textwrap
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -77,15 +79,37 @@ def run_history(name: str, export: dict | None, logs_dir: str | Path) -> tuple[l
     return [], ""
 
 
-def curves_figure(runs: list[tuple[str, list[dict]]], path: str | Path) -> Path:
+def colour_by_cross_validation(runs: list[tuple[str, list[dict]]]) -> list[dict]:
+    """:func:`brainseg.compare.plot_curves` entries of fold runs (``<cv>-fold<k>``), one colour and one
+    legend entry per cross-validation: ``<cv> (N folds)`` on its first fold, none on the others."""
+    cv_of = {name: re.sub(r"-fold\d+$", "", name) for name, _ in runs}
+    names = list(dict.fromkeys(cv_of.values()))
+    colours = {cv: matplotlib.colormaps["tab20"](i % 20) for i, cv in enumerate(names)}
+    folds = {cv: sum(1 for c in cv_of.values() if c == cv) for cv in names}
+    entries, labelled = [], set()
+    for name, history in runs:
+        cv = cv_of[name]
+        label = None if cv in labelled else f"{cv} ({folds[cv]} fold{'s' * (folds[cv] > 1)})"
+        labelled.add(cv)
+        entries.append({"name": name, "history": history, "color": colours[cv], "label": label})
+    return entries
+
+
+def curves_figure(runs: list[tuple[str, list[dict]]], path: str | Path, by_cross_validation: bool = False) -> Path:
     """Validation DSC and train/validation loss per epoch of ``(name, history)`` runs, drawn by
-    :func:`brainseg.compare.plot_curves`, with a smaller legend."""
+    :func:`brainseg.compare.plot_curves`, the legend beside the plots so that it hides no curve
+    (``by_cross_validation``: the folds of one cross-validation share a colour and a legend entry)."""
     from ..compare import plot_curves
 
-    fig = plot_curves([{"name": name, "history": history} for name, history in runs])
-    fig.set_size_inches(11, 4.2)
-    fig.axes[0].legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
+    entries = (colour_by_cross_validation(runs) if by_cross_validation
+               else [{"name": name, "history": history} for name, history in runs])
+    fig = plot_curves(entries)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.axes[0].get_legend().remove()
+    columns = 1 + (len(labels) - 1) // 28
+    fig.set_size_inches(11 + 4.3 * columns, 4.2)
+    fig.tight_layout(rect=(0, 0, 11 / (11 + 4.3 * columns), 1))
+    fig.legend(handles, labels, fontsize=6, loc="center right", ncol=columns, frameon=False)
     return save_figure(fig, path)
 
 
