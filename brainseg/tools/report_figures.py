@@ -22,6 +22,8 @@ from ..atomic import atomic_write, atomic_write_json
 
 DPI = 80
 GROUP_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
+CURVES_INCHES = (11, 4.2)  # the two plots of a curves figure
+LEGEND_ROWS, LEGEND_COLUMN_INCHES = 28, 4.3  # the legend beside them: entries a column, width of a column
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
@@ -106,9 +108,10 @@ def curves_figure(runs: list[tuple[str, list[dict]]], path: str | Path, by_cross
     fig = plot_curves(entries)
     handles, labels = fig.axes[0].get_legend_handles_labels()
     fig.axes[0].get_legend().remove()
-    columns = 1 + (len(labels) - 1) // 28
-    fig.set_size_inches(11 + 4.3 * columns, 4.2)
-    fig.tight_layout(rect=(0, 0, 11 / (11 + 4.3 * columns), 1))
+    columns = 1 + (len(labels) - 1) // LEGEND_ROWS
+    width, height = CURVES_INCHES
+    fig.set_size_inches(width + LEGEND_COLUMN_INCHES * columns, height)
+    fig.tight_layout(rect=(0, 0, width / (width + LEGEND_COLUMN_INCHES * columns), 1))
     fig.legend(handles, labels, fontsize=6, loc="center right", ncol=columns, frameon=False)
     return save_figure(fig, path)
 
