@@ -97,6 +97,11 @@ def fold_number(checkpoint: Path) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def cv_name(run_name: str) -> str:
+    """The cross-validation a fold run belongs to: ``<cv>`` of ``<cv>-fold<k>``; other names unchanged."""
+    return re.sub(r"-fold\d+$", "", run_name)
+
+
 def resolve_checkpoints(specs: Sequence[str], weights_dir: str | Path | None = None) -> list[Path]:
     """Checkpoint paths of ``--weights`` arguments, in order.
 
@@ -187,9 +192,8 @@ def run_split(config: TrainConfig, data_dir: str | None = None) -> tuple[list[st
 def _folds_file(config: TrainConfig) -> str:
     if not config.folds_file:
         return ""
-    cv_name = re.sub(r"-fold\d+$", "", config.run_name)
     candidates = [Path(config.folds_file), paths.project_root() / config.folds_file,
-                  paths.results_dir() / f"{cv_name}-folds.json"]
+                  paths.results_dir() / f"{cv_name(config.run_name)}-folds.json"]
     found = next((path for path in candidates if path.is_file()), None)
     if found is None:
         raise FileNotFoundError(f"{config.folds_file}: the folds file of run {config.run_name} is missing (also looked "

@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import paths
 from ..atomic import atomic_write_text
+from ..ensemble import cv_name
 
 ANALYSIS_START, ANALYSIS_END = "<!-- analysis:start -->", "<!-- analysis:end -->"
 NO_ANALYSIS = "_No analysis written yet: write it here, between the markers; regeneration keeps it._"
@@ -149,7 +150,7 @@ def fold_lines(folds: list[dict], cvs: list[dict]) -> list[str]:
     the mean / median over its exported folds' cases, device and summed wall time."""
     by_cv: dict[str, list[dict]] = {}
     for run in folds:
-        by_cv.setdefault(re.sub(r"-fold\d+$", "", run["run"]), []).append(run)
+        by_cv.setdefault(cv_name(run["run"]), []).append(run)
     pooled, lines = {run["run"] for run in cvs}, []
     for name, runs in sorted(by_cv.items()):
         numbers = ", ".join(sorted(run["split"].rsplit("fold", 1)[1] for run in runs))

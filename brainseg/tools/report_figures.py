@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..atomic import atomic_write, atomic_write_json
+from ..ensemble import cv_name
 
 DPI = 80
 GROUP_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
@@ -84,10 +85,9 @@ def run_history(name: str, export: dict | None, logs_dir: str | Path) -> tuple[l
 def colour_by_cross_validation(runs: list[tuple[str, list[dict]]]) -> list[dict]:
     """:func:`brainseg.compare.plot_curves` entries of fold runs (``<cv>-fold<k>``), one colour and one
     legend entry per cross-validation: ``<cv> (N folds)`` on its first fold, none on the others."""
-    cv_of = {name: re.sub(r"-fold\d+$", "", name) for name, _ in runs}
-    names = list(dict.fromkeys(cv_of.values()))
-    colours = {cv: matplotlib.colormaps["tab20"](i % 20) for i, cv in enumerate(names)}
-    folds = {cv: sum(1 for c in cv_of.values() if c == cv) for cv in names}
+    cv_of = {name: cv_name(name) for name, _ in runs}
+    folds = Counter(cv_of.values())  # insertion-ordered: the colours follow the runs' order
+    colours = {cv: matplotlib.colormaps["tab20"](i % 20) for i, cv in enumerate(folds)}
     entries, labelled = [], set()
     for name, history in runs:
         cv = cv_of[name]
