@@ -98,6 +98,13 @@ class TrainConfig:
                                 "whole slices (0: whole slices)")
     crop_foreground: float = setting(0.5, "probability that a training window is centred on a lesion pixel (when "
                                           "the slice has one); otherwise it is placed uniformly")
+    coarse_size: int = setting(0, "progressive resizing: train the first coarse_fraction of the run on batches "
+                                  "shrunk to coarse_size px (a multiple of 16 below the training side; images "
+                                  "area-averaged, masks thresholded at half), then the rest at full size; more "
+                                  "images early, full detail at the end; validation and prediction stay at "
+                                  "image_size (0: off)")
+    coarse_fraction: float = setting(0.0, "the share of the run trained at coarse_size: of its steps, or of "
+                                          "budget_minutes when that is set (between 0 and 1; needs coarse_size)")
     flair_fill: float = setting(0.0, "probability that a training slice gets its pre-, post-contrast or both "
                                      "channels replaced by FLAIR, as the dataset stores missing scans (0 disables)")
     intensity: float = setting(0.0, "probability that a training slice gets each channel's gamma, contrast, "
@@ -194,6 +201,7 @@ class TrainConfig:
         if self.ema_bias_correction and not self.ema:
             raise ValueError("ema_bias_correction corrects a moving average, but ema is 0; pass --ema 0.999 too, "
                              "or leave --ema-bias-correction out")
+        self._check_coarse_start()
         if self.crop_size and (self.crop_size % 16 or self.crop_size >= self.image_size):
             raise ValueError(f"crop_size must be 0 or a multiple of 16 below image_size {self.image_size}, "
                              f"got {self.crop_size}")
@@ -218,6 +226,18 @@ class TrainConfig:
                      "max_val_cases", "vis_slices"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def _check_coarse_start(self) -> None:
+        """Progressive resizing needs a coarse side below the training side and a share in (0, 1)."""
+        if not self.coarse_size and not self.coarse_fraction:
+            return
+        side = self.crop_size or self.image_size
+        if self.coarse_size % 16 or not 16 <= self.coarse_size < side:
+            raise ValueError(f"coarse_size must be a multiple of 16 below the training side {side} px "
+                             f"(crop_size or image_size), got {self.coarse_size}")
+        if not 0 < self.coarse_fraction < 1:
+            raise ValueError(f"coarse_fraction must be between 0 and 1 (the share of the run at coarse_size), "
+                             f"got {self.coarse_fraction}")
 
     @classmethod
     def preset_names(cls) -> list[str]:

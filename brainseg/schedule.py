@@ -5,6 +5,9 @@ The decay runs either over the run's ``epochs`` (a fixed number of steps: the sa
 same run on any machine) or, with ``budget_minutes``, over a training time (:class:`TimeBudget`):
 the learning rate follows the fraction of that time spent and training stops when it is all spent,
 so a faster machine takes more steps inside the same minutes, and a slower one fewer.
+
+:class:`CoarseStart` is progressive resizing, read from the same progress: the first share of a run
+trains on shrunk batches (more images a second), the rest at full size.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from .config import TrainConfig
 
@@ -56,12 +60,43 @@ class TimeBudget:
 
     def fraction(self) -> float:
         """The fraction of the budget spent now (may exceed 1), remembered for :attr:`spent`."""
-        self.last_fraction = self.clock.seconds() / self.seconds
+        self.last_fraction = self.peek()
         return self.last_fraction
+
+    def peek(self) -> float:
+        """The fraction of the budget spent now, not remembered (for readers other than the schedule)."""
+        return self.clock.seconds() / self.seconds
 
     @property
     def spent(self) -> bool:
         return self.last_fraction >= 1.0
+
+
+class CoarseStart:
+    """Progressive resizing: batches shrunk to ``size`` px while ``progress()`` is below ``fraction``,
+    then passed through unchanged (``coarse_size``, ``coarse_fraction``).
+
+    ``progress()`` is the share of the run done: the time budget's fraction, or steps over all steps.
+    Images are area-averaged (each coarse pixel the mean of what it covers); a 0/1 mask is
+    area-averaged and thresholded at 0.5, a soft mask kept as the averaged fraction.
+
+    Shape:
+        image (N, C, H, W), mask (N, 1, H, W); shrunk: (N, C, size, size) and (N, 1, size, size).
+    """
+
+    def __init__(self, size: int, fraction: float, progress: Callable[[], float], soft_mask: bool = False):
+        self.size, self.fraction, self.progress, self.soft_mask = size, fraction, progress, soft_mask
+
+    @property
+    def active(self) -> bool:
+        return self.progress() < self.fraction
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.active or image.shape[-1] <= self.size:
+            return image, mask
+        image = F.interpolate(image, size=(self.size, self.size), mode="area")
+        mask = F.interpolate(mask, size=(self.size, self.size), mode="area")
+        return image, mask if self.soft_mask else (mask >= 0.5).to(mask.dtype)
 
 
 def cosine_factor(progress: float) -> float:

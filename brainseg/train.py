@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ from .metrics import to_metric_grid
 from .models import count_parameters, create_model
 from .plots import outline_overlay
 from .runtime import Runtime, describe_device, describe_precision, peak_memory_mb, resolve_amp, select_device
-from .schedule import TimeBudget, TrainingClock, make_scheduler
+from .schedule import CoarseStart, TimeBudget, TrainingClock, make_scheduler
 from .selection import Selection
 from .validation import evaluate_across_ranks
 
@@ -222,7 +223,7 @@ class Components:
 
     model: nn.Module
     loss_fn: nn.Module
-    batch_augment: BatchAugment | None  # augmentation of whole batches on the device, if chosen
+    batch_transform: Callable | None  # on whole batches on the device: augmentation and/or shrinking, if chosen
     train_set: SliceDataset
     sampler_generator: torch.Generator  # the sampling order's random state (saved in last.pt)
     loader: DataLoader | DeviceBatches
@@ -248,7 +249,6 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
         model = model.to(memory_format=torch.channels_last)
     loss_fn = create_loss(config.loss, **config.loss_args)
     augment_args = (config.aug_scale, config.aug_angle, config.flip_prob, config.flair_fill, config.intensity)
-    batch_augment = BatchAugment(*augment_args, soft_mask=config.soft_masks) if config.augment == "batch" else None
     train_set = SliceDataset(data.train_volumes, chain(
         JointAugment(*augment_args, soft_mask=config.soft_masks) if config.augment == "sample" else None,
         ForegroundCrop(config.crop_size, config.crop_foreground) if config.crop_size else None), config.context)
@@ -266,8 +266,11 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
     clock = TrainingClock()
     budget = TimeBudget(config.budget_minutes, clock) if config.budget_minutes else None
     scheduler = make_scheduler(optimizer, config, len(loader), budget)
+    batch_transform = chain(
+        BatchAugment(*augment_args, soft_mask=config.soft_masks) if config.augment == "batch" else None,
+        coarse_start(config, scheduler, len(loader), budget))
     averaged = averaged_model(model, config.ema, config.ema_bias_correction) if config.ema else None
-    return Components(model, loss_fn, batch_augment, train_set, sampler_generator, loader, optimizer, scheduler,
+    return Components(model, loss_fn, batch_transform, train_set, sampler_generator, loader, optimizer, scheduler,
                       clock, budget, averaged)
 
 
@@ -349,7 +352,7 @@ def run_epoch(loop: EpochLoop, state: TrainingState, epoch: int) -> str:
     parts.clock.start_epoch(state.train_seconds)
     stats = train_one_epoch(loop.train_model, parts.loader, parts.loss_fn, parts.optimizer, parts.scheduler,
                             run.runtime, run.progress, all_finite=lambda finite: all_ranks(finite, run.dist),
-                            batch_augment=parts.batch_augment,
+                            batch_transform=parts.batch_transform,
                             should_stop=lambda: parts.budget is not None and parts.budget.spent,
                             after_step=lambda: parts.averaged and parts.averaged.update_parameters(parts.model))
     parts.clock.stop_epoch()
@@ -535,12 +538,12 @@ def training_step(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, los
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler, runtime: Runtime, progress: bool = True, check_every: int = 10,
-                    all_finite=lambda finite: finite, batch_augment=None, should_stop=lambda: False,
+                    all_finite=lambda finite: finite, batch_transform=None, should_stop=lambda: False,
                     after_step=lambda: None) -> dict:
     """One pass over ``loader``, or fewer steps if ``should_stop()`` turns true after a step.
 
-    ``batch_augment(image, mask)``, if given, augments each batch on the device (see
-    :class:`~brainseg.data.transforms.BatchAugment`).
+    ``batch_transform(image, mask)``, if given, changes each batch on the device (augmentation,
+    :class:`~brainseg.data.transforms.BatchAugment`; shrinking, :class:`~brainseg.schedule.CoarseStart`).
 
     ``after_step()`` runs after every optimiser step (the moving average's update).
 
@@ -560,8 +563,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
     with tqdm(loader, desc="train", unit="batch", leave=False, disable=not progress) as bar:  # closed on errors too
         for step, (image, mask) in enumerate(bar, 1):
             image, mask = image.to(runtime.device, non_blocking=True), mask.to(runtime.device, non_blocking=True)
-            if batch_augment is not None:
-                image, mask = batch_augment(image, mask)
+            if batch_transform is not None:
+                image, mask = batch_transform(image, mask)
             image = runtime.to_input(image)
             loss = training_step(model, image, mask, loss_fn, optimizer, runtime)
             after_step()
@@ -578,6 +581,18 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
                 break
     return {"loss": total.item() / max(images, 1), "images": images, "seconds": time.perf_counter() - start,
             "stopped": stopped}
+
+
+def coarse_start(config: TrainConfig, scheduler: torch.optim.lr_scheduler.LRScheduler, steps_per_epoch: int,
+                 budget: TimeBudget | None) -> CoarseStart | None:
+    """The progressive resizing of ``config`` (``coarse_size``), None if off. The run's progress is
+    the budget's fraction spent, or the scheduler's steps over ``epochs`` of ``steps_per_epoch``;
+    both are restored with a resumed run."""
+    if not config.coarse_size:
+        return None
+    total_steps = config.epochs * steps_per_epoch
+    progress = budget.peek if budget is not None else lambda: scheduler.last_epoch / total_steps
+    return CoarseStart(config.coarse_size, config.coarse_fraction, progress, config.soft_masks)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -35,6 +35,12 @@ def test_round_trip_through_dict():
     (dict(model_args={1: 2}), "model_args must be a dict with string keys"),
     (dict(context=4), "context must be between 0 and 3 slices, got 4"),
     (dict(context=-1), "context must be between 0 and 3 slices, got -1"),
+    (dict(coarse_size=64, coarse_fraction=0.5), r"coarse_size must be a multiple of 16 below the training side 64 px"),
+    (dict(coarse_size=40, coarse_fraction=0.5), "coarse_size must be a multiple of 16 .* got 40"),
+    (dict(image_size=128, crop_size=64, coarse_size=96, coarse_fraction=0.5), "below the training side 64 px"),
+    (dict(coarse_size=32), r"coarse_fraction must be between 0 and 1 .* got 0.0"),
+    (dict(coarse_size=32, coarse_fraction=1.0), "coarse_fraction must be between 0 and 1"),
+    (dict(coarse_fraction=0.5), "coarse_size must be a multiple of 16 .* got 0"),
 ])
 def test_invalid_values(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -140,3 +140,35 @@ def test_a_schedule_that_will_not_fit_the_safety_stop_is_announced_after_the_fir
     for quiet in (TrainConfig.preset("cpu", max_minutes=0.0), TrainConfig.preset("cpu", budget_minutes=38.0)):
         assert overrun_warning(quiet, 1, 6.1 * 60, 4.5 * 60, 0.3 * 60) == ""
     assert overrun_warning(config, 20, 41 * 60, 4.5 * 60, 0.3 * 60) == ""
+
+
+def test_coarse_start_area_averages_images_and_thresholds_masks_until_its_share_is_done():
+    from brainseg.schedule import CoarseStart
+
+    progress = [0.0]
+    coarse = CoarseStart(2, 0.5, lambda: progress[0])
+    image = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4).repeat(1, 3, 1, 1)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 1], [0, 0, 0, 0]], dtype=torch.float32)[None, None]
+    small_image, small_mask = coarse(image, mask)
+    assert small_image.shape == (1, 3, 2, 2) and small_mask.shape == (1, 1, 2, 2)
+    assert small_image[0, 0].tolist() == [[2.5, 4.5], [10.5, 12.5]]  # each 2x2 block's mean
+    assert small_mask[0, 0].tolist() == [[1.0, 0.0], [0.0, 1.0]]  # 3/4 and 2/4 covered: kept; 0 and 1/4: not
+    progress[0] = 0.5  # the coarse share is done: batches pass unchanged
+    assert coarse(image, mask)[0] is image and coarse(image, mask)[1] is mask
+
+
+def test_coarse_start_keeps_soft_masks_as_fractions():
+    from brainseg.schedule import CoarseStart
+
+    mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]], dtype=torch.float32)[None, None]
+    _, small = CoarseStart(2, 1.0, lambda: 0.0, soft_mask=True)(torch.zeros(1, 3, 4, 4), mask)
+    assert small[0, 0].tolist() == [[0.75, 0.0], [0.0, 0.25]]
+
+
+def test_time_budget_peek_reads_without_moving_what_spent_answers():
+    timer, clock, budget, _, _ = budgeted_scheduler(minutes=1.0)
+    clock.start_epoch(0.0)
+    timer.now = 100.0 + 90.0
+    assert budget.peek() == pytest.approx(1.5)
+    assert not budget.spent  # only the schedule's reading decides the stop
+    assert budget.fraction() == pytest.approx(1.5) and budget.spent

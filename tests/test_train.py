@@ -253,8 +253,8 @@ def test_without_augmentation_the_batches_hold_exactly_the_lesion_fractions(synt
     parts = build_components(config, run, data)
     fractions = torch.from_numpy(np.concatenate([v.training_target for v in data.train_volumes]).astype(np.float32))
     _, masks = next(iter(parts.loader))
-    if parts.batch_augment is not None:
-        _, masks = parts.batch_augment(torch.zeros(len(masks), 3, 32, 32), masks)
+    if parts.batch_transform is not None:
+        _, masks = parts.batch_transform(torch.zeros(len(masks), 3, 32, 32), masks)
     assert ((masks > 0) & (masks < 1)).any()
     for mask in masks:  # each batch mask is one training slice's fractions, untouched
         assert min((mask[0] - f).abs().max().item() for f in fractions) == 0
@@ -288,3 +288,20 @@ def test_mmap_data_maps_the_images_of_every_case_the_run_loads(synthetic_data, t
         data = load_data(config, set_up_run(config, progress=False, resume=False), Selection(config.selection))
         volumes = data.train_volumes + data.val_volumes + data.outer_volumes
         assert len(data.val_ids) == 2 and all(isinstance(v.image, np.memmap) == mmap for v in volumes)
+
+
+def test_progressive_resizing_shrinks_the_batches_of_the_first_share_then_trains_at_full_size(
+        synthetic_data, tmp_path, synthetic_config):
+    from brainseg.selection import Selection
+    from brainseg.train import build_components, load_data, set_up_run
+
+    config = synthetic_config(synthetic_data, tmp_path, coarse_size=16, coarse_fraction=0.5)
+    run = set_up_run(config, progress=False, resume=False)
+    parts = build_components(config, run, load_data(config, run, Selection(config.selection)))
+    image, mask = next(iter(parts.loader))
+    assert [t.shape[-1] for t in parts.batch_transform(image, mask)] == [16, 16]  # step 0 of 2 epochs
+    parts.scheduler.last_epoch = config.epochs * len(parts.loader) // 2  # half the steps taken
+    assert [t.shape[-1] for t in parts.batch_transform(image, mask)] == [32, 32]
+    result = fit(config, progress=False)  # trains through the switch and predicts whole 32 px slices
+    assert result["config"]["coarse_size"] == 16 and result["image_size"] == 32
+    assert result["per_case"] and all(0 <= dsc <= 1 for dsc in result["per_case"].values())
