@@ -304,7 +304,7 @@ def train_epochs(config: TrainConfig, run: Run, data: RunData, parts: Components
                   _vis_slices(data.val_volumes, config.vis_slices))
     print(f"run {run.name}: {config.model} ({count_parameters(parts.model) / 1e6:.2f} M parameters), "
           f"{config.loss} loss, {len(data.train_ids)} train / {len(data.val_ids)} val cases "
-          f"({len(parts.train_set)} train slices), {config.image_size} px, device {run.device}, "
+          f"({len(parts.train_set)} train slices), {describe_size(config)}, device {run.device}, "
           f"{describe_precision(state.precision)}, data ready in {data.seconds:.1f} s")
     epochs = tqdm(range(state.epoch + 1, config.epochs + 1), desc="epochs", unit="epoch", disable=not run.progress,
                   initial=state.epoch, total=config.epochs)
@@ -334,6 +334,12 @@ def train_epochs(config: TrainConfig, run: Run, data: RunData, parts: Components
         epochs.close()  # before any error message, so that it starts on a line of its own
         logger.close()
     return ""
+
+
+def describe_size(config: TrainConfig) -> str:
+    """The training side as the run's first line gives it, e.g. ``128 px (96 px for the first 70%)``."""
+    coarse = f" ({config.coarse_size} px for the first {config.coarse_fraction:.0%})" if config.coarse_size else ""
+    return f"{config.image_size} px{coarse}"
 
 
 def training_model(model: nn.Module, config: TrainConfig, run: Run) -> nn.Module:

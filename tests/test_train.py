@@ -293,7 +293,7 @@ def test_mmap_data_maps_the_images_of_every_case_the_run_loads(synthetic_data, t
 def test_progressive_resizing_shrinks_the_batches_of_the_first_share_then_trains_at_full_size(
         synthetic_data, tmp_path, synthetic_config):
     from brainseg.selection import Selection
-    from brainseg.train import build_components, load_data, set_up_run
+    from brainseg.train import build_components, describe_size, load_data, set_up_run
 
     config = synthetic_config(synthetic_data, tmp_path, coarse_size=16, coarse_fraction=0.5)
     run = set_up_run(config, progress=False, resume=False)
@@ -304,4 +304,5 @@ def test_progressive_resizing_shrinks_the_batches_of_the_first_share_then_trains
     assert [t.shape[-1] for t in parts.batch_transform(image, mask)] == [32, 32]
     result = fit(config, progress=False)  # trains through the switch and predicts whole 32 px slices
     assert result["config"]["coarse_size"] == 16 and result["image_size"] == 32
+    assert describe_size(config) == "32 px (16 px for the first 50%)"
     assert result["per_case"] and all(0 <= dsc <= 1 for dsc in result["per_case"].values())
