@@ -6,6 +6,10 @@ from brainseg.config import PRESETS, TrainConfig
 def test_presets_and_overrides():
     config = TrainConfig.preset("gpu")
     assert (config.image_size, config.batch_size, config.epochs, config.optimizer, config.lr) == (256, 16, 100, "adam", 1e-4)
+    assert (config.augment, config.data_on_device) == ("batch", True)  # fed from the GPU
+    with pytest.raises(ValueError, match="add --data-on-device false"):
+        TrainConfig.preset("gpu", augment="sample")
+    assert TrainConfig.preset("gpu", augment="sample", data_on_device=False).augment == "sample"
     assert TrainConfig.preset("cpu", epochs=3).epochs == 3
     assert TrainConfig.preset("smoke").preset == "smoke"
     assert set(TrainConfig.preset_names()) == set(PRESETS) == {"gpu", "cpu", "cpu-fast", "smoke"}
