@@ -52,7 +52,7 @@ from .metrics import to_metric_grid
 from .models import count_parameters, create_model
 from .plots import outline_overlay
 from .runtime import Runtime, describe_device, describe_precision, peak_memory_mb, resolve_amp, select_device
-from .schedule import CoarseStart, TimeBudget, TrainingClock, make_scheduler
+from .schedule import CoarseStart, TimeBudget, TrainingClock, cosine_factor, make_scheduler
 from .selection import Selection
 from .validation import evaluate_across_ranks
 
@@ -337,9 +337,14 @@ def train_epochs(config: TrainConfig, run: Run, data: RunData, parts: Components
 
 
 def describe_size(config: TrainConfig) -> str:
-    """The training side as the run's first line gives it, e.g. ``128 px (96 px for the first 70%)``."""
-    coarse = f" ({config.coarse_size} px for the first {config.coarse_fraction:.0%})" if config.coarse_size else ""
-    return f"{config.image_size} px{coarse}"
+    """The training side as the run's first line gives it, e.g. ``128 px (96 px for the first 70%,
+    then from 35% of the peak learning rate)``: a switch late in a cosine schedule leaves the full
+    size little learning rate to adapt with (docs/results.md, "Levers")."""
+    if not config.coarse_size:
+        return f"{config.image_size} px"
+    lr_share = cosine_factor(config.coarse_fraction) if config.scheduler == "cosine" else 1.0
+    return (f"{config.image_size} px ({config.coarse_size} px for the first {config.coarse_fraction:.0%}, "
+            f"then from {lr_share:.0%} of the peak learning rate)")
 
 
 def training_model(model: nn.Module, config: TrainConfig, run: Run) -> nn.Module:

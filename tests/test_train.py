@@ -1,5 +1,6 @@
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -304,5 +305,7 @@ def test_progressive_resizing_shrinks_the_batches_of_the_first_share_then_trains
     assert [t.shape[-1] for t in parts.batch_transform(image, mask)] == [32, 32]
     result = fit(config, progress=False)  # trains through the switch and predicts whole 32 px slices
     assert result["config"]["coarse_size"] == 16 and result["image_size"] == 32
-    assert describe_size(config) == "32 px (16 px for the first 50%)"
+    assert describe_size(config) == "32 px (16 px for the first 50%, then from 100% of the peak learning rate)"
+    late_in_cosine = replace(config, scheduler="cosine", coarse_fraction=0.85)
+    assert describe_size(late_in_cosine) == "32 px (16 px for the first 85%, then from 5% of the peak learning rate)"
     assert result["per_case"] and all(0 <= dsc <= 1 for dsc in result["per_case"].values())
