@@ -248,7 +248,8 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = create_loss(config.loss, **config.loss_args)
-    augment_args = (config.aug_scale, config.aug_angle, config.flip_prob, config.flair_fill, config.intensity)
+    augment_args = (config.aug_scale, config.aug_angle, config.flip_prob, config.flair_fill, config.intensity,
+                    config.elastic)
     train_set = SliceDataset(data.train_volumes, chain(
         JointAugment(*augment_args, soft_mask=config.soft_masks) if config.augment == "sample" else None,
         ForegroundCrop(config.crop_size, config.crop_foreground) if config.crop_size else None), config.context)

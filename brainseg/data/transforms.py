@@ -13,7 +13,8 @@ on a lesion pixel at random, so that a model trains at full resolution at the co
 Both augmentations can also imitate a missing scan (:func:`fill_with_flair`): the dataset stores a case without a
 pre- or post-contrast scan with its FLAIR in that channel, so training does the same at random; and
 vary each channel's intensities (:func:`jitter_intensity`: gamma, contrast, brightness, noise), as
-scanners and protocols do.
+scanners and protocols do; and bend the anatomy a little (:func:`elastic_displacement`, the U-Net
+paper's smooth random deformation).
 """
 
 from __future__ import annotations
@@ -123,9 +124,38 @@ def jitter_intensity(image: torch.Tensor, prob: float) -> torch.Tensor:
     return batch if image.dim() == 4 else batch[0]
 
 
+# The elastic deformation of Ronneberger et al. 2015 (U-Net): random displacements on a 3 x 3 grid
+# of control points with a std of 10 px on a 572 px tile, interpolated bicubically. Here in
+# grid_sample's normalised coordinates (1 = half the width: 10 / 286), so the same at every size.
+ELASTIC_GRID = 3
+ELASTIC_STD = 0.035
+
+
+def elastic_displacement(n: int, height: int, width: int, prob: float) -> torch.Tensor:
+    """Smooth random displacement fields, one per image, zero for the images not drawn (probability
+    ``prob`` each): control points on an ``ELASTIC_GRID`` square grid spanning the image, each moved
+    by Gaussian noise of std ``ELASTIC_STD``, interpolated bicubically to every pixel.
+
+    The fields are in the normalised coordinates of ``grid_sample`` (-1 to 1 across the image), the
+    convention of torchvision's ``elastic``: output pixel p reads the input at p + field(p). Draws
+    come from the global torch RNG, and none are made when ``prob`` is 0.
+
+    Shape:
+        returns (N, H, W, 2) float32: the (x, y) displacement of each output pixel.
+    """
+    if prob == 0:
+        return torch.zeros(n, height, width, 2)
+    hit = torch.rand(n) < prob
+    controls = torch.randn(n, 2, ELASTIC_GRID, ELASTIC_GRID) * ELASTIC_STD * hit[:, None, None, None]
+    field = F.interpolate(controls, size=(height, width), mode="bicubic", align_corners=True)
+    return field.permute(0, 2, 3, 1).contiguous()
+
+
 def check_augment_ranges(scale: float, angle: float, flip_prob: float, flair_fill: float = 0.0,
-                         intensity: float = 0.0) -> None:
+                         intensity: float = 0.0, elastic: float = 0.0) -> None:
     """Raise ``ValueError`` naming the first augmentation parameter out of its range."""
+    if not 0 <= elastic <= 1:
+        raise ValueError(f"elastic must be in [0, 1], got {elastic}")
     if not 0 <= flair_fill <= 1:
         raise ValueError(f"flair_fill must be in [0, 1], got {flair_fill}")
     if not 0 <= intensity <= 1:
@@ -147,6 +177,8 @@ class JointAugment:
         flip_prob: probability of a horizontal flip.
         flair_fill: probability of replacing contrast channels by FLAIR (:func:`fill_with_flair`).
         intensity: probability of a per-channel intensity change (:func:`jitter_intensity`).
+        elastic: probability of a smooth random deformation after the affine
+            (:func:`elastic_displacement`, applied by torchvision's ``elastic``).
         soft_mask: the mask holds lesion fractions: resample it bilinearly like the image (a 0/1
             mask is resampled with nearest neighbour, which would put it back on the pixel grid).
 
@@ -156,9 +188,9 @@ class JointAugment:
     """
 
     def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5, flair_fill: float = 0.0,
-                 intensity: float = 0.0, soft_mask: bool = False):
-        check_augment_ranges(scale, angle, flip_prob, flair_fill, intensity)
-        self.flair_fill, self.intensity = flair_fill, intensity
+                 intensity: float = 0.0, elastic: float = 0.0, soft_mask: bool = False):
+        check_augment_ranges(scale, angle, flip_prob, flair_fill, intensity, elastic)
+        self.flair_fill, self.intensity, self.elastic = flair_fill, intensity, elastic
         self.mask_type = tv_tensors.Image if soft_mask else tv_tensors.Mask  # Image: bilinear; Mask: nearest
         steps = []
         if scale or angle:
@@ -172,7 +204,18 @@ class JointAugment:
         if self.transform is not None:
             image, mask = self.transform(tv_tensors.Image(image), self.mask_type(mask))
             image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        if self.elastic:
+            image, mask = self.deform(image, mask)
         return fill_with_flair(jitter_intensity(image, self.intensity), self.flair_fill), mask
+
+    def deform(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply one :func:`elastic_displacement` draw to both (a field of zeros leaves them as they are)."""
+        field = elastic_displacement(1, *image.shape[-2:], self.elastic)
+        if not field.any():
+            return image, mask
+        image = v2.functional.elastic(tv_tensors.Image(image), field, v2.InterpolationMode.BILINEAR)
+        mask = v2.functional.elastic(self.mask_type(mask), field, v2.InterpolationMode.BILINEAR)  # Mask: nearest
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
 
 class ForegroundCrop:
@@ -237,16 +280,19 @@ def affine_matrices(angles: torch.Tensor, scales: torch.Tensor, flips: torch.Ten
     return theta
 
 
-def warp(image: torch.Tensor, mask: torch.Tensor, theta: torch.Tensor, mask_mode: str = "nearest"
-         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resample a batch with per-image matrices: image bilinear, mask ``mask_mode`` (nearest for 0/1
-    masks, bilinear for lesion fractions), 0 outside.
+def warp(image: torch.Tensor, mask: torch.Tensor, theta: torch.Tensor, mask_mode: str = "nearest",
+         displacement: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resample a batch with per-image matrices, plus a per-pixel ``displacement`` of the sampling
+    positions where given (:func:`elastic_displacement`): image bilinear, mask ``mask_mode`` (nearest
+    for 0/1 masks, bilinear for lesion fractions), 0 outside.
 
     Shape:
-        image (N, C, H, W) float, mask (N, 1, H, W) float, theta (N, 2, 3); outputs keep the
-        input shapes.
+        image (N, C, H, W) float, mask (N, 1, H, W) float, theta (N, 2, 3), displacement
+        (N, H, W, 2) or None; outputs keep the input shapes.
     """
     grid = F.affine_grid(theta.to(image.device, image.dtype), list(image.shape), align_corners=False)
+    if displacement is not None:
+        grid = grid + displacement.to(grid.device, grid.dtype)
     warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     warped_mask = F.grid_sample(mask, grid.to(mask.dtype), mode=mask_mode, padding_mode="zeros", align_corners=False)
     return warped, warped_mask
@@ -264,10 +310,10 @@ class BatchAugment:
     """
 
     def __init__(self, scale: float = 0.05, angle: float = 15.0, flip_prob: float = 0.5, flair_fill: float = 0.0,
-                 intensity: float = 0.0, soft_mask: bool = False):
-        check_augment_ranges(scale, angle, flip_prob, flair_fill, intensity)
+                 intensity: float = 0.0, elastic: float = 0.0, soft_mask: bool = False):
+        check_augment_ranges(scale, angle, flip_prob, flair_fill, intensity, elastic)
         self.scale, self.angle, self.flip_prob = scale, angle, flip_prob
-        self.flair_fill, self.intensity = flair_fill, intensity
+        self.flair_fill, self.intensity, self.elastic = flair_fill, intensity, elastic
         self.mask_mode = "bilinear" if soft_mask else "nearest"
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,5 +321,6 @@ class BatchAugment:
         angles = (torch.rand(n) * 2 - 1) * self.angle
         scales = 1 + (torch.rand(n) * 2 - 1) * self.scale
         flips = torch.rand(n) < self.flip_prob
-        image, mask = warp(image, mask, affine_matrices(angles, scales, flips), self.mask_mode)
+        displacement = elastic_displacement(n, *image.shape[-2:], self.elastic) if self.elastic else None
+        image, mask = warp(image, mask, affine_matrices(angles, scales, flips), self.mask_mode, displacement)
         return fill_with_flair(jitter_intensity(image, self.intensity), self.flair_fill), mask

@@ -4,9 +4,9 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from brainseg.config import TrainConfig
-from brainseg.data.transforms import (FLAIR, GAMMA_RANGE, NOISE_STD_MAX, POST, PRE, BatchAugment, ForegroundCrop,
-                                      JointAugment, adjust_intensity, affine_matrices, chain, fill_with_flair,
-                                      jitter_intensity, warp)
+from brainseg.data.transforms import (ELASTIC_GRID, ELASTIC_STD, FLAIR, GAMMA_RANGE, NOISE_STD_MAX, POST, PRE,
+                                      BatchAugment, ForegroundCrop, JointAugment, adjust_intensity, affine_matrices,
+                                      chain, elastic_displacement, fill_with_flair, jitter_intensity, warp)
 from brainseg.train import fit
 
 
@@ -291,3 +291,68 @@ def test_fit_trains_on_windows_and_validates_whole_slices(synthetic_data, tmp_pa
     result = fit(config, progress=False)
     assert result["epochs"] == 2 and result["image_size"] == 64 and result["config"]["crop_size"] == 32
     assert len(result["per_case"]) == 2  # whole 64 px slices validated (the smoke preset's 2 cases)
+
+
+def test_elastic_displacement_interpolates_its_control_points():
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+    assert torch.equal(elastic_displacement(2, 9, 9, 0.0), torch.zeros(2, 9, 9, 2))
+    assert torch.equal(torch.get_rng_state(), state)  # no draw: runs without it reproduce
+    field = elastic_displacement(2, 9, 9, 1.0)
+    torch.set_rng_state(state)
+    torch.rand(2)  # the draw of which images are hit
+    controls = torch.randn(2, 2, ELASTIC_GRID, ELASTIC_GRID) * ELASTIC_STD  # (N, xy, row, col)
+    assert field.shape == (2, 9, 9, 2)
+    # The 3 x 3 control points sit on the corners, edge midpoints and centre of the 9 x 9 field.
+    for row, grid_row in ((0, 0), (4, 1), (8, 2)):
+        for col, grid_col in ((0, 0), (4, 1), (8, 2)):
+            assert torch.allclose(field[:, row, col], controls[:, :, grid_row, grid_col], atol=1e-6)
+
+
+def test_elastic_displacement_leaves_images_not_drawn_alone():
+    torch.manual_seed(0)
+    field = elastic_displacement(64, 8, 8, 0.5)
+    moved = field.flatten(1).abs().amax(dim=1) > 0
+    assert 15 < int(moved.sum()) < 49  # about half of 64 images
+    assert 0.5 * ELASTIC_STD < field[moved].std() < 1.5 * ELASTIC_STD
+
+
+def test_warp_displacement_is_torchvision_elastic():
+    """The batch path (displacement added to the affine grid) and the per-slice path (torchvision's
+    elastic) resample alike, so both augmentations bend a slice the same way."""
+    torch.manual_seed(2)
+    image, mask = torch.rand(2, 3, 24, 24), (torch.rand(2, 1, 24, 24) > 0.6).float()
+    field = elastic_displacement(2, 24, 24, 1.0) * 4  # larger than the recipe's, so pixels move
+    identity = affine_matrices(torch.zeros(2), torch.ones(2), torch.zeros(2, dtype=torch.bool))
+    out_image, out_mask = warp(image, mask, identity, displacement=field)
+    for n in range(2):
+        expected = TF.elastic(image[n], field[n:n + 1], InterpolationMode.BILINEAR)
+        expected_mask = TF.elastic(mask[n], field[n:n + 1], InterpolationMode.NEAREST)
+        assert torch.allclose(out_image[n], expected, atol=1e-5)
+        assert (out_mask[n] != expected_mask).float().mean() < 0.01  # nearest: ties may round apart
+    assert not torch.allclose(out_image, image, atol=1e-3)
+
+
+def test_warp_constant_displacement_shifts_by_a_pixel():
+    image = torch.arange(16.0).reshape(1, 1, 4, 4)
+    shift = torch.zeros(1, 4, 4, 2)
+    shift[..., 0] = 2 / 4  # + one pixel in x, in normalised coordinates (2 = the width)
+    identity = affine_matrices(torch.zeros(1), torch.ones(1), torch.zeros(1, dtype=torch.bool))
+    out, _ = warp(image, image.clone(), identity, displacement=shift)
+    assert torch.equal(out[0, 0, :, :3], image[0, 0, :, 1:])  # each pixel reads its right neighbour
+    assert torch.equal(out[0, 0, :, 3], torch.zeros(4))  # zeros from outside
+
+
+def test_both_augmentations_bend_image_and_mask_together():
+    torch.manual_seed(0)
+    image, mask = torch.zeros(1, 3, 64, 64), torch.zeros(1, 1, 64, 64)
+    image[..., 20:40, 24:44] = 1.0
+    mask[..., 20:40, 24:44] = 1.0
+    for augment in (BatchAugment(0, 0, 0, elastic=1.0), lambda i, m: tuple(x[None] for x in
+                                                                         JointAugment(0, 0, 0, elastic=1.0)(i[0], m[0]))):
+        out, out_mask = augment(image, mask)
+        assert out.shape == image.shape and set(out_mask.unique().tolist()) == {0.0, 1.0}
+        assert not torch.equal(out_mask, mask)  # bent
+        assert ((out[0, 1] > 0.5).float() != out_mask[0, 0]).float().mean() < 0.01  # the same way
+    with pytest.raises(ValueError, match=r"elastic must be in \[0, 1\], got 1.5"):
+        TrainConfig(elastic=1.5)
