@@ -131,23 +131,25 @@ ELASTIC_GRID = 3
 ELASTIC_STD = 0.035
 
 
-def elastic_displacement(n: int, height: int, width: int, prob: float) -> torch.Tensor:
+def elastic_displacement(n: int, height: int, width: int, prob: float, device: torch.device | str = "cpu"
+                         ) -> torch.Tensor:
     """Smooth random displacement fields, one per image, zero for the images not drawn (probability
     ``prob`` each): control points on an ``ELASTIC_GRID`` square grid spanning the image, each moved
     by Gaussian noise of std ``ELASTIC_STD``, interpolated bicubically to every pixel.
 
     The fields are in the normalised coordinates of ``grid_sample`` (-1 to 1 across the image), the
     convention of torchvision's ``elastic``: output pixel p reads the input at p + field(p). Draws
-    come from the global torch RNG, and none are made when ``prob`` is 0.
+    come from the global torch RNG (on the CPU; only the control points go to ``device``, where the
+    field is interpolated), and none are made when ``prob`` is 0.
 
     Shape:
         returns (N, H, W, 2) float32: the (x, y) displacement of each output pixel.
     """
     if prob == 0:
-        return torch.zeros(n, height, width, 2)
+        return torch.zeros(n, height, width, 2, device=device)
     hit = torch.rand(n) < prob
     controls = torch.randn(n, 2, ELASTIC_GRID, ELASTIC_GRID) * ELASTIC_STD * hit[:, None, None, None]
-    field = F.interpolate(controls, size=(height, width), mode="bicubic", align_corners=True)
+    field = F.interpolate(controls.to(device), size=(height, width), mode="bicubic", align_corners=True)
     return field.permute(0, 2, 3, 1).contiguous()
 
 
@@ -321,6 +323,7 @@ class BatchAugment:
         angles = (torch.rand(n) * 2 - 1) * self.angle
         scales = 1 + (torch.rand(n) * 2 - 1) * self.scale
         flips = torch.rand(n) < self.flip_prob
-        displacement = elastic_displacement(n, *image.shape[-2:], self.elastic) if self.elastic else None
+        displacement = (elastic_displacement(n, *image.shape[-2:], self.elastic, image.device)
+                        if self.elastic else None)
         image, mask = warp(image, mask, affine_matrices(angles, scales, flips), self.mask_mode, displacement)
         return fill_with_flair(jitter_intensity(image, self.intensity), self.flair_fill), mask
