@@ -289,6 +289,11 @@ class TrainConfig:
         return {"features": self.features, "in_channels": input_channels(self.context), **supervision,
                 **self.model_args}
 
+    def augment_kwargs(self) -> dict:
+        """Keyword arguments of the training augmentation (``JointAugment`` or ``BatchAugment``)."""
+        return dict(scale=self.aug_scale, angle=self.aug_angle, flip_prob=self.flip_prob, flair_fill=self.flair_fill,
+                    intensity=self.intensity, elastic=self.elastic, soft_mask=self.soft_masks)
+
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         """Rebuild a config saved by :meth:`to_dict`, ignoring fields this version does not know."""

@@ -1,7 +1,7 @@
 """Pictures of results: outline overlays (FLAIR in grey, truth in green, prediction in red), the
 pictures an evaluation writes (per-case DSC chart, overlays of every slice and their GIF), two
-results case by case, a data preview, and for notebooks the best and worst cases' GIFs and a slice
-browser."""
+results case by case, a data preview, what the training augmentation makes of a slice, and for
+notebooks the best and worst cases' GIFs and a slice browser."""
 
 from __future__ import annotations
 
@@ -65,6 +65,42 @@ def data_preview(volumes, per_case: int = 1):
         ax.imshow(outline_overlay(volume.image[s, 1].astype(np.float32), volume.mask[s]))
         ax.set_title(f"{volume.case_id}\nslice {s + 1}", fontsize=8)
         ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+CHANNEL_NAMES = ("pre-contrast", "FLAIR", "post-contrast")
+
+
+def augmentation_preview(volume, augment, samples: int = 3) -> Figure:
+    """The slice of ``volume`` with the largest lesion as training sees it: the slice itself (top
+    row), then ``samples`` draws of ``augment`` (from the global torch RNG), one row each; columns
+    are the three channels with the mask outlined in green, each channel on the grey scale of the
+    original, so that intensity changes show.
+
+    Args:
+        volume: a preprocessed case (:class:`brainseg.data.volume.CaseVolume`), image (S, 3, H, W).
+        augment: an ``(image, mask)`` transform of tensors (3, H, W) and (1, H, W), e.g.
+            ``JointAugment(**config.augment_kwargs())``.
+        samples: augmented draws shown.
+    """
+    import torch
+
+    s = int(volume.mask.reshape(volume.num_slices, -1).sum(axis=1).argmax())
+    image = torch.from_numpy(volume.image[s].astype(np.float32))
+    mask = torch.from_numpy(volume.mask[s][None].astype(np.float32))
+    rows = [(image, mask)] + [augment(image.clone(), mask.clone()) for _ in range(samples)]
+    limits = [(float(c.min()), float(c.max())) for c in image]
+    fig = Figure(figsize=(7.5, 2.6 * len(rows)))
+    axes = fig.subplots(len(rows), 3, squeeze=False)
+    for r, (img, msk) in enumerate(rows):
+        for c, ax in enumerate(axes[r]):
+            ax.imshow(img[c].numpy(), cmap="gray", vmin=limits[c][0], vmax=limits[c][1])
+            if msk.max() > 0.5:
+                ax.contour(msk[0].numpy(), levels=[0.5], colors="lime", linewidths=0.8)
+            ax.set_title(f"{CHANNEL_NAMES[c]}, {'original' if r == 0 else f'draw {r}'}", fontsize=8)
+            ax.axis("off")
+    fig.suptitle(f"{volume.case_id}, slice {s + 1}", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -248,10 +248,8 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = create_loss(config.loss, **config.loss_args)
-    augment_args = (config.aug_scale, config.aug_angle, config.flip_prob, config.flair_fill, config.intensity,
-                    config.elastic)
     train_set = SliceDataset(data.train_volumes, chain(
-        JointAugment(*augment_args, soft_mask=config.soft_masks) if config.augment == "sample" else None,
+        JointAugment(**config.augment_kwargs()) if config.augment == "sample" else None,
         ForegroundCrop(config.crop_size, config.crop_foreground) if config.crop_size else None), config.context)
     sampler_generator = torch.Generator().manual_seed(config.seed)
     sampler = make_sampler(train_set, config.sampler, sampler_generator)
@@ -268,7 +266,7 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
     budget = TimeBudget(config.budget_minutes, clock) if config.budget_minutes else None
     scheduler = make_scheduler(optimizer, config, len(loader), budget)
     batch_transform = chain(
-        BatchAugment(*augment_args, soft_mask=config.soft_masks) if config.augment == "batch" else None,
+        BatchAugment(**config.augment_kwargs()) if config.augment == "batch" else None,
         coarse_start(config, scheduler, len(loader), budget))
     averaged = averaged_model(model, config.ema, config.ema_bias_correction) if config.ema else None
     return Components(model, loss_fn, batch_transform, train_set, sampler_generator, loader, optimizer, scheduler,

@@ -8,8 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from brainseg.plots import (best_and_worst, case_overlays, dsc_chart, gif_gallery, paired_scatter, read_overlays,
-                            slice_browser, slice_figure, write_overlays)
+from brainseg.data.transforms import JointAugment
+from brainseg.data.volume import CaseVolume
+from brainseg.plots import (augmentation_preview, best_and_worst, case_overlays, dsc_chart, gif_gallery,
+                            paired_scatter, read_overlays, slice_browser, slice_figure, write_overlays)
 
 
 @pytest.fixture
@@ -106,3 +108,26 @@ def test_gif_gallery_captions_each_case_before_its_gif(evaluated_case):
 def test_paired_scatter_puts_each_training_of_a_side_on_its_own_line():
     fig = paired_scatter({"c": 0.5}, {"c": 0.6}, names=("a1 + a2", "b1 + b2"))
     assert fig.axes[0].get_xlabel() == "a1\n+ a2: DSC per case" and fig.axes[0].get_ylabel() == "b1\n+ b2: DSC per case"
+
+
+def _volume_with_largest_lesion_on_slice(largest: int) -> CaseVolume:
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(3, 3, 16, 16)).astype(np.float16)
+    mask = np.zeros((3, 16, 16), dtype=np.uint8)
+    mask[:, 4:7, 4:7] = 1
+    mask[largest, 3:12, 2:9] = 1
+    return CaseVolume("TCGA_XX_0000_20000101", image, mask, mask, None)
+
+
+def test_augmentation_preview_shows_the_largest_lesion_slice_then_each_draw():
+    volume = _volume_with_largest_lesion_on_slice(2)
+    fig = augmentation_preview(volume, JointAugment(scale=0, angle=0, flip_prob=1.0), samples=2)
+    assert len(fig.axes) == 9 and "slice 3" in fig.texts[0].get_text()
+    original = volume.image[2].astype(np.float32)
+    for channel in range(3):
+        shown = [fig.axes[3 * row + channel].images[0].get_array() for row in range(3)]
+        np.testing.assert_array_equal(shown[0], original[channel])
+        np.testing.assert_array_equal(shown[1], original[channel][:, ::-1])  # the flip, drawn twice
+        np.testing.assert_array_equal(shown[2], original[channel][:, ::-1])
+        assert fig.axes[channel].images[0].get_clim() == (original[channel].min(), original[channel].max())
+    assert all(ax.collections for ax in fig.axes)  # the mask's outline on every panel
