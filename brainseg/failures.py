@@ -21,11 +21,10 @@ import torch
 from scipy import ndimage
 
 from . import paths
-from .data.transforms import FLAIR, POST, PRE
+from .data.transforms import CHANNEL_NAMES, FLAIR, POST, PRE
 from .data.volume import CaseVolume
 from .metrics import binarize_volume, dice_coefficient, to_metric_grid
 
-CHANNEL_NAMES = {PRE: "pre-contrast", FLAIR: "FLAIR", POST: "post-contrast"}
 # Thresholds near the 10th percentile of the 110 cases (measured: lesion volume 5541 voxels on the
 # 256 grid, lesion FLAIR z 1.37; the median lesion has 20291 voxels and z 1.93).
 SMALL_LESION = 5000

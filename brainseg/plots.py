@@ -13,6 +13,7 @@ import numpy as np
 from skimage.segmentation import find_boundaries
 
 from .atomic import atomic_write
+from .data.transforms import CHANNEL_NAMES
 
 GREEN = np.array([0, 255, 0], dtype=np.uint8)
 RED = np.array([255, 0, 0], dtype=np.uint8)
@@ -67,9 +68,6 @@ def data_preview(volumes, per_case: int = 1):
         ax.axis("off")
     fig.tight_layout()
     return fig
-
-
-CHANNEL_NAMES = ("pre-contrast", "FLAIR", "post-contrast")
 
 
 def augmentation_preview(volume, augment, samples: int = 3) -> Figure:

@@ -31,6 +31,7 @@ from .volume import MODALITIES
 
 
 PRE, FLAIR, POST = 0, 1, 2  # channel order of the dataset's slices (docs/protocol.md, section 1)
+CHANNEL_NAMES = {PRE: "pre-contrast", FLAIR: "FLAIR", POST: "post-contrast"}
 # The channels that fill_with_flair may overwrite, drawn with equal probability: pre-contrast
 # alone, post-contrast alone, or both (the dataset has cases missing post-contrast and cases missing both).
 FLAIR_FILL_CHOICES = ((PRE,), (POST,), (PRE, POST))
@@ -156,12 +157,12 @@ def elastic_displacement(n: int, height: int, width: int, prob: float, device: t
 def check_augment_ranges(scale: float, angle: float, flip_prob: float, flair_fill: float = 0.0,
                          intensity: float = 0.0, elastic: float = 0.0) -> None:
     """Raise ``ValueError`` naming the first augmentation parameter out of its range."""
-    if not 0 <= elastic <= 1:
-        raise ValueError(f"elastic must be in [0, 1], got {elastic}")
     if not 0 <= flair_fill <= 1:
         raise ValueError(f"flair_fill must be in [0, 1], got {flair_fill}")
     if not 0 <= intensity <= 1:
         raise ValueError(f"intensity must be in [0, 1], got {intensity}")
+    if not 0 <= elastic <= 1:
+        raise ValueError(f"elastic must be in [0, 1], got {elastic}")
     if not 0 <= scale < 1:
         raise ValueError(f"scale must be in [0, 1), got {scale}")
     if not 0 <= angle <= 180:
