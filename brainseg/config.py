@@ -219,18 +219,29 @@ class TrainConfig:
         if self.data_on_device and self.augment != "batch":
             raise ValueError("data_on_device needs augment batch: per-slice augmentation runs in DataLoader workers "
                              "(with --augment sample, add --data-on-device false)")
+        self._check_sizes_and_counts()
+        self._check_run_name()
+
+    def _check_sizes_and_counts(self) -> None:
+        """The image side, the counts that must be positive and the budgets that may be 0."""
         if self.image_size < 16 or self.image_size % 16:
             raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
         for name in ("epochs", "batch_size", "features", "inner_val_cases", "val_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr",):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
         for name in ("weight_decay", "warmup_epochs", "max_minutes", "budget_minutes", "workers", "max_train_cases",
                      "max_val_cases", "vis_slices"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def _check_run_name(self) -> None:
+        """A run name is one folder name: joined to logs/ and weights/, a path would write elsewhere."""
+        name = self.run_name
+        if name in (".", "..") or "/" in name or "\\" in name:
+            raise ValueError(f"run_name must be a plain folder name (it becomes logs/<run_name> and "
+                             f"weights/<run_name>), got {name!r}; pass --logs-dir / --weights-dir to write elsewhere")
 
     def _check_coarse_start(self) -> None:
         """Progressive resizing needs a coarse side below the training side and a share in (0, 1)."""

@@ -45,6 +45,9 @@ def test_round_trip_through_dict():
     (dict(coarse_size=32), r"coarse_fraction must be between 0 and 1 .* got 0.0"),
     (dict(coarse_size=32, coarse_fraction=1.0), "coarse_fraction must be between 0 and 1"),
     (dict(coarse_fraction=0.5), "coarse_size must be a multiple of 16 .* got 0"),
+    (dict(run_name="/tmp/x"), r"run_name must be a plain folder name .* got '/tmp/x'"),
+    (dict(run_name="../x"), r"run_name must be a plain folder name .* got '../x'"),
+    (dict(run_name=".."), r"run_name must be a plain folder name .* --logs-dir / --weights-dir"),
 ])
 def test_invalid_values(overrides, message):
     with pytest.raises(ValueError, match=message):
