@@ -11,6 +11,7 @@ import imageio.v3 as iio
 from matplotlib.figure import Figure
 import numpy as np
 from skimage.segmentation import find_boundaries
+import torch
 
 from .atomic import atomic_write
 from .data.transforms import CHANNEL_NAMES
@@ -82,8 +83,6 @@ def augmentation_preview(volume, augment, samples: int = 3) -> Figure:
             ``JointAugment(**config.augment_kwargs())``.
         samples: augmented draws shown.
     """
-    import torch
-
     s = int(volume.mask.reshape(volume.num_slices, -1).sum(axis=1).argmax())
     image = torch.from_numpy(volume.image[s].astype(np.float32))
     mask = torch.from_numpy(volume.mask[s][None].astype(np.float32))
