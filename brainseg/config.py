@@ -56,6 +56,9 @@ class TrainConfig:
                                        "training, their loss averaged with the final head's; U-Net and Attention "
                                        "U-Net only (a preset's value is dropped for other models)",
                                     choices=(0, 1, 2, 3))
+    deep_supervision_decay: float = setting(1.0, "weight of each decoder head relative to the next finer one, the "
+                                                 "weights then scaled to sum to 1 (1: the heads averaged; 0.5: "
+                                                 "nnU-Net's halving, the final head weighing most); needs heads")
     model_args: dict = setting({}, "other keyword arguments of the model, e.g. {'inference': 'mean'} for UNet++")
     context: int = setting(0, "neighbouring slices on each side given to the model with the slice (2.5D): the input "
                               "has 3 x (2 context + 1) channels, the edge slice repeated at a case's ends (0: the "
@@ -180,6 +183,13 @@ class TrainConfig:
             default = defaults(MODELS, self.model)
             self.model_args = {k: v for k, v in self.model_args.items() if k not in default or default[k] != v}
 
+    def _check_deep_supervision_decay(self) -> None:
+        if not 0 < self.deep_supervision_decay <= 1:
+            raise ValueError(f"deep_supervision_decay must be in (0, 1], got {self.deep_supervision_decay}")
+        if self.deep_supervision_decay != 1 and self.model in DEEP_SUPERVISION_MODELS and not self.deep_supervision:
+            raise ValueError("deep_supervision_decay weighs the decoder heads, but deep_supervision is 0; pass "
+                             "--deep-supervision 2 too, or leave --deep-supervision-decay out")
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field with an impossible value."""
         for f in fields(self):
@@ -200,6 +210,7 @@ class TrainConfig:
             raise ValueError(f"deep_supervision needs a model with decoder heads "
                              f"({', '.join(DEEP_SUPERVISION_MODELS)}), got model {self.model!r}; pass "
                              "deep_supervision 0 (--deep-supervision 0)")
+        self._check_deep_supervision_decay()
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if self.ema_bias_correction and not self.ema:

@@ -216,6 +216,38 @@ STUDY_DEFECTS: dict[str, type[nn.Module]] = {
 }
 
 
+class DeepSupervisionLoss(nn.Module):
+    """``loss`` over the heads of a deeply supervised model, the heads weighted by their distance
+    from the final one.
+
+    The head k steps from the final head weighs ``decay ** k`` before the weights are scaled to sum
+    to 1: decay 1 averages the heads (every run before the field existed), 0.5 halves each coarser
+    head's weight as nnU-Net does, so the final head dominates.
+
+    Shape:
+        logits (N, K * C, H, W): K heads of C channels, coarsest first and the final head last (the
+        order of :class:`~brainseg.models.unet.UNet`); mask (N, C, H, W). K = 1 is the plain loss.
+    """
+
+    def __init__(self, loss: nn.Module, decay: float = 1.0):
+        super().__init__()
+        if not 0 < decay <= 1:
+            raise ValueError(f"deep supervision decay must be in (0, 1], got {decay}")
+        self.loss, self.decay = loss, decay
+
+    def head_weights(self, heads: int) -> torch.Tensor:
+        """(heads,) weights summing to 1, coarsest first."""
+        weights = torch.tensor([self.decay ** k for k in range(heads - 1, -1, -1)])
+        return weights / weights.sum()
+
+    def forward(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        heads = logits.split(mask.shape[1], dim=1)
+        if len(heads) == 1:
+            return self.loss(logits, mask)
+        losses = torch.stack([self.loss(head, mask) for head in heads])
+        return (losses * self.head_weights(len(heads)).to(losses.device)).sum()
+
+
 def create_loss(name: str, **kwargs) -> nn.Module:
     """Build a registered loss (or one of :data:`STUDY_DEFECTS`).
 

@@ -47,7 +47,7 @@ from .data.volume import CaseVolume, with_lesion_fraction
 from .distributed import (Distributed, ShardedSampler, all_ranks, init_distributed, ranks_agree, shutdown,
                           sync_buffers, wrap_model)
 from .ema import averaged_model
-from .losses import create_loss
+from .losses import DeepSupervisionLoss, create_loss
 from .metrics import to_metric_grid
 from .models import count_parameters, create_model
 from .plots import outline_overlay
@@ -247,7 +247,7 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
     model.checkpointing = config.checkpointing
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = create_loss(config.loss, **config.loss_args)
+    loss_fn = DeepSupervisionLoss(create_loss(config.loss, **config.loss_args), config.deep_supervision_decay)
     train_set = SliceDataset(data.train_volumes, chain(
         JointAugment(**config.augment_kwargs()) if config.augment == "sample" else None,
         ForegroundCrop(config.crop_size, config.crop_foreground) if config.crop_size else None), config.context)
@@ -526,12 +526,13 @@ def seed_everything(seed: int) -> None:
 def compute_loss(loss_fn: nn.Module, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The loss of ``logits`` (N, K, H, W) against ``mask`` (N, 1, H, W).
 
-    K = 1 is a plain prediction; K > 1 are the heads of a deeply supervised model (UNet++ in
-    training mode) and the loss is averaged over them.
+    K = 1 is a plain prediction; K > 1 are the heads of a deeply supervised model in training mode,
+    weighted as ``loss_fn`` says if it is a :class:`~brainseg.losses.DeepSupervisionLoss`, else
+    averaged.
     """
-    if logits.shape[1] == mask.shape[1]:
-        return loss_fn(logits, mask)
-    return torch.stack([loss_fn(head, mask) for head in logits.split(mask.shape[1], dim=1)]).mean()
+    if not isinstance(loss_fn, DeepSupervisionLoss):
+        loss_fn = DeepSupervisionLoss(loss_fn)
+    return loss_fn(logits, mask)
 
 
 def training_step(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, loss_fn: nn.Module,
