@@ -76,6 +76,15 @@ def test_deep_supervision_reaches_the_u_nets_and_a_presets_value_skips_other_mod
         TrainConfig.preset("smoke", deep_supervision=4)
 
 
+def test_deep_supervision_decay_needs_heads_and_a_decay_in_range():
+    assert TrainConfig.preset("cpu", deep_supervision_decay=0.5).deep_supervision_decay == 0.5
+    with pytest.raises(ValueError, match=r"deep_supervision_decay weighs the decoder heads, but deep_supervision is "
+                                         r"0; pass --deep-supervision 2 too"):
+        TrainConfig.preset("smoke", deep_supervision=0, deep_supervision_decay=0.5)
+    with pytest.raises(ValueError, match=r"deep_supervision_decay must be in \(0, 1\], got 0.0"):
+        TrainConfig.preset("cpu", deep_supervision_decay=0.0)
+
+
 def test_the_older_spelling_of_deep_supervision_is_the_same_recipe():
     older = TrainConfig.preset("smoke", model_args={"deep_supervision": 2, "other": 1})
     assert (older.deep_supervision, older.model_args) == (2, {"other": 1})

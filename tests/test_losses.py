@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainseg.losses import LOSSES, create_loss
+from brainseg.losses import LOSSES, DeepSupervisionLoss, create_loss
 
 BIG = 30.0  # sigmoid(30) = 1 - 1e-13
 
@@ -155,3 +155,20 @@ def test_the_study_defects_reproduce_their_arithmetic():
         1 - (tp + 1) / (p + 2 - tp + 1), abs=1e-4)
     assert create_loss("soft_iou")(logits, target).item() < 1e-3
     assert "study_raw_dice" not in LOSSES  # not offered as a loss to train with
+
+
+def test_deep_supervision_weights_each_coarser_head_by_the_decay(target):
+    perfect, wrong = logits_of(target), logits_of(1 - target)
+    dice = create_loss("dice", smooth=1.0)
+    missed = 1 - 1 / 33  # the Dice loss of the wrong head (test_dice_perfect_disjoint_and_half_overlap)
+    heads = torch.cat([wrong, wrong, perfect], dim=1)  # coarsest first, final head last
+    assert DeepSupervisionLoss(dice, 0.5).head_weights(3).tolist() == pytest.approx([1 / 7, 2 / 7, 4 / 7])
+    assert DeepSupervisionLoss(dice, 0.5)(heads, target).item() == pytest.approx(3 / 7 * missed, abs=1e-6)
+    assert DeepSupervisionLoss(dice)(heads, target).item() == pytest.approx(2 / 3 * missed, abs=1e-6)  # averaged
+    assert DeepSupervisionLoss(dice, 0.5)(perfect, target).item() == pytest.approx(0.0, abs=1e-6)  # one head: plain
+
+
+def test_deep_supervision_decay_outside_its_range_is_refused():
+    for decay in (0.0, 1.5):
+        with pytest.raises(ValueError, match=rf"deep supervision decay must be in \(0, 1\], got {decay}"):
+            DeepSupervisionLoss(create_loss("dice"), decay)

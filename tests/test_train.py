@@ -213,12 +213,19 @@ def test_a_model_with_context_trains_reloads_and_predicts_whole_cases(synthetic_
 
 
 def test_a_deeply_supervised_unet_trains_and_reloads_with_its_heads(synthetic_data, tmp_path, synthetic_config):
+    from brainseg.selection import Selection
+    from brainseg.train import build_components, load_data, set_up_run
+
     config = synthetic_config(synthetic_data, tmp_path, run_name="deep", epochs=1, selection="last",
-                              deep_supervision=2)
+                              deep_supervision=2, deep_supervision_decay=0.5)
     result = fit(config, progress=False)
     assert len(result["per_case"]) == 4
     model, saved = load_model(tmp_path / "weights" / "deep" / "last.pt")
     assert model.deep_supervision == 2 and len(model.aux_heads) == 2 and saved.deep_supervision == 2
+    assert saved.deep_supervision_decay == 0.5
+    run = set_up_run(config, progress=False, resume=True)
+    loss_fn = build_components(config, run, load_data(config, run, Selection(config.selection))).loss_fn
+    assert loss_fn.head_weights(3).tolist() == pytest.approx([1 / 7, 2 / 7, 4 / 7])  # the final head weighs most
     assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)  # eval mode: the final head only
 
 
