@@ -235,17 +235,16 @@ class DeepSupervisionLoss(nn.Module):
             raise ValueError(f"deep supervision decay must be in (0, 1], got {decay}")
         self.loss, self.decay = loss, decay
 
-    def head_weights(self, heads: int) -> torch.Tensor:
-        """(heads,) weights summing to 1, coarsest first."""
-        weights = torch.tensor([self.decay ** k for k in range(heads - 1, -1, -1)])
-        return weights / weights.sum()
+    def head_weights(self, heads: int) -> list[float]:
+        """``heads`` weights summing to 1, coarsest first (Python floats: no tensor to copy to the device)."""
+        weights = [self.decay ** k for k in range(heads - 1, -1, -1)]
+        return [w / sum(weights) for w in weights]
 
     def forward(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         heads = logits.split(mask.shape[1], dim=1)
         if len(heads) == 1:
             return self.loss(logits, mask)
-        losses = torch.stack([self.loss(head, mask) for head in heads])
-        return (losses * self.head_weights(len(heads)).to(losses.device)).sum()
+        return sum(w * self.loss(head, mask) for w, head in zip(self.head_weights(len(heads)), heads))
 
 
 def create_loss(name: str, **kwargs) -> nn.Module:

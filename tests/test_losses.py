@@ -162,7 +162,7 @@ def test_deep_supervision_weights_each_coarser_head_by_the_decay(target):
     dice = create_loss("dice", smooth=1.0)
     missed = 1 - 1 / 33  # the Dice loss of the wrong head (test_dice_perfect_disjoint_and_half_overlap)
     heads = torch.cat([wrong, wrong, perfect], dim=1)  # coarsest first, final head last
-    assert DeepSupervisionLoss(dice, 0.5).head_weights(3).tolist() == pytest.approx([1 / 7, 2 / 7, 4 / 7])
+    assert DeepSupervisionLoss(dice, 0.5).head_weights(3) == pytest.approx([1 / 7, 2 / 7, 4 / 7])
     assert DeepSupervisionLoss(dice, 0.5)(heads, target).item() == pytest.approx(3 / 7 * missed, abs=1e-6)
     assert DeepSupervisionLoss(dice)(heads, target).item() == pytest.approx(2 / 3 * missed, abs=1e-6)  # averaged
     assert DeepSupervisionLoss(dice, 0.5)(perfect, target).item() == pytest.approx(0.0, abs=1e-6)  # one head: plain
