@@ -181,17 +181,19 @@ def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", onl
                          "--selection last` for each fold")
     if base.max_train_cases or base.max_val_cases:
         raise ValueError("cv pools every case of every fold: max_train_cases and max_val_cases must be 0")
+    if only_fold is not None and not 0 <= only_fold < folds:
+        raise ValueError(f"--fold {only_fold} is not one of the {folds} folds (0 to {folds - 1})")
     name = name or f"{base.preset}-{base.model}-{base.loss}-cv{folds}"
     case_ids = sorted(discover_cases(base.data_dir or None))
     folds_path = Path(folds_file) if folds_file else base.run_dirs(name)[0] / "folds.json"
-    write_folds(folds_path, case_ids, folds, seed)
+    groups = write_folds(folds_path, case_ids, folds, seed)
     results_dir = paths.or_default(results_dir, paths.results_dir())
     start = time.perf_counter()
     if (results_dir / f"{name}.json").is_file():  # a pooled result this run would overwrite
         pooled = json.loads((results_dir / f"{name}.json").read_text())
         check_same_recipe(pooled["config"], fold_config(base, name, folds, 0, seed, folds_path),
                           str(results_dir / f"{name}.json"))
-    fold_results = [run_fold(fold_config(base, name, folds, k, seed, folds_path), results_dir,
+    fold_results = [run_fold(fold_config(base, name, folds, k, seed, folds_path), results_dir, groups[k],
                              train=only_fold is None or k == only_fold, command=command, progress=progress)
                     for k in range(folds)]
     missing = [k for k, r in enumerate(fold_results) if r is None]
@@ -213,29 +215,45 @@ def fold_config(base: TrainConfig, name: str, folds: int, k: int, seed: int, fol
                    selection="last", run_name=f"{name}-fold{k}")
 
 
-def run_fold(config: TrainConfig, results_dir: Path, train: bool, command: str = "",
+def run_fold(config: TrainConfig, results_dir: Path, val_cases: list[str], train: bool, command: str = "",
              progress: bool = True) -> dict | None:
     """Fold ``config.fold``'s result: read back when finished, else trained (resumed from its
     ``last.pt`` if one exists) and exported to ``results_dir`` when ``train``, else ``None``.
+    ``val_cases``: the fold's cases in ``config.folds_file``.
 
     Raises:
-        ValueError: the finished run or the checkpoint to resume was trained with another recipe.
+        ValueError: the finished run or the checkpoint to resume was trained with another recipe or
+            on other folds.
     """
     from .train import fit
 
     log_dir, weights_dir = config.run_dirs(config.run_name)
     finished = finished_fold(log_dir, results_dir / f"{config.run_name}.json")
     if finished is not None:
-        check_same_recipe(finished["config"], config, f"fold {config.fold}'s finished run ({log_dir} or {results_dir})")
+        source = f"fold {config.fold}'s finished run ({log_dir} or {results_dir})"
+        check_same_recipe(finished["config"], config, source)
+        if set(finished["per_case"]) != set(val_cases):
+            raise other_folds_error(source, config)
     if finished is not None or not train:
         return finished
     resume = (weights_dir / "last.pt").is_file()
     if resume:
-        check_same_recipe(load_checkpoint(weights_dir / "last.pt")["config"], config, str(weights_dir / "last.pt"))
+        saved = load_checkpoint(weights_dir / "last.pt")
+        check_same_recipe(saved["config"], config, str(weights_dir / "last.pt"))
+        if set(saved.get("trained_on") or ()) & set(val_cases):  # it learnt from cases it would now score
+            raise other_folds_error(str(weights_dir / "last.pt"), config)
     print(f"cv fold {config.fold + 1}/{config.folds}: {config.run_name}" + (" (resuming)" if resume else ""))
     result = fit(config, command=command, progress=progress, resume=resume)
     export_run(log_dir, results_dir)  # a later clone finds the fold
     return result
+
+
+def other_folds_error(source: str, config: TrainConfig) -> ValueError:
+    """The error for a fold run made on other folds than ``config.folds_file``: resumed or pooled, it
+    would score cases it trained on, or miss some. It names ``source``, the folds file and the fix."""
+    return ValueError(f"{source} was made on other folds than {config.folds_file} (its cases differ from fold "
+                      f"{config.fold}'s there); pass the folds file it was started with (--folds-file), or give "
+                      "the cross-validation another --run-name")
 
 
 def write_pooled(fold_results: list[dict], name: str, folds_path: Path, results_dir: Path, command: str,
@@ -290,7 +308,7 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
     results_dir = paths.or_default(results_dir, paths.results_dir())
     by_cv = {cv: fold_checkpoints(cv, weights_dir) for cv in cv_names}
     common = _common_folds(by_cv)
-    folds = _require_folds(by_cv, sorted(folds) if folds is not None else common)
+    folds = _require_folds(by_cv, sorted(set(folds)) if folds is not None else common)
     torch_device, start = select_device(device), time.perf_counter()
     per_case, without_lcc, fold_of, configs, epochs = {}, {}, {}, [], []
     for k in folds:
@@ -304,7 +322,7 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
         configs += ensemble.configs
         print(f"ensemble fold {k}: {len(result['per_case'])} cases, mean DSC {result['mean']:.4f}")
     name = name or paths.file_stem("ensemble-" + "+".join(cv_names) + ("-tta" if flip_tta else ""))
-    every_fold = len(folds) == len(common) == configs[0].folds
+    every_fold = folds == list(range(configs[0].folds))
     pooled = _ensemble_result(name, cv_names, configs, epochs, per_case, without_lcc, fold_of,
                               f"cv{len(folds)}" if every_fold else f"cv{configs[0].folds}-folds{','.join(map(str, folds))}",
                               describe_device(torch_device), time.perf_counter() - start, command, flip_tta)

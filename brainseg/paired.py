@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
-from .cv import bootstrap_interval
+from .config import TrainConfig
+from .cv import bootstrap_interval, check_same_recipe
 
 TIE = 0.01  # per-case differences this small count as ties
 
@@ -66,17 +67,36 @@ def load_per_case(spec: str, results_dir: str | Path | None = None, logs_dir: st
         return {"name": result.get("run", path.stem), "per_case": result["per_case"],
                 "fold_of_case": result.get("fold_of_case", {}), "source": str(path),
                 "devices": _devices([result])}
-    fold_files = sorted(logs_dir.glob(f"{spec}-fold*/metrics.json")) or sorted(
-        results_dir.glob(f"{spec}-fold*.json"))
+    fold_files = finished_fold_files(spec, logs_dir, results_dir)
     if not fold_files:
         raise FileNotFoundError(f"{spec}: not a file, no {results_dir}/{spec}.json and no finished folds "
                                 f"{logs_dir}/{spec}-fold<k>/metrics.json or {results_dir}/{spec}-fold<k>.json")
     per_case, fold_of, folds = {}, {}, [json.loads(file.read_text()) for file in fold_files]
-    for fold in folds:
+    first = TrainConfig.from_dict(folds[0]["config"])
+    for file, fold in zip(fold_files, folds):
+        check_same_recipe(fold["config"], first, f"{file} (against {fold_files[0]})")
+        twice = sorted(set(per_case) & set(fold["per_case"]))
+        if twice:
+            raise ValueError(f"{file} scores {twice[:3]}, which an earlier fold of {spec} scores too: its folds were "
+                             "made on different folds files; train them all on one (--folds-file)")
         per_case.update(fold["per_case"])
         fold_of.update({case: fold["config"]["fold"] for case in fold["per_case"]})
     return {"name": spec, "per_case": per_case, "fold_of_case": fold_of,
             "source": ", ".join(str(f) for f in fold_files), "devices": _devices(folds)}
+
+
+def finished_fold_files(spec: str, logs_dir: Path, results_dir: Path) -> list[Path]:
+    """The result file of each finished fold of cross-validation ``spec``, by fold number:
+    ``<logs_dir>/<spec>-fold<k>/metrics.json``, else its export ``<results_dir>/<spec>-fold<k>.json``
+    (the order in which ``cv`` reads a fold back; ``<spec>-folds.json`` is not a fold)."""
+    fold_name = re.compile(re.escape(spec) + r"-fold(\d+)")
+    found = {}
+    for path, name in [(p, p.stem) for p in results_dir.glob(f"{spec}-fold*.json")] + [
+            (p, p.parent.name) for p in logs_dir.glob(f"{spec}-fold*/metrics.json")]:  # logs/ last: it wins
+        match = fold_name.fullmatch(name)
+        if match:
+            found[int(match.group(1))] = path
+    return [found[k] for k in sorted(found)]
 
 
 def _devices(results: list[dict]) -> list[str]:
@@ -87,16 +107,39 @@ def _devices(results: list[dict]) -> list[str]:
 
 
 def cases_of_folds(folds: list[int], *results: dict, folds_file: str | Path | None = None) -> set[str]:
-    """The cases of ``folds``, read from ``folds_file`` or else from the results' ``fold_of_case``."""
-    if folds_file:
-        groups = json.loads(Path(folds_file).read_text())["folds"]
-        return {case for k in folds for case in groups[k]}
-    fold_of = {}
-    for result in results:
-        fold_of.update(result["fold_of_case"])
+    """The cases of ``folds``, read from ``folds_file`` or else from the results' ``fold_of_case``
+    (one partition: :func:`check_one_partition`).
+
+    Raises:
+        ValueError: no folds to read, or a fold number that none of them has.
+    """
+    fold_of = check_one_partition(list(results), folds_file)
     if not fold_of:
         raise ValueError("--folds needs the folds: pass --folds-file (e.g. results/<cv>-folds.json)")
+    unknown = sorted(set(folds) - set(fold_of.values()))
+    if unknown:
+        raise ValueError(f"no case is in fold {unknown[0]}: the folds are {sorted(set(fold_of.values()))}")
     return {case for case, k in fold_of.items() if k in folds}
+
+
+def check_one_partition(results: list[dict], folds_file: str | Path | None = None) -> dict[str, int]:
+    """``{case: fold}`` of ``folds_file`` and of every result's ``fold_of_case``, after checking that
+    they agree: two cross-validations on different folds differ by their training cases too, which
+    a paired comparison would count as the recipe's effect.
+
+    Raises:
+        ValueError: a case in two different folds, naming both sources.
+    """
+    fold_of, source = {}, {}
+    groups = json.loads(Path(folds_file).read_text())["folds"] if folds_file else []
+    tables = [(str(folds_file), {case: k for k, group in enumerate(groups) for case in group})]
+    for name, table in tables + [(result["name"], result["fold_of_case"]) for result in results]:
+        for case, k in table.items():
+            if fold_of.setdefault(case, k) != k:
+                raise ValueError(f"{name} puts {case} in fold {k}, {source[case]} in fold {fold_of[case]}: they were "
+                                 "made on different folds; compare cross-validations of one folds file (--folds-file)")
+            source.setdefault(case, name)
+    return fold_of
 
 
 def cases_only_in(a: Iterable[str], b: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -203,6 +246,7 @@ def compare_results(spec_a: str, spec_b: str, folds: list[int] | None = None, fo
     """
     sides = [[load_per_case(s, results_dir, logs_dir) for s in (spec, *also)]
              for spec, also in ((spec_a, also_a), (spec_b, also_b))]
+    check_one_partition(sides[0] + sides[1], folds_file)
     keep = None if folds is None else cases_of_folds(folds, *sides[0], *sides[1], folds_file=folds_file)
     per_a, per_b = (mean_over_trainings(runs, keep) for runs in sides)
     result = paired_difference(per_a, per_b)

@@ -8,8 +8,9 @@ import pytest
 
 from brainseg.checkpoint import save_checkpoint
 from brainseg.cv import bootstrap_interval, pool_folds, run_cv, write_folds
-from brainseg.models import create_model
+from brainseg.data.kaggle import discover_cases
 from brainseg.data.splits import folds_from_file
+from brainseg.models import create_model
 
 
 def test_bootstrap_interval_brackets_the_statistic_and_narrows_with_more_cases():
@@ -63,6 +64,25 @@ def test_folds_of_another_recipe_are_neither_pooled_nor_resumed(synthetic_data, 
                     wider, epoch=1, metrics={}, geometry_size=32)
     with pytest.raises(ValueError, match=r"cv-fold0/last.pt was trained with another recipe .*\(context: 1 -> 0\)"):
         run_cv(base, folds=3, name="cv", results_dir=tmp_path / "elsewhere", progress=False)
+
+
+def test_folds_made_on_other_folds_are_neither_pooled_nor_resumed(synthetic_data, tmp_path, synthetic_config):
+    base = synthetic_config(synthetic_data, tmp_path)
+    with pytest.raises(ValueError, match=r"--fold 3 is not one of the 3 folds \(0 to 2\)"):
+        run_cv(base, folds=3, name="cv", only_fold=3, progress=False)
+    results = tmp_path / "results"
+    results.mkdir()
+    fold0 = replace(base, split="kfold", fold=0, folds=3, run_name="cv-fold0", selection="last")
+    (results / "cv-fold0.json").write_text(json.dumps({"config": fold0.to_dict(), "per_case": {"TCGA_X": 0.5}}))
+    with pytest.raises(ValueError, match=r"fold 0's finished run .* was made on other folds than .*folds.json "
+                                         r"\(its cases differ from fold 0's there\); pass the folds file"):
+        run_cv(base, folds=3, name="cv", results_dir=results, progress=False)
+    every_case = sorted(discover_cases(synthetic_data))  # it trained on all, fold 0's cases among them
+    save_checkpoint(tmp_path / "weights" / "cv-fold0" / "last.pt", create_model("unet", **fold0.model_kwargs()),
+                    fold0, epoch=1, metrics={}, geometry_size=32, trained_on=every_case)
+    with pytest.raises(ValueError, match=r"cv-fold0/last.pt was made on other folds than"):
+        run_cv(base, folds=3, name="cv", results_dir=tmp_path / "elsewhere", progress=False)
+    assert not (tmp_path / "logs" / "cv-fold0" / "metrics.json").exists()  # refused before any training
 
 
 def test_the_pooled_result_of_another_recipe_is_not_overwritten(synthetic_data, tmp_path, synthetic_config):

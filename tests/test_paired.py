@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -66,10 +67,10 @@ def _write_cv(results_dir, name, per_case, fold_of_case):
                                                           "fold_of_case": fold_of_case}))
 
 
-def _write_fold(logs_dir, name, fold, per_case):
+def _write_fold(logs_dir, name, fold, per_case, **config):
     folder = logs_dir / f"{name}-fold{fold}"
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"per_case": per_case, "config": {"fold": fold}}))
+    (folder / "metrics.json").write_text(json.dumps({"per_case": per_case, "config": {"fold": fold, **config}}))
 
 
 def test_a_cross_validation_in_progress_is_compared_on_its_finished_folds(tmp_path):
@@ -226,8 +227,32 @@ def test_trainings_that_put_a_case_in_different_folds_are_refused(tmp_path):
     table = {"x": 0.5, "y": 0.6}
     _write_cv(tmp_path, "s1", table, {"x": 0, "y": 1})
     _write_cv(tmp_path, "s2", table, {"x": 1, "y": 0})
-    with pytest.raises(ValueError, match=r"s1 and s2 put cases in different folds \(e.g. \['x', 'y'\]\)"):
+    with pytest.raises(ValueError, match=r"s2 puts x in fold 1, s1 in fold 0: they were made on different folds"):
         compare_results("s1", "s1", also_a=["s2"], results_dir=tmp_path, logs_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"s2 puts x in fold 1, s1 in fold 0"):  # A and B: the same check
+        compare_results("s1", "s2", results_dir=tmp_path, logs_dir=tmp_path)
+    folds_file = tmp_path / "folds.json"
+    folds_file.write_text(json.dumps({"folds": [["x", "y"]]}))
+    with pytest.raises(ValueError, match=r"s1 puts y in fold 1, .*folds.json in fold 0"):
+        compare_results("s1", "s1", folds=[0], folds_file=folds_file, results_dir=tmp_path, logs_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"no case is in fold 2: the folds are \[0, 1\]"):
+        compare_results("s1", "s1", folds=[2], results_dir=tmp_path, logs_dir=tmp_path)
+
+
+def test_finished_folds_are_read_from_logs_and_exports_by_fold_number(tmp_path):
+    _write_fold(tmp_path / "logs", "new", 0, {"x": 0.5})
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "new-fold1.json").write_text(json.dumps({"per_case": {"y": 0.7}, "config": {"fold": 1}}))
+    (tmp_path / "results" / "new-folds.json").write_text(json.dumps({"folds": [["x"], ["y"]]}))  # not a fold
+    loaded = load_per_case("new", tmp_path / "results", tmp_path / "logs")
+    assert loaded["per_case"] == {"x": 0.5, "y": 0.7} and loaded["fold_of_case"] == {"x": 0, "y": 1}
+    _write_fold(tmp_path / "logs", "new", 2, {"y": 0.6})
+    with pytest.raises(ValueError, match=r"new-fold2/metrics.json scores \['y'\], which an earlier fold of new"):
+        load_per_case("new", tmp_path / "results", tmp_path / "logs")
+    shutil.rmtree(tmp_path / "logs" / "new-fold2")
+    _write_fold(tmp_path / "logs", "new", 3, {"z": 0.6}, flair_fill=0.5)
+    with pytest.raises(ValueError, match=r"new-fold3/metrics.json .* another recipe .*\(flair_fill: 0.5 -> 0.0\)"):
+        load_per_case("new", tmp_path / "results", tmp_path / "logs")
 
 
 def test_default_folders_are_the_repositorys_from_any_working_directory(repo_elsewhere):
