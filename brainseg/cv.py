@@ -98,9 +98,12 @@ def pool_folds(fold_results: list[dict], name: str, command: str, seed: int = 0)
     values = [per_case[c] for c in sorted(per_case)]
     first = fold_results[0]
     epochs = sorted({r["epochs"] for r in fold_results})
-    if len(epochs) > 1 or any(r["stopped_early"] for r in fold_results):
-        print(f"warning: the folds trained for different numbers of epochs ({epochs}); "
-              "some stopped at the time limit (see 'folds' in the result)")
+    stopped = [k for k, r in enumerate(fold_results) if r["stopped_early"]]
+    if stopped:
+        print(f"warning: folds {stopped} stopped at the time limit before their schedule ended (epochs and stop "
+              "of each fold: 'folds' in the result)")
+    elif len(epochs) > 1:
+        print(f"warning: the folds trained for different numbers of epochs ({epochs})")
     summary, summary_raw = summarize(per_case), summarize(without_lcc)
     return {
         "run": name, "model": first["model"], "loss": first["loss"], "preset": first["preset"],
@@ -175,15 +178,16 @@ def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", onl
     Returns:
         The pooled result, or ``None`` while folds are missing.
     """
+    name = name or f"{base.preset}-{base.model}-{base.loss}-cv{folds}"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("cv runs its folds in one process; to spread a fold over several processes, run "
-                         "`torchrun ... -m brainseg train --split kfold --fold K --folds-file <folds.json> "
-                         "--selection last` for each fold")
+        raise ValueError(f"cv runs its folds in one process; to spread a fold over several processes, run "
+                         f"`torchrun ... -m brainseg train --split kfold --folds {folds} --fold K --folds-file "
+                         f"<folds.json> --selection last --run-name {name}-foldK` for each fold, then this "
+                         "command without torchrun pools them")
     if base.max_train_cases or base.max_val_cases:
         raise ValueError("cv pools every case of every fold: max_train_cases and max_val_cases must be 0")
     if only_fold is not None and not 0 <= only_fold < folds:
         raise ValueError(f"--fold {only_fold} is not one of the {folds} folds (0 to {folds - 1})")
-    name = name or f"{base.preset}-{base.model}-{base.loss}-cv{folds}"
     case_ids = sorted(discover_cases(base.data_dir or None))
     folds_path = Path(folds_file) if folds_file else base.run_dirs(name)[0] / "folds.json"
     groups = write_folds(folds_path, case_ids, folds, seed)
@@ -234,6 +238,8 @@ def run_fold(config: TrainConfig, results_dir: Path, val_cases: list[str], train
         check_same_recipe(finished["config"], config, source)
         if set(finished["per_case"]) != set(val_cases):
             raise other_folds_error(source, config)
+        if not (results_dir / f"{config.run_name}.json").is_file():  # finished but not exported (killed between)
+            export_run(log_dir, results_dir)
     if finished is not None or not train:
         return finished
     resume = (weights_dir / "last.pt").is_file()
@@ -295,7 +301,8 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
 
     Args:
         cv_names: the cross-validations (their checkpoints ``weights/<cv>-fold<k>/best.pt``).
-        name: the result's name; default ``ensemble-<cv>+<cv>...`` (``-tta`` appended with ``flip_tta``),
+        name: the result's name; default ``ensemble-<cv>+<cv>...`` (``-tta`` appended with ``flip_tta``,
+            ``-folds0,1`` when not every fold is scored, so that a screen never replaces a whole result),
             past 200 characters its head and tail around a hash (:func:`~brainseg.paths.file_stem`).
         folds: score only these folds (screening: the result's split says which); default every
             fold that all cross-validations have.
@@ -321,8 +328,9 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
         fold_of.update({case: k for case in result["per_case"]})
         configs += ensemble.configs
         print(f"ensemble fold {k}: {len(result['per_case'])} cases, mean DSC {result['mean']:.4f}")
-    name = name or paths.file_stem("ensemble-" + "+".join(cv_names) + ("-tta" if flip_tta else ""))
     every_fold = folds == list(range(configs[0].folds))
+    name = name or paths.file_stem("ensemble-" + "+".join(cv_names) + ("-tta" if flip_tta else "")
+                                   + ("" if every_fold else "-folds" + ",".join(map(str, folds))))
     pooled = _ensemble_result(name, cv_names, configs, epochs, per_case, without_lcc, fold_of,
                               f"cv{len(folds)}" if every_fold else f"cv{configs[0].folds}-folds{','.join(map(str, folds))}",
                               describe_device(torch_device), time.perf_counter() - start, command, flip_tta)

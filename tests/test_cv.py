@@ -46,6 +46,22 @@ def test_pool_folds_rejects_a_case_in_two_folds():
         pool_folds([fold, fold], "x", "")
 
 
+def _fold_result(case: str, epochs: int, stopped: bool) -> dict:
+    return {"per_case": {case: 0.8}, "per_case_without_lcc": {case: 0.7}, "run": f"x-{case}", "val_mean_dsc": 0.8,
+            "val_median_dsc": 0.8, "wall_time_s": 60.0, "epochs": epochs, "stopped_early": stopped, "model": "unet",
+            "loss": "dice", "preset": "cpu", "image_size": 128, "best_epoch": epochs, "train_images_per_s": 40.0,
+            "parameters": 1, "device": "cpu", "torch_version": "2", "config": {}}
+
+
+def test_the_pooling_warning_names_the_folds_stopped_at_the_time_limit(capsys):
+    pool_folds([_fold_result("a", 20, False), _fold_result("b", 12, True)], "x", "")
+    assert "warning: folds [1] stopped at the time limit before their schedule ended" in capsys.readouterr().out
+    pool_folds([_fold_result("a", 20, False), _fold_result("b", 18, False)], "x", "")
+    assert "warning: the folds trained for different numbers of epochs ([18, 20])" in capsys.readouterr().out
+    pool_folds([_fold_result("a", 20, False), _fold_result("b", 20, False)], "x", "")
+    assert "warning" not in capsys.readouterr().out
+
+
 def test_cv_refuses_reduced_runs(synthetic_data, tmp_path, synthetic_config):
     with pytest.raises(ValueError, match="max_train_cases and max_val_cases must be 0"):
         run_cv(synthetic_config(synthetic_data, tmp_path, max_val_cases=2), folds=3, progress=False)
@@ -105,6 +121,9 @@ def test_cv_predicts_every_case_once_and_resumes_fold_wise(synthetic_data, tmp_p
     assert "folds [0, 2] not trained yet" in capsys.readouterr().out
     fold1 = json.loads((tmp_path / "logs" / "cv-fold1" / "metrics.json").read_text())
     assert json.loads((results / "cv-fold1.json").read_text())["per_case"] == fold1["per_case"]  # exported
+    (results / "cv-fold1.json").unlink()  # as if killed between training and export: read back, then exported
+    assert run_cv(base, folds=3, name="cv", only_fold=1, results_dir=results, progress=False) is None
+    assert json.loads((results / "cv-fold1.json").read_text())["per_case"] == fold1["per_case"]
     shutil.rmtree(tmp_path / "logs" / "cv-fold1")  # a fresh clone: only the committed export is left
     result = run_cv(base, folds=3, name="cv", results_dir=results, command="cmd", progress=False)
     assert "fold 2/3" not in capsys.readouterr().out  # fold 1 was read back, not trained again

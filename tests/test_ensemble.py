@@ -180,6 +180,10 @@ def test_each_case_is_scored_by_the_mean_of_its_folds_models(tmp_path, synthetic
     assert saved["per_case"] == both["per_case"]
     screened = ensemble_cv(["a", "b"], name="screen", folds=[1], **common)
     assert screened["split"] == "cv3-folds1" and set(screened["fold_of_case"].values()) == {1}
+    repeated = ensemble_cv(["a", "b"], folds=[1, 1, 2], **common)  # a repeated fold counts once
+    assert repeated["run"] == "ensemble-a+b-folds1,2" and repeated["split"] == "cv3-folds1,2"
+    assert repeated["member_epochs"] == [2] * 4
+    assert json.loads((tmp_path / "results" / "ensemble-a+b.json").read_text()) == saved  # the screen beside it
 
 
 def test_one_cv_scored_with_flip_tta(tmp_path, synthetic_data, two_cvs, monkeypatch):
@@ -192,8 +196,8 @@ def test_one_cv_scored_with_flip_tta(tmp_path, synthetic_data, two_cvs, monkeypa
     monkeypatch.setattr(brainseg.cv, "evaluate", lambda *a, **kw: calls.append(kw["flip_tta"]) or real_evaluate(*a, **kw))
     plain, flipped = ensemble_cv(["a"], folds=[0], **common), ensemble_cv(["a"], folds=[0], flip_tta=True, **common)
     assert calls == [False, True]
-    assert flipped["run"] == "ensemble-a-tta" and flipped["flip_tta"] and not plain["flip_tta"]
-    assert "flip TTA" in flipped["selection"] and (tmp_path / "results" / "ensemble-a-tta.json").exists()
+    assert flipped["run"] == "ensemble-a-tta-folds0" and flipped["flip_tta"] and not plain["flip_tta"]
+    assert "flip TTA" in flipped["selection"] and (tmp_path / "results" / "ensemble-a-tta-folds0.json").exists()
 
 
 def test_only_finished_final_fold_models_on_the_same_folds_are_ensembled(tmp_path, synthetic_data, synthetic_config,
