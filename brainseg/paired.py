@@ -106,14 +106,12 @@ def _devices(results: list[dict]) -> list[str]:
     return sorted({re.sub(r", \d+ threads?(?=[,)])", "", r["device"]) for r in results if r.get("device")})
 
 
-def cases_of_folds(folds: list[int], *results: dict, folds_file: str | Path | None = None) -> set[str]:
-    """The cases of ``folds``, read from ``folds_file`` or else from the results' ``fold_of_case``
-    (one partition: :func:`check_one_partition`).
+def cases_of_folds(folds: list[int], fold_of: dict[str, int]) -> set[str]:
+    """The cases of ``folds`` in ``fold_of`` (``{case: fold}``, :func:`check_one_partition`).
 
     Raises:
         ValueError: no folds to read, or a fold number that none of them has.
     """
-    fold_of = check_one_partition(list(results), folds_file)
     if not fold_of:
         raise ValueError("--folds needs the folds: pass --folds-file (e.g. results/<cv>-folds.json)")
     unknown = sorted(set(folds) - set(fold_of.values()))
@@ -246,8 +244,8 @@ def compare_results(spec_a: str, spec_b: str, folds: list[int] | None = None, fo
     """
     sides = [[load_per_case(s, results_dir, logs_dir) for s in (spec, *also)]
              for spec, also in ((spec_a, also_a), (spec_b, also_b))]
-    check_one_partition(sides[0] + sides[1], folds_file)
-    keep = None if folds is None else cases_of_folds(folds, *sides[0], *sides[1], folds_file=folds_file)
+    fold_of = check_one_partition(sides[0] + sides[1], folds_file)
+    keep = None if folds is None else cases_of_folds(folds, fold_of)
     per_a, per_b = (mean_over_trainings(runs, keep) for runs in sides)
     result = paired_difference(per_a, per_b)
     names = [[run["name"] for run in runs] for runs in sides]
