@@ -39,7 +39,8 @@ def write_folds(path: str | Path, case_ids: list[str], folds: int, seed: int) ->
     """The seeded folds of ``case_ids``, saved to ``path`` unless the file already exists.
 
     An existing file is kept (it defines the folds of a run in progress) after checking that it
-    was made for the same number of folds.
+    was made for the same number of folds; when it was drawn with another seed, a note says that
+    ``seed`` did not draw these folds (it still seeds ``--selection inner``'s validation cases).
 
     Returns:
         ``folds`` lists of case ids (each sorted).
@@ -49,9 +50,13 @@ def write_folds(path: str | Path, case_ids: list[str], folds: int, seed: int) ->
     """
     path = Path(path)
     if path.is_file():
-        saved = json.loads(path.read_text())["folds"]
+        stored = json.loads(path.read_text())
+        saved = stored["folds"]
         if len(saved) != folds:
             raise ValueError(f"{path} holds {len(saved)} folds, not {folds}; pass --folds {len(saved)} or remove it")
+        if stored.get("seed", seed) != seed:
+            print(f"note: the folds are read from {path}, drawn with seed {stored['seed']}; --split-seed {seed} "
+                  "does not change them (it seeds only --selection inner's validation cases)")
         return saved
     groups = [kfold_split(case_ids, folds, k, seed)[1] for k in range(folds)]
     atomic_write_json(path, {"folds": groups, "seed": seed, "cases": len(case_ids),

@@ -26,11 +26,13 @@ def test_bootstrap_interval_brackets_the_statistic_and_narrows_with_more_cases()
         bootstrap_interval([])
 
 
-def test_folds_file_is_written_once_and_checked(tmp_path):
+def test_folds_file_is_written_once_and_checked(tmp_path, capsys):
     cases = [f"case{i:02d}" for i in range(11)]
     folds = write_folds(tmp_path / "folds.json", cases, 5, seed=0)
     assert sorted(c for f in folds for c in f) == cases and {len(f) for f in folds} == {2, 3}
+    assert capsys.readouterr().out == ""
     assert write_folds(tmp_path / "folds.json", cases, 5, seed=99) == folds  # an existing file wins
+    assert "drawn with seed 0; --split-seed 99 does not change them" in capsys.readouterr().out
     with pytest.raises(ValueError, match="holds 5 folds, not 3"):
         write_folds(tmp_path / "folds.json", cases, 3, seed=0)
     train, val = folds_from_file(tmp_path / "folds.json", cases, 2)
