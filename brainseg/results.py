@@ -54,3 +54,12 @@ def load_results(results_dir: str | Path | None = None) -> list[dict]:
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
     runs = [r for r in runs if all(k in r for k in REQUIRED_KEYS)]
     return sorted(runs, key=lambda r: (r["preset"], r["model"], r["loss"], r["run"]))
+
+
+def epochs_label(run: dict) -> str:
+    """The epochs a run trained, for tables: ``"20"``, or ``"9-11"`` for a cross-validation whose
+    folds stopped at different epochs (a time budget); its ``epochs`` field holds the longest fold's."""
+    per_fold = sorted({fold["epochs"] for fold in run.get("folds") or () if isinstance(fold, dict) and "epochs" in fold})
+    if len(per_fold) > 1:
+        return f"{per_fold[0]}-{per_fold[-1]}"
+    return str(run["epochs"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..results import load_results
+from ..results import epochs_label, load_results
 
 TABLE_START, TABLE_END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 COMPARE_START, COMPARE_END = "<!-- comparison-table:start -->", "<!-- comparison-table:end -->"
@@ -27,7 +27,7 @@ def results_table(results_dir: str | Path | None = None) -> str:
     columns = header.count("|") - 1
     lines = [header, "|" + "---|" * columns]
     for r in load_results(results_dir):
-        lines.append(f"| {r['run']} | {r['model']} | {r['loss']} | {r['preset']} | {r['image_size']} | {r['epochs']} | "
+        lines.append(f"| {r['run']} | {r['model']} | {r['loss']} | {r['preset']} | {r['image_size']} | {epochs_label(r)} | "
                      f"{r['split']} | {r['selection'].split(' (')[0]} | {r['val_mean_dsc']:.4f} | "
                      f"{r['val_median_dsc']:.4f} | {r['best_epoch']} | {_final(r)} | {r['wall_time_s'] / 60:.1f} min | "
                      f"{r['device']} | `{r['command']}` |")

@@ -17,6 +17,14 @@ def test_results_table_has_a_row_per_exported_run(tmp_path, run_metrics):
     assert results_table(tmp_path / "empty").splitlines()[2] == "| (no runs exported yet) |" + " |" * 14
 
 
+def test_results_table_gives_the_range_of_epochs_when_folds_stopped_apart(tmp_path, run_metrics):
+    folds = [{"epochs": 9}, {"epochs": 11}, {"epochs": 10}]  # a time budget ends each fold at its own epoch
+    (tmp_path / "cv.json").write_text(json.dumps({**run_metrics("cv"), "epochs": 11, "folds": folds}))
+    (tmp_path / "even.json").write_text(json.dumps({**run_metrics("even"), "epochs": 20, "folds": [{"epochs": 20}] * 2}))
+    rows = results_table(tmp_path).splitlines()[2:]
+    assert rows[0].startswith("| cv | x | x | x | 128 | 9-11 | ") and rows[1].startswith("| even | x | x | x | 128 | 20 | ")
+
+
 def test_write_readme_table_replaces_the_text_between_the_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{TABLE_START}\nold\n{TABLE_END}\noutro\n")
