@@ -12,14 +12,18 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
 from . import paths
-from .config import PRESETS, TrainConfig
+from .config import NOT_RECIPE, PRESETS, TrainConfig
 
 PRESET_HELP = "starting preset (default: cpu)"
 NOT_CONFIG = ("command", "func", "command_line", "preset", "resume")  # parsed arguments that are no config field
+# Config fields a resumed run may change: where and how fast it computes and when it stops, not what it learns
+# (the rest of NOT_RECIPE names the run and its folds, or its precision, which a run keeps once chosen).
+RESUME_OPTIONS = tuple(f for f in NOT_RECIPE if f not in ("preset", "run_name", "logs_dir", "weights_dir", "fold",
+                                                         "folds_file", "amp"))
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -89,8 +93,9 @@ def _add_train_parser(sub) -> None:
                             formatter_class=HelpFormatter)
     _add_config_arguments(parser)
     parser.add_argument("--resume", metavar="LOG_DIR", default=None,
-                        help="continue logs/<run> from weights/<run>/last.pt with its saved config (other options "
-                             "ignored) (default: a new run)")
+                        help="continue logs/<run> from weights/<run>/last.pt with its saved config; only options "
+                             f"that do not change the recipe may be given with it ({', '.join(RESUME_OPTIONS)}), "
+                             "e.g. --max-minutes 0 to finish a run stopped at its time limit (default: a new run)")
     parser.set_defaults(func=_train)
 
 
@@ -99,13 +104,31 @@ def _train(args: argparse.Namespace) -> None:
     from .train import fit
 
     if args.resume:
-        saved = Path(args.resume) / "config.json"
-        if not saved.is_file():
-            raise FileNotFoundError(f"{saved}: no config.json; --resume takes a run folder under logs/")
-        config = TrainConfig.from_dict(json.loads(saved.read_text()))
-        fit(config, command=args.command_line, resume=True)
+        fit(_resumed_config(args), command=args.command_line, resume=True)
     else:
         fit(_config_from_args(args), command=args.command_line)
+
+
+def _resumed_config(args: argparse.Namespace) -> TrainConfig:
+    """The saved config of the run folder ``args.resume``, with the :data:`RESUME_OPTIONS` given on
+    the command line applied (where and how fast it computes, its time limit). A run named by
+    default before the name was saved takes its folder's name.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` in the folder.
+        ValueError: an option that would change the recipe midway.
+    """
+    saved = Path(args.resume) / "config.json"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{saved}: no config.json; --resume takes a run folder under logs/")
+    given = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG and v is not None}
+    refused = sorted(set(given) - set(RESUME_OPTIONS))
+    if refused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
+        raise ValueError(f"--resume continues the recipe saved in {saved}; {flags} would change it midway (only "
+                         f"{', '.join(RESUME_OPTIONS)} may be given); start a new run with another --run-name instead")
+    config = TrainConfig.from_dict(json.loads(saved.read_text()))
+    return replace(config, run_name=config.run_name or Path(args.resume).resolve().name, **given)
 
 
 def _add_cv_parser(sub) -> None:

@@ -25,7 +25,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write_json, atomic_write_text
-from .checkpoint import TrainingState, restore_training_state, save_checkpoint, save_training_state
+from .checkpoint import (TrainingState, load_checkpoint, restore_training_state, save_checkpoint,
+                         save_training_state)
 from .config import TrainConfig
 from .data.cache import load_volumes
 from .data.dataset import DeviceBatches, SliceDataset, make_sampler
@@ -80,6 +81,8 @@ def fit(config: TrainConfig, command: str = "", progress: bool = True, resume: b
         TrainingDiverged: NaN/inf loss; ``best.pt`` keeps the best model so far. The message names
             the run, the epoch and that checkpoint.
     """
+    if not config.run_name and not resume:  # named once, so config.json and checkpoints carry the name to resume
+        config = replace(config, run_name=default_run_name(config))
     run = set_up_run(config, progress, resume)
     selection = Selection(config.selection)
     data = load_data(config, run, selection)
@@ -137,18 +140,20 @@ class Run:
 
 
 def set_up_run(config: TrainConfig, progress: bool, resume: bool) -> Run:
-    """Check ``config``, name the run, choose the device and join the torchrun job, if any.
+    """Check ``config`` and the run's folders, choose the device and join the torchrun job, if any.
 
     Raises:
-        ValueError: an impossible config, ``resume`` without a run name, or a batch size that the
-            processes cannot share.
+        ValueError: an impossible config; ``resume`` without a run name, or of a checkpoint trained
+            with another recipe; a new run over one that saved a checkpoint or finished (its
+            outputs would be overwritten); a batch size that the processes cannot share.
     """
     wall_start = time.perf_counter()
     config.validate()
-    if resume and not config.run_name:
-        raise ValueError("resume needs the run_name of the run to continue")
-    name = config.run_name or default_run_name(config)
+    if not config.run_name:
+        raise ValueError("resume needs the run_name of the run to continue" if resume else "the run needs a run_name")
+    name = config.run_name
     log_dir, weights_dir = config.run_dirs(name)
+    check_run_folders(config, log_dir, weights_dir, resume)
     device = select_device(config.device)
     dist = init_distributed(device.type)  # one process unless started by torchrun
     if dist.enabled and device.type == "cuda":
@@ -162,6 +167,24 @@ def set_up_run(config: TrainConfig, progress: bool, resume: bool) -> Run:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return Run(name, log_dir, weights_dir, device, dist, runtime, progress and dist.is_main, resume, wall_start)
+
+
+def check_run_folders(config: TrainConfig, log_dir: Path, weights_dir: Path, resume: bool) -> None:
+    """Refuse a new run where one already saved a checkpoint or finished (it would overwrite that
+    run's outputs and mix their logs), and a resume from a ``last.pt`` trained with another recipe.
+
+    Raises:
+        ValueError: naming the folders and the fix, or the fields that differ.
+    """
+    last = weights_dir / "last.pt"
+    if not resume and (last.is_file() or (log_dir / "metrics.json").is_file()):
+        raise ValueError(f"run {config.run_name} already exists ({log_dir}, {weights_dir}); continue it with "
+                         f"`python -m brainseg train --resume {log_dir}`, or choose another --run-name")
+    if resume and last.is_file():
+        differences = TrainConfig.from_dict(load_checkpoint(last)["config"]).recipe_differences(config)
+        if differences:
+            raise ValueError(f"{last} was trained with another recipe than the run's config "
+                             f"({'; '.join(differences)}); resume it with its own config.json")
 
 
 @dataclass

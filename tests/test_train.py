@@ -185,8 +185,9 @@ def test_a_tiny_decay_follows_the_weights(synthetic_data, tmp_path):
 @pytest.mark.slow
 def test_resume_restores_the_average(synthetic_data, tmp_path):
     fit(ema_config(synthetic_data, tmp_path / "whole", ema=0.9), progress=False)
-    fit(ema_config(synthetic_data, tmp_path / "parts", ema=0.9, epochs=1), progress=False)
-    fit(ema_config(synthetic_data, tmp_path / "parts", ema=0.9), progress=False, resume=True)
+    stopped = fit(ema_config(synthetic_data, tmp_path / "parts", ema=0.9, max_minutes=1e-9), progress=False)
+    assert stopped["epochs"] == 1 and stopped["stop_reason"] == "max_minutes"  # the time limit interrupts it
+    fit(ema_config(synthetic_data, tmp_path / "parts", ema=0.9), progress=False, resume=True)  # no limit now
     whole, parts = saved(tmp_path / "whole", "best.pt"), saved(tmp_path / "parts", "best.pt")
     for key, value in whole["state_dict"].items():
         assert torch.equal(parts["state_dict"][key], value), key
