@@ -130,7 +130,8 @@ def select_and_evaluate_outer(best_path: Path, inner_volumes: list[CaseVolume], 
         return {(tta, lcc): by_tta[tta][lcc] for tta in (False, True) for lcc in (False, True)}
 
     inner, outer = scores(inner_volumes), scores(outer_volumes)
-    tta, lcc = max(inner, key=lambda choice: inner[choice]["mean"])  # the first maximum: the simpler choice
+    # On a tie the protocol's post-processing (the largest-component rule) and no TTA, as postprocess.best_rule
+    tta, lcc = max(inner, key=lambda choice: (inner[choice]["mean"], choice[1], not choice[0]))
     chosen = outer[(tta, lcc)]
     print(f"inner selection: flip TTA {'on' if tta else 'off'}, largest-component rule {'on' if lcc else 'off'} "
           f"(inner means: " + ", ".join(f"tta={t} lcc={c} {r['mean']:.4f}" for (t, c), r in inner.items()) +

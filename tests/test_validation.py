@@ -44,7 +44,8 @@ def test_evaluate_scores_known_predictions():
 
 
 @pytest.mark.parametrize("inner_means, expected", [
-    ({(False, False): 0.8, (False, True): 0.8, (True, False): 0.8, (True, True): 0.8}, (False, False)),  # ties: simplest
+    ({(False, False): 0.8, (False, True): 0.8, (True, False): 0.8, (True, True): 0.8}, (False, True)),  # ties: protocol
+    ({(False, False): 0.8, (False, True): 0.7, (True, False): 0.8, (True, True): 0.7}, (False, False)),
     ({(False, False): 0.7, (False, True): 0.8, (True, False): 0.75, (True, True): 0.8}, (False, True)),
     ({(False, False): 0.7, (False, True): 0.8, (True, False): 0.75, (True, True): 0.85}, (True, True)),
 ])
