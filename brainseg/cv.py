@@ -25,7 +25,7 @@ from .atomic import atomic_write_json, atomic_write_text
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .data.cache import load_volumes
-from .data.kaggle import discover_cases
+from .data.kaggle import discover_cases, run_data_dir
 from .data.splits import kfold_split
 from .ensemble import check_unseen, fold_number, load_ensemble, resolve_checkpoints, run_split
 from .losses import create_loss
@@ -55,8 +55,8 @@ def write_folds(path: str | Path, case_ids: list[str], folds: int, seed: int) ->
         if len(saved) != folds:
             raise ValueError(f"{path} holds {len(saved)} folds, not {folds}; pass --folds {len(saved)} or remove it")
         if stored.get("seed", seed) != seed:
-            print(f"note: the folds are read from {path}, drawn with seed {stored['seed']}; --split-seed {seed} "
-                  "does not change them (it seeds only --selection inner's validation cases)")
+            print(f"note: the folds are read from {path}, drawn with seed {stored['seed']}; --split-seed "
+                  f"{seed} does not change them (it seeds only --selection inner's validation cases)")
         return saved
     groups = [kfold_split(case_ids, folds, k, seed)[1] for k in range(folds)]
     atomic_write_json(path, {"folds": groups, "seed": seed, "cases": len(case_ids),
@@ -405,7 +405,7 @@ def _score_out_of_fold(ensemble, fold: int, cv_names: list[str], data_dir: str |
     case_ids = list(validation.pop())
     check_unseen(ensemble, case_ids, data_dir)
     config = ensemble.config
-    volumes = load_volumes(case_ids, ensemble.image_size, data_dir or config.data_dir or None, cache_dir,
+    volumes = load_volumes(case_ids, ensemble.image_size, run_data_dir(data_dir, config.data_dir), cache_dir,
                            progress=progress)
     return evaluate(ensemble.model, volumes, create_loss(config.loss, **config.loss_args), ensemble.runtime,
                     progress=progress, flip_tta=flip_tta)

@@ -21,6 +21,7 @@ from torch import nn
 from . import paths
 from .checkpoint import build_model, load_checkpoint
 from .config import TrainConfig
+from .data.kaggle import run_data_dir
 from .data.splits import split_cases
 from .runtime import Runtime, inference_amp
 
@@ -184,7 +185,7 @@ def run_split(config: TrainConfig, data_dir: str | None = None) -> tuple[list[st
     Raises:
         FileNotFoundError: the run's folds file is in none of these places.
     """
-    where = TrainConfig.from_dict({**config.to_dict(), "data_dir": data_dir or config.data_dir,
+    where = TrainConfig.from_dict({**config.to_dict(), "data_dir": run_data_dir(data_dir, config.data_dir) or "",
                                    "folds_file": _folds_file(config)})
     return split_cases(where)
 

@@ -22,7 +22,7 @@ from . import paths
 from .atomic import atomic_write_text
 from .config import TrainConfig
 from .data.cache import load_volumes
-from .data.kaggle import discover_cases
+from .data.kaggle import discover_cases, run_data_dir
 from .data.volume import CaseVolume
 from .ensemble import Ensemble, check_unseen, load_ensemble, resolve_checkpoints, run_split
 from .losses import create_loss
@@ -67,7 +67,7 @@ def evaluation_cases(config: TrainConfig, split: str, data_dir: str | None) -> l
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if split == "all":
-        return sorted(discover_cases(data_dir or config.data_dir or None))
+        return sorted(discover_cases(run_data_dir(data_dir, config.data_dir)))
     return run_split(replace(config, split=split, max_val_cases=0), data_dir)[1]
 
 
@@ -85,8 +85,9 @@ def evaluate_checkpoint(weights: str | Sequence[str] | None = None, split: str |
         split: ``reference``, ``kfold`` (the first checkpoint's fold settings) or ``all`` (every case
             in the data folder, which may include training cases); default: the first checkpoint's split.
         data_dir, cache_dir: dataset and cache folders (default: as for training).
-        out_dir: output folder; default the repository's ``predictions/<run>`` (``<run>-tta`` with
-            ``flip_tta``; ``ensemble<n>-<runs>`` for several checkpoints).
+        out_dir: output folder; default the repository's ``predictions/<run>`` (``<run>-<split>``
+            for another split than the checkpoint's, then ``-tta`` with ``flip_tta``;
+            ``ensemble<n>-<runs>`` for several checkpoints).
         flip_tta: average with horizontally flipped predictions.
         overlays: write per-slice PNG overlays and a GIF per case.
 
@@ -106,13 +107,14 @@ def evaluate_checkpoint(weights: str | Sequence[str] | None = None, split: str |
         check_unseen(ensemble, case_ids, data_dir)
     else:
         _warn_of_training_cases(ensemble, case_ids, data_dir)
-    volumes = load_volumes(case_ids, ensemble.image_size, data_dir or config.data_dir or None, cache_dir,
+    volumes = load_volumes(case_ids, ensemble.image_size, run_data_dir(data_dir, config.data_dir), cache_dir,
                            progress=progress)
     loss_fn = create_loss(config.loss, **config.loss_args)
     result = evaluate(ensemble.model, volumes, loss_fn, ensemble.runtime, progress=progress, flip_tta=flip_tta)
 
     run = ensemble.name
-    out = paths.or_default(out_dir, paths.predictions_dir() / (run + ("-tta" if flip_tta else "")))
+    other_split = f"-{split}" if split != config.split else ""  # keeps the run's own evaluation where it was
+    out = paths.or_default(out_dir, paths.predictions_dir() / (run + other_split + ("-tta" if flip_tta else "")))
     rows = _write_case_reports(volumes, result["probs"], out, overlays, progress)
     atomic_write_text(out / "metrics.csv", metrics_csv(rows))
     per_case = {case: row["dsc"] for case, row in rows.items()}

@@ -213,13 +213,15 @@ def fold_probabilities(weights: Path, volume_ids: list[str], data_dir: str | Non
         ``{case: (D, 256, 256) float32}`` and the volumes at the checkpoint's training size.
     """
     from .data.cache import load_volumes
+    from .data.kaggle import run_data_dir
     from .ensemble import load_ensemble
     from .runtime import select_device
     from .validation import predict_volume
 
     fold = load_ensemble([weights], select_device(device))
     config = fold.config
-    volumes = load_volumes(volume_ids, config.image_size, data_dir or config.data_dir or None, cache_dir, progress=False)
+    volumes = load_volumes(volume_ids, config.image_size, run_data_dir(data_dir, config.data_dir), cache_dir,
+                           progress=False)
     probs = {v.case_id: to_metric_grid(torch.sigmoid(predict_volume(fold.model, v.image, fold.runtime))).numpy()
              for v in volumes}
     return probs, volumes

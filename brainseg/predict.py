@@ -44,7 +44,11 @@ def predict_case(weights: str | Sequence[str], case_dir: str, out_dir: str, devi
     Raises:
         DatasetError: missing slices, wrong shape or channel count, unreadable files, a volume
             that cannot be preprocessed (the file or case is named).
+        ValueError: ``out_dir`` is the case folder (the predictions would replace its masks).
     """
+    if Path(out_dir).resolve() == Path(case_dir).resolve():
+        raise ValueError(f"{out_dir}: the output folder is the case folder; the predicted <case>_<n>_mask.tif files "
+                         "would replace the case's own masks. Choose another --out")
     files = list_case_files(case_dir, require_masks=False)
     image, truth = read_case(files)
     torch_device = select_device(device)

@@ -36,11 +36,14 @@ def test_an_unknown_split_is_named():
 
 
 @pytest.mark.slow
-def test_shipped_weights_reproduce_the_recorded_dsc_on_the_samples(tmp_path):
+def test_shipped_weights_reproduce_the_recorded_dsc_on_the_samples(tmp_path, monkeypatch):
     recorded = json.loads((ROOT / "results" / f"{WEIGHTS.stem}.json").read_text())["per_case"]
+    monkeypatch.setattr(paths, "project_root", lambda: tmp_path)  # the default output folder, under tmp_path
     report = evaluate_checkpoint(str(WEIGHTS), split="all", data_dir=str(SAMPLES), cache_dir=str(tmp_path / "cache"),
-                                 out_dir=str(tmp_path / "demo"), device="cpu", progress=False)
+                                 device="cpu", progress=False)
     assert set(report["per_case"]) == {"TCGA_CS_4944_20010208", "TCGA_HT_7616_19940813"}
     for case, dsc in report["per_case"].items():
         assert dsc == pytest.approx(recorded[case], abs=1e-3)  # half-precision weights change DSC by < 2e-4
-    assert (tmp_path / "demo" / "dsc.png").is_file() and (tmp_path / "demo" / "TCGA_HT_7616_19940813.gif").is_file()
+    demo = tmp_path / "predictions" / f"{WEIGHTS.stem}-all"  # not the run's own split: a folder of its own
+    assert report["out_dir"] == str(demo)
+    assert (demo / "dsc.png").is_file() and (demo / "TCGA_HT_7616_19940813.gif").is_file()

@@ -36,6 +36,10 @@ def test_predict_bad_input(tmp_path, checkpoint, capsys, write_case):
     tifffile.imwrite(folder / "TCGA_XX_0001_20000101_2.tif", np.zeros((64, 64, 4), np.uint8))
     assert main(["predict", "--weights", str(checkpoint), "--case", str(folder), "--out", str(tmp_path / "o")]) == 2
     assert "TCGA_XX_0001_20000101_2.tif: expected an image of shape (H, W, 3)" in capsys.readouterr().err
+    truth = (folder / "TCGA_XX_0001_20000101_3_mask.tif").read_bytes()
+    assert main(["predict", "--weights", str(checkpoint), "--case", str(folder), "--out", str(folder / ".")]) == 2
+    assert "the output folder is the case folder" in capsys.readouterr().err
+    assert (folder / "TCGA_XX_0001_20000101_3_mask.tif").read_bytes() == truth
 
 
 def test_predict_names_a_case_that_cannot_be_preprocessed(tmp_path, checkpoint, capsys, write_case):

@@ -88,6 +88,16 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     raise DatasetError(f"No dataset folder found. Looked at:\n{looked}\n\n{DOWNLOAD_HELP}")
 
 
+def run_data_dir(given: str | os.PathLike | None, recorded: str) -> str | None:
+    """The dataset folder for a saved run's cases: ``given`` (``--data``), else the folder the run
+    ``recorded`` where it exists on this machine, else ``None`` (:func:`resolve_data_dir` then reads
+    ``$BRAINSEG_DATA``, then ``data/kaggle_3m``): a checkpoint trained on another machine, with
+    ``--data`` there, still finds the dataset here."""
+    if given:
+        return str(given)
+    return recorded if recorded and Path(recorded).is_dir() else None
+
+
 def _slice_number(path: Path) -> int:
     return int(_SLICE_NAME.match(path.name)["number"])
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from brainseg.data.kaggle import DATA_ENV_VAR, DatasetError, discover_cases, list_case_files, read_case, resolve_data_dir
+from brainseg.data.kaggle import (DATA_ENV_VAR, DatasetError, discover_cases, list_case_files, read_case,
+                                  resolve_data_dir, run_data_dir)
 
 CASE = "TCGA_CS_4944_20010208"  # a reference validation case of the real dataset
 
@@ -49,6 +50,15 @@ def test_environment_variable_is_used(synthetic_data, monkeypatch):
     monkeypatch.setenv(DATA_ENV_VAR, str(synthetic_data / "missing"))
     with pytest.raises(DatasetError, match=f"\\${DATA_ENV_VAR}"):
         resolve_data_dir()
+
+
+def test_a_saved_runs_data_folder_falls_back_to_the_environment_when_it_is_not_on_this_machine(
+        synthetic_data, tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_ENV_VAR, str(synthetic_data))
+    elsewhere = "/home/gpu-box/data/kaggle_3m"  # recorded by a run trained with --data on another machine
+    assert run_data_dir(None, elsewhere) is None and resolve_data_dir(run_data_dir(None, elsewhere)) == synthetic_data.resolve()
+    assert run_data_dir(None, str(tmp_path)) == str(tmp_path)  # the recorded folder, where it exists
+    assert run_data_dir("given", str(tmp_path)) == "given" and run_data_dir(None, "") is None
 
 
 def test_folder_that_is_not_the_dataset(tmp_path):
