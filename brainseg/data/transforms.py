@@ -92,14 +92,34 @@ def _uniform(shape: tuple[int, ...], bounds: tuple[float, float]) -> torch.Tenso
     return low + torch.rand(shape) * (high - low)
 
 
+def on_device(draws: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Random draws made on the CPU (where the training checkpoint saves the RNG), on ``device``.
+    To a GPU they go from pinned memory, asynchronously: a copy from ordinary host memory would
+    make the CPU wait, at every augmented batch, for the GPU to finish the work queued before it."""
+    if device.type != "cuda":
+        return draws.to(device, dtype)
+    return draws.pin_memory().to(device, dtype, non_blocking=True)
+
+
+def gaussian_noise(shape: torch.Size | tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Standard normal noise of ``shape``, made on ``device``. On the CPU it comes from the global
+    torch RNG; on a GPU from a generator there, seeded by one draw of that RNG, so a whole batch of
+    noise is neither made by the CPU nor copied, and a resumed run still draws the same."""
+    if device.type != "cuda":
+        return torch.randn(shape)
+    generator = torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, ())))
+    return torch.randn(shape, generator=generator, device=device)
+
+
 def jitter_intensity(image: torch.Tensor, prob: float) -> torch.Tensor:
     """With probability ``prob`` per image, change each channel's intensities independently by
     :func:`adjust_intensity` with parameters drawn from ``GAMMA_RANGE`` (log-uniform),
     ``CONTRAST_RANGE``, ``SHIFT_RANGE`` and Gaussian noise of std up to ``NOISE_STD_MAX``. An
     image of several slices (2.5D) gets one draw per modality, the same on all its slices.
 
-    Draws come from the global torch RNG (on the CPU, whatever the image's device), and none are
-    made when ``prob`` is 0.
+    Draws come from the global torch RNG (on the CPU, whatever the image's device; a GPU batch's
+    noise from a generator on the GPU seeded by it: :func:`gaussian_noise`), and none are made
+    when ``prob`` is 0.
 
     Shape:
         image (3 k, H, W) or (N, 3 k, H, W): k slices of 3 channels each; returns a tensor of the
@@ -116,12 +136,14 @@ def jitter_intensity(image: torch.Tensor, prob: float) -> torch.Tensor:
 
     draws = [per_channel((math.log(GAMMA_RANGE[0]), math.log(GAMMA_RANGE[1]))).exp(),
              per_channel(CONTRAST_RANGE), per_channel(SHIFT_RANGE)]
-    noise = torch.randn(batch.shape) * per_channel((0.0, NOISE_STD_MAX))[..., None, None]
+    noise = gaussian_noise(batch.shape, batch.device)
+    noise_std = per_channel((0.0, NOISE_STD_MAX))
     if not hit.any():  # the draws are made all the same, so the random stream does not depend on it
         return image
-    gamma, contrast, shift = (d.to(batch.device, batch.dtype) for d in draws)
-    jittered = adjust_intensity(batch, gamma, contrast, shift, noise.to(batch.device, batch.dtype))
-    batch = torch.where(hit.to(batch.device)[:, None, None, None], jittered, batch)
+    gamma, contrast, shift = (on_device(d, batch.device, batch.dtype) for d in draws)
+    noise = (noise * on_device(noise_std, batch.device)[..., None, None]).to(batch.dtype)
+    jittered = adjust_intensity(batch, gamma, contrast, shift, noise)
+    batch = torch.where(on_device(hit, batch.device)[:, None, None, None], jittered, batch)
     return batch if image.dim() == 4 else batch[0]
 
 
@@ -150,7 +172,8 @@ def elastic_displacement(n: int, height: int, width: int, prob: float, device: t
         return torch.zeros(n, height, width, 2, device=device)
     hit = torch.rand(n) < prob
     controls = torch.randn(n, 2, ELASTIC_GRID, ELASTIC_GRID) * ELASTIC_STD * hit[:, None, None, None]
-    field = F.interpolate(controls.to(device), size=(height, width), mode="bicubic", align_corners=True)
+    field = F.interpolate(on_device(controls, torch.device(device)), size=(height, width), mode="bicubic",
+                          align_corners=True)
     return field.permute(0, 2, 3, 1).contiguous()
 
 
@@ -293,7 +316,7 @@ def warp(image: torch.Tensor, mask: torch.Tensor, theta: torch.Tensor, mask_mode
         image (N, C, H, W) float, mask (N, 1, H, W) float, theta (N, 2, 3), displacement
         (N, H, W, 2) or None; outputs keep the input shapes.
     """
-    grid = F.affine_grid(theta.to(image.device, image.dtype), list(image.shape), align_corners=False)
+    grid = F.affine_grid(on_device(theta, image.device, image.dtype), list(image.shape), align_corners=False)
     if displacement is not None:
         grid = grid + displacement.to(grid.device, grid.dtype)
     warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
