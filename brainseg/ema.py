@@ -11,41 +11,68 @@ weights summing to 1; once ``d**n`` is negligible (5,000 steps at 0.999) it is t
 
 from __future__ import annotations
 
-from typing import Callable
+from itertools import chain
 
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 
-def bias_corrected_ema(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
-    """A ``multi_avg_fn`` for ``AveragedModel``: the ``n``-th update moves the average towards the
-    current weights by ``(1 - decay) / (1 - decay**n)`` (1/2 at the second step, ``1 - decay`` late).
+class MovingAverage(AveragedModel):
+    """torch's ``AveragedModel`` over parameters and buffers (BatchNorm statistics included), its
+    update written with the step count on the host.
 
-    ``AveragedModel`` passes the number of updates before this one as a tensor on the parameters'
-    device; the step stays a tensor there (``lerp`` would take it as a Python number, a GPU sync
-    every step), so the update is written as ``average += step * (current - average)``. Integer
-    buffers (BatchNorm's batch count) are copied.
+    ``AveragedModel.update_parameters`` reads its ``n_averaged`` counter, a CPU tensor, on the
+    GPU once per group of tensors and tests it there: the CPU waits for the GPU after every
+    optimiser step. Here the count is read on the CPU (``n_averaged`` stays the saved counter, so
+    checkpoints load either way) and the update's weight is a Python number. Float tensors move
+    towards the current weights by ``1 - decay`` (the plain EMA, as torch's
+    ``get_ema_multi_avg_fn``) or, with ``bias_correction``, by ``(1 - decay) / (1 - decay**n)`` at the
+    ``n``-th update (1/2 at the second, ``1 - decay`` late); integer buffers (BatchNorm's batch
+    count) are copied. The first update copies the weights.
     """
-    if not 0 < decay < 1:
-        raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+
+    def __init__(self, model: nn.Module, decay: float, bias_correction: bool = False):
+        if not 0 < decay < 1:
+            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+        super().__init__(model, use_buffers=True)
+        self.decay, self.bias_correction = decay, bias_correction
+
+    def step_weight(self, updates_before: int) -> float:
+        """How far the update after ``updates_before`` earlier ones moves the average (0 < w <= 1)."""
+        n = updates_before + 1
+        return (1 - self.decay) / (1 - self.decay ** n) if self.bias_correction else 1 - self.decay
 
     @torch.no_grad()
-    def update(averaged: list[Tensor], current: list[Tensor], updates_before: Tensor) -> None:
-        if not torch.is_floating_point(averaged[0]):
+    def update_parameters(self, model: nn.Module) -> None:
+        pairs = list(zip(chain(self.module.parameters(), self.module.buffers()),
+                         chain(model.parameters(), model.buffers())))
+        averaged = [a.detach() for a, _ in pairs]
+        current = [c.detach().to(a.device) for a, c in pairs]
+        updates_before = int(self.n_averaged)  # on the CPU: no wait for the GPU
+        if updates_before == 0:
             torch._foreach_copy_(averaged, current)
+        else:
+            floats = [i for i, a in enumerate(averaged) if a.is_floating_point()]
+            integers = [i for i, a in enumerate(averaged) if not a.is_floating_point()]
+            self._move_towards([averaged[i] for i in floats], [current[i] for i in floats],
+                               self.step_weight(updates_before))
+            if integers:
+                torch._foreach_copy_([averaged[i] for i in integers], [current[i] for i in integers])
+        self.n_averaged += 1
+
+    def _move_towards(self, averaged: list[Tensor], current: list[Tensor], weight: float) -> None:
+        """``average += weight * (current - average)``: as torch's plain EMA (``lerp``), and for the
+        correction the subtraction, product and sum that earlier runs computed, so both repeat them."""
+        if not self.bias_correction:
+            torch._foreach_lerp_(averaged, current, weight)
             return
-        n = updates_before.to(torch.float64) + 1
-        step = ((1 - decay) / (1 - decay ** n)).to(averaged[0].dtype)
         delta = torch._foreach_sub(current, averaged)
-        torch._foreach_mul_(delta, step)
+        torch._foreach_mul_(delta, weight)
         torch._foreach_add_(averaged, delta)
 
-    return update
 
-
-def averaged_model(model: nn.Module, decay: float, bias_correction: bool = False) -> AveragedModel:
+def averaged_model(model: nn.Module, decay: float, bias_correction: bool = False) -> MovingAverage:
     """The moving average of ``model``'s parameters and buffers (BatchNorm statistics included),
     updated by ``update_parameters(model)`` after every optimiser step."""
-    average = bias_corrected_ema(decay) if bias_correction else get_ema_multi_avg_fn(decay)
-    return AveragedModel(model, multi_avg_fn=average, use_buffers=True)
+    return MovingAverage(model, decay, bias_correction)

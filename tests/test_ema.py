@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 from brainseg.config import TrainConfig
-from brainseg.ema import averaged_model, bias_corrected_ema
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from brainseg.ema import averaged_model
 
 
 def average_after(weights: list[float], decay: float, bias_correction: bool) -> float:
@@ -53,6 +55,26 @@ def test_integer_buffers_are_copied_and_float_buffers_averaged():
 
 def test_a_decay_outside_the_open_unit_interval_and_a_correction_without_ema_are_refused():
     with pytest.raises(ValueError, match="ema decay must be in"):
-        bias_corrected_ema(1.0)
+        averaged_model(nn.Linear(1, 1), 1.0)
     with pytest.raises(ValueError, match="ema is 0; pass --ema 0.999"):
         TrainConfig(ema=0.0, ema_bias_correction=True).validate()
+
+
+def test_the_plain_average_repeats_torchs_own_ema_exactly_and_counts_its_updates():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    ours = averaged_model(model, 0.9)
+    torchs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    for _ in range(5):
+        model.train()(torch.randn(2, 3, 8, 8))  # moves the BatchNorm statistics
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        ours.update_parameters(model)
+        torchs.update_parameters(model)
+    for (name, a), b in zip(ours.module.state_dict().items(), torchs.module.state_dict().values()):
+        if a.is_floating_point():
+            assert torch.equal(a, b), name
+    assert int(ours.n_averaged) == 5 and ours.module[1].num_batches_tracked.item() == 5  # copied, not averaged
+    assert set(ours.state_dict()) == set(torchs.state_dict())  # checkpoints load either way
+
