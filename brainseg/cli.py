@@ -184,7 +184,8 @@ def _add_evaluate_parser(sub) -> None:
                         help="kaggle_3m folder (default: the checkpoint's, else as for training)")
     parser.add_argument("--cache-dir", default=None,
                         help="preprocessed-volume cache (default: $BRAINSEG_CACHE, else ~/.cache/brainseg)")
-    parser.add_argument("--out-dir", default=None, help="output folder (default: the repository's predictions/<run>)")
+    parser.add_argument("--out-dir", default=None, help="output folder (default: the repository's predictions/<run>; "
+                                                        "<run>-<split> for another split than the checkpoint's)")
     parser.add_argument("--tta", action="store_true", help="average with horizontally flipped predictions")
     parser.add_argument("--no-overlays", action="store_true", help="skip per-slice PNG overlays and GIFs")
     _add_device(parser)

@@ -106,7 +106,7 @@ def test_notebooks_with_default_folders_write_to_the_top_level(real_data, tmp_pa
 
     # the shipped checkpoint by default; only the data shrunk to the two committed samples
     book = run_notebook(repo, "inference", {"DATA_DIR": str(repo / "samples" / "kaggle_3m"), "SPLIT": "all"})
-    out = repo / "predictions" / paths.shipped_checkpoint().stem
+    out = repo / "predictions" / f"{paths.shipped_checkpoint().stem}-all"  # not the checkpoint's own split
     assert (out / "metrics.csv").is_file() and (out / "dsc.png").is_file()
     kinds = {kind for o in outputs_of(book) for kind in o.get("data", {})}
     assert "image/png" in kinds, "the DSC chart was not displayed"
