@@ -20,10 +20,11 @@ from .config import NOT_RECIPE, PRESETS, TrainConfig
 
 PRESET_HELP = "starting preset (default: cpu)"
 NOT_CONFIG = ("command", "func", "command_line", "preset", "resume")  # parsed arguments that are no config field
-# Config fields a resumed run may change: where and how fast it computes and when it stops, not what it learns
-# (the rest of NOT_RECIPE names the run and its folds, or its precision, which a run keeps once chosen).
+# Config fields a resumed run may change: how fast it computes and when it stops, not what it learns. The rest of
+# NOT_RECIPE names the run, its folds and its data (another folder could redraw its split), or where it computes
+# (its device and precision are kept: a precision picked on a GPU could be ten times slower on a CPU).
 RESUME_OPTIONS = tuple(f for f in NOT_RECIPE if f not in ("preset", "run_name", "logs_dir", "weights_dir", "fold",
-                                                         "folds_file", "amp"))
+                                                         "folds_file", "amp", "device", "data_dir"))
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -111,7 +112,7 @@ def _train(args: argparse.Namespace) -> None:
 
 def _resumed_config(args: argparse.Namespace) -> TrainConfig:
     """The saved config of the run folder ``args.resume``, with the :data:`RESUME_OPTIONS` given on
-    the command line applied (where and how fast it computes, its time limit). A run named by
+    the command line applied (how fast it computes, its time limit). A run named by
     default before the name was saved takes its folder's name.
 
     Raises:
@@ -124,9 +125,10 @@ def _resumed_config(args: argparse.Namespace) -> TrainConfig:
     given = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG and v is not None}
     refused = sorted(set(given) - set(RESUME_OPTIONS))
     if refused:
-        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
-        raise ValueError(f"--resume continues the recipe saved in {saved}; {flags} would change it midway (only "
-                         f"{', '.join(RESUME_OPTIONS)} may be given); start a new run with another --run-name instead")
+        flags = ", ".join("--" + k.replace("_", "-").removesuffix("s") if k in ("model_args", "loss_args")
+                          else "--" + k.replace("_", "-") for k in refused)
+        raise ValueError(f"--resume continues the run saved in {saved}; {flags} cannot be given with it (only "
+                         f"{', '.join(RESUME_OPTIONS)} may be); start a new run with another --run-name instead")
     config = TrainConfig.from_dict(json.loads(saved.read_text()))
     return replace(config, run_name=config.run_name or Path(args.resume).resolve().name, **given)
 

@@ -40,7 +40,7 @@ def write_folds(path: str | Path, case_ids: list[str], folds: int, seed: int) ->
 
     An existing file is kept (it defines the folds of a run in progress) after checking that it
     was made for the same number of folds; when it was drawn with another seed, a note says that
-    ``seed`` did not draw these folds (it still seeds ``--selection inner``'s validation cases).
+    ``seed`` did not draw these folds.
 
     Returns:
         ``folds`` lists of case ids (each sorted).
@@ -56,7 +56,7 @@ def write_folds(path: str | Path, case_ids: list[str], folds: int, seed: int) ->
             raise ValueError(f"{path} holds {len(saved)} folds, not {folds}; pass --folds {len(saved)} or remove it")
         if stored.get("seed", seed) != seed:
             print(f"note: the folds are read from {path}, drawn with seed {stored['seed']}; --split-seed "
-                  f"{seed} does not change them (it seeds only --selection inner's validation cases)")
+                  f"{seed} does not redraw them (remove the file, or name another --folds-file, for new folds)")
         return saved
     groups = [kfold_split(case_ids, folds, k, seed)[1] for k in range(folds)]
     atomic_write_json(path, {"folds": groups, "seed": seed, "cases": len(case_ids),

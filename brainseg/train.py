@@ -179,7 +179,8 @@ def check_run_folders(config: TrainConfig, log_dir: Path, weights_dir: Path, res
     last = weights_dir / "last.pt"
     if not resume and (last.is_file() or (log_dir / "metrics.json").is_file()):
         raise ValueError(f"run {config.run_name} already exists ({log_dir}, {weights_dir}); continue it with "
-                         f"`python -m brainseg train --resume {log_dir}`, or choose another --run-name")
+                         f"`python -m brainseg train --resume {log_dir}`, choose another --run-name, or remove both "
+                         "folders to start it again")
     if resume and last.is_file():
         differences = TrainConfig.from_dict(load_checkpoint(last)["config"]).recipe_differences(config)
         if differences:

@@ -32,7 +32,7 @@ def test_folds_file_is_written_once_and_checked(tmp_path, capsys):
     assert sorted(c for f in folds for c in f) == cases and {len(f) for f in folds} == {2, 3}
     assert capsys.readouterr().out == ""
     assert write_folds(tmp_path / "folds.json", cases, 5, seed=99) == folds  # an existing file wins
-    assert "drawn with seed 0; --split-seed 99 does not change them" in capsys.readouterr().out
+    assert "drawn with seed 0; --split-seed 99 does not redraw them" in capsys.readouterr().out
     with pytest.raises(ValueError, match="holds 5 folds, not 3"):
         write_folds(tmp_path / "folds.json", cases, 3, seed=0)
     train, val = folds_from_file(tmp_path / "folds.json", cases, 2)

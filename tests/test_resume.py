@@ -125,7 +125,7 @@ def test_a_new_run_over_an_existing_one_and_a_resume_with_another_recipe_are_ref
                                 image_size=32, features=4, max_train_cases=0, run_name="mine", epochs=1)
     fit(config, progress=False)
     before = (tmp_path / "weights" / "mine" / "last.pt").read_bytes()
-    with pytest.raises(ValueError, match=r"run mine already exists .*train --resume .*logs/mine`, or choose another"):
+    with pytest.raises(ValueError, match=r"run mine already exists .*train --resume .*logs/mine`, choose another --run-name, or remove both"):
         fit(config, progress=False)
     assert (tmp_path / "weights" / "mine" / "last.pt").read_bytes() == before  # nothing overwritten
     with pytest.raises(ValueError, match=r"last.pt was trained with another recipe .*lr: 0.0001 -> 0.05"):
@@ -134,5 +134,7 @@ def test_a_new_run_over_an_existing_one_and_a_resume_with_another_recipe_are_ref
     from brainseg.cli import main
 
     assert main(["train", "--resume", str(tmp_path / "logs" / "mine"), "--lr", "0.05", "--epochs", "3"]) == 2
-    assert "--epochs, --lr would change it midway" in capsys.readouterr().err
+    assert "--epochs, --lr cannot be given with it" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "logs" / "mine"), "--device", "cpu"]) == 2  # kept as started
+    assert "--device cannot be given with it" in capsys.readouterr().err
 

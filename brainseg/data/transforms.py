@@ -96,9 +96,9 @@ def on_device(draws: torch.Tensor, device: torch.device, dtype: torch.dtype | No
     """Random draws made on the CPU (where the training checkpoint saves the RNG), on ``device``.
     To a GPU they go from pinned memory, asynchronously: a copy from ordinary host memory would
     make the CPU wait, at every augmented batch, for the GPU to finish the work queued before it."""
-    if device.type != "cuda":
+    if device.type != "cuda" or draws.device.type != "cpu":
         return draws.to(device, dtype)
-    return draws.pin_memory().to(device, dtype, non_blocking=True)
+    return draws.to(dtype=dtype).pin_memory().to(device, non_blocking=True)
 
 
 def gaussian_noise(shape: torch.Size | tuple[int, ...], device: torch.device) -> torch.Tensor:
