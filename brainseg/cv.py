@@ -247,12 +247,9 @@ def run_fold(config: TrainConfig, results_dir: Path, val_cases: list[str], train
             export_run(log_dir, results_dir)
     if finished is not None or not train:
         return finished
-    resume = (weights_dir / "last.pt").is_file()
-    if resume:
-        saved = load_checkpoint(weights_dir / "last.pt")
-        check_same_recipe(saved["config"], config, str(weights_dir / "last.pt"))
-        if set(saved.get("trained_on") or ()) & set(val_cases):  # it learnt from cases it would now score
-            raise other_folds_error(str(weights_dir / "last.pt"), config)
+    resume = (weights_dir / "last.pt").is_file()  # fit refuses one trained with another recipe
+    if resume and set(load_checkpoint(weights_dir / "last.pt").get("trained_on") or ()) & set(val_cases):
+        raise other_folds_error(str(weights_dir / "last.pt"), config)  # it learnt from cases it would now score
     print(f"cv fold {config.fold + 1}/{config.folds}: {config.run_name}" + (" (resuming)" if resume else ""))
     result = fit(config, command=command, progress=progress, resume=resume)
     export_run(log_dir, results_dir)  # a later clone finds the fold

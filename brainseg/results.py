@@ -59,7 +59,8 @@ def load_results(results_dir: str | Path | None = None) -> list[dict]:
 def epochs_label(run: dict) -> str:
     """The epochs a run trained, for tables: ``"20"``, or ``"9-11"`` for a cross-validation whose
     folds stopped at different epochs (a time budget); its ``epochs`` field holds the longest fold's."""
-    per_fold = sorted({fold["epochs"] for fold in run.get("folds") or () if isinstance(fold, dict) and "epochs" in fold})
+    per_fold = sorted({fold["epochs"] for fold in run.get("folds") or ()
+                       if isinstance(fold, dict) and "epochs" in fold})
     if len(per_fold) > 1:
         return f"{per_fold[0]}-{per_fold[-1]}"
     return str(run["epochs"])

@@ -184,8 +184,9 @@ def check_run_folders(config: TrainConfig, log_dir: Path, weights_dir: Path, res
     if resume and last.is_file():
         differences = TrainConfig.from_dict(load_checkpoint(last)["config"]).recipe_differences(config)
         if differences:
-            raise ValueError(f"{last} was trained with another recipe than the run's config "
-                             f"({'; '.join(differences)}); resume it with its own config.json")
+            raise ValueError(f"{last} was trained with another recipe than this run's ({'; '.join(differences)}); "
+                             "resume it with the options it was started with, or start a new run under another "
+                             "--run-name")
 
 
 @dataclass
