@@ -66,7 +66,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser, command_defaults: dic
     """``--preset`` and one flag per :class:`TrainConfig` field; ``command_defaults`` are the
     command's own defaults of some fields, which win over the preset's."""
     command_defaults = command_defaults or {}
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help=PRESET_HELP)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help=PRESET_HELP)
     kinds = {"bool": _bool, "bool | str": _bool_or_auto, "int": int, "float": float, "str": str}
     for f in fields(TrainConfig):
         if f.name in ("preset", "model_args", "loss_args"):
@@ -123,7 +123,7 @@ def _resumed_config(args: argparse.Namespace) -> TrainConfig:
     if not saved.is_file():
         raise FileNotFoundError(f"{saved}: no config.json; --resume takes a run folder under logs/")
     given = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG and v is not None}
-    refused = sorted(set(given) - set(RESUME_OPTIONS))
+    refused = sorted(set(given) - set(RESUME_OPTIONS)) + (["preset"] if args.preset else [])
     if refused:
         flags = ", ".join("--" + k.replace("_", "-").removesuffix("s") if k in ("model_args", "loss_args")
                           else "--" + k.replace("_", "-") for k in refused)
@@ -162,7 +162,7 @@ def _cv(args: argparse.Namespace) -> None:
 def _config_from_args(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> TrainConfig:
     overrides = {k: dict(v) if k in ("model_args", "loss_args") else v for k, v in vars(args).items()
                  if k not in (*NOT_CONFIG, *drop) and v is not None}
-    return TrainConfig.preset(args.preset, **overrides)
+    return TrainConfig.preset(args.preset or "cpu", **overrides)
 
 
 def _add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:

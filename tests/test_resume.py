@@ -137,4 +137,6 @@ def test_a_new_run_over_an_existing_one_and_a_resume_with_another_recipe_are_ref
     assert "--epochs, --lr cannot be given with it" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "logs" / "mine"), "--device", "cpu"]) == 2  # kept as started
     assert "--device cannot be given with it" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "logs" / "mine"), "--preset", "gpu"]) == 2  # not silently ignored
+    assert "--preset cannot be given with it" in capsys.readouterr().err
 
