@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import random
 import sys
 import time
@@ -637,6 +638,13 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def default_run_name(config: TrainConfig) -> str:
+    """``<preset>-<model>-<loss>-<size>px-<time>``, from this process's clock.
+
+    Raises:
+        ValueError: under torchrun, where each process's clock could name the run differently.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("under torchrun, give the run a --run-name: each process would name it by its own clock")
     return f"{config.preset}-{config.model}-{config.loss}-{config.image_size}px-{time.strftime('%Y%m%d-%H%M%S')}"
 
 

@@ -86,3 +86,13 @@ def test_more_cuda_processes_than_gpus_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ValueError, match=r"LOCAL_RANK=1 needs GPU 1, but this node has 1 visible GPU.*--device cpu"):
         init_distributed("cuda")
+
+
+def test_a_run_under_torchrun_without_a_name_is_refused(monkeypatch):
+    from brainseg.config import TrainConfig
+    from brainseg.train import default_run_name
+
+    assert default_run_name(TrainConfig.preset("smoke")).startswith("smoke-unet-")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"under torchrun, give the run a --run-name"):
+        default_run_name(TrainConfig.preset("smoke"))
