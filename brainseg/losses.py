@@ -36,6 +36,12 @@ def _non_negative(**values: float) -> None:
             raise ValueError(f"{name} must be >= 0, got {value}")
 
 
+def _positive_smooth(smooth: float) -> None:
+    if smooth <= 0:
+        raise ValueError(f"smooth must be > 0, got {smooth}: without it a slice with no lesion and no prediction "
+                         "divides 0 by 0 (NaN)")
+
+
 class DiceLoss(nn.Module):
     """Soft Dice loss of the reference: ``1 - (2 TP + s) / (sum p + sum g + s)``.
 
@@ -46,7 +52,7 @@ class DiceLoss(nn.Module):
 
     def __init__(self, smooth: float = 1.0, per_sample: bool = False):
         super().__init__()
-        _non_negative(smooth=smooth)
+        _positive_smooth(smooth)
         self.smooth, self.per_sample = smooth, per_sample
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -109,7 +115,8 @@ class FocalLoss(nn.Module):
         logits, target = _check(logits, target)
         bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")  # -log(p_t), stable
         p_t = torch.exp(-bce)
-        loss = (1 - p_t) ** self.gamma * bce
+        # clamp: where p_t rounds to 1, the gradient of x ** gamma at 0 is infinite when gamma < 1 (NaN)
+        loss = (1 - p_t).clamp_min(1e-6) ** self.gamma * bce
         if self.alpha is not None:
             loss = (self.alpha * target + (1 - self.alpha) * (1 - target)) * loss
         return loss.mean()
@@ -127,7 +134,8 @@ class TverskyLoss(nn.Module):
 
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0, per_sample: bool = False):
         super().__init__()
-        _non_negative(alpha=alpha, beta=beta, smooth=smooth)
+        _non_negative(alpha=alpha, beta=beta)
+        _positive_smooth(smooth)
         self.alpha, self.beta, self.smooth, self.per_sample = alpha, beta, smooth, per_sample
 
     def index(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -151,7 +159,8 @@ class FocalTverskyLoss(TverskyLoss):
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 0.75, smooth: float = 1.0,
                  per_sample: bool = False):
         super().__init__(alpha, beta, smooth, per_sample)
-        _non_negative(gamma=gamma)
+        if gamma <= 0:
+            raise ValueError(f"gamma must be > 0, got {gamma}: at 0 the loss is the constant 1 and nothing is learnt")
         self.gamma = gamma
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -34,13 +34,13 @@ def test_dice_is_batch_level_unless_per_sample():
     target[0] = 1
     pred = torch.zeros_like(target)
     pred[0, 0, 0] = 1  # 2 of the 4 target pixels; the second image is empty in both
-    assert create_loss("dice", smooth=0.0)(logits_of(pred), target).item() == pytest.approx(1 - 4 / 6, abs=1e-6)
+    assert create_loss("dice", smooth=1e-9)(logits_of(pred), target).item() == pytest.approx(1 - 4 / 6, abs=1e-6)
     per_sample = create_loss("dice", smooth=1.0, per_sample=True)(logits_of(pred), target).item()
     assert per_sample == pytest.approx(((1 - 5 / 7) + (1 - 1 / 1)) / 2, abs=1e-6)
 
 
 def test_soft_iou_values(target):
-    loss = create_loss("soft_iou", smooth=0.0)
+    loss = create_loss("soft_iou", smooth=1e-9)
     assert loss(logits_of(target), target).item() == pytest.approx(0.0, abs=1e-6)
     assert loss(logits_of(1 - target), target).item() == pytest.approx(1.0, abs=1e-6)
     half = torch.zeros_like(target)
@@ -67,8 +67,8 @@ def test_region_losses_match_numpy_formulas_on_soft_predictions(target):
 def test_tversky_with_equal_weights_is_dice(target):
     torch.manual_seed(1)
     logits = torch.randn_like(target)
-    dice = create_loss("dice", smooth=0.0)(logits, target)
-    tversky = create_loss("tversky", alpha=0.5, beta=0.5, smooth=0.0)(logits, target)
+    dice = create_loss("dice", smooth=1e-9)(logits, target)
+    tversky = create_loss("tversky", alpha=0.5, beta=0.5, smooth=1e-9)(logits, target)
     assert tversky.item() == pytest.approx(dice.item(), rel=1e-6)
 
 
@@ -120,6 +120,12 @@ def test_gradients_finite_for_empty_masks_and_perfect_predictions(name):
         assert torch.isfinite(value) and torch.isfinite(logits.grad).all(), name
 
 
+def test_focal_loss_with_gamma_below_one_keeps_finite_gradients_on_confident_pixels():
+    logits = torch.tensor([30.0, -30.0, 5.0, -5.0]).reshape(1, 1, 2, 2).requires_grad_(True)
+    create_loss("focal", gamma=0.5)(logits, torch.tensor([1.0, 0.0, 1.0, 0.0]).reshape(1, 1, 2, 2)).backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 0, 1, 0] < 0 < logits.grad[0, 0, 1, 1]
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_bf16_logits_are_handled_in_float32(name):
     logits = torch.randn(2, 1, 8, 8).bfloat16()
@@ -131,6 +137,11 @@ def test_bad_arguments():
         create_loss("iou2")
     with pytest.raises(ValueError, match="smooth"):
         create_loss("dice", smooth=-1)
+    for name in ("dice", "soft_iou", "tversky", "bce_dice"):  # 0/0 on a slice without lesion
+        with pytest.raises(ValueError, match=r"smooth must be > 0, got 0"):
+            create_loss(name, smooth=0)
+    with pytest.raises(ValueError, match=r"gamma must be > 0, got 0: at 0 the loss is the constant 1"):
+        create_loss("focal_tversky", gamma=0)
     with pytest.raises(ValueError, match="bce_weight"):
         create_loss("bce_dice", bce_weight=2)
     with pytest.raises(ValueError, match="beta"):
