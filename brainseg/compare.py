@@ -4,13 +4,14 @@ of their settings and results, their training curves, and two recipes case by ca
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
 from . import paths
+from .atomic import atomic_write
+from .results import read_json
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -27,8 +28,8 @@ def load_run(run_dir: str | Path) -> dict:
         with open(run_dir / "history.csv") as handle:
             history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
     metrics_path = run_dir / "metrics.json"
-    return {"name": run_dir.name, "config": json.loads((run_dir / "config.json").read_text()), "history": history,
-            "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None}
+    return {"name": run_dir.name, "config": read_json(run_dir / "config.json"), "history": history,
+            "metrics": read_json(metrics_path) if metrics_path.is_file() else None}
 
 
 def load_runs(logs_dir: str | Path | None = None) -> list[dict]:
@@ -53,7 +54,7 @@ def runs_from_results(results_dir: str | Path | None = None, preset: str | None 
     left out), optionally only those of one preset."""
     runs = []
     for path in sorted(paths.or_default(results_dir, paths.results_dir()).glob("*.json")):
-        metrics = json.loads(path.read_text())
+        metrics = read_json(path)
         if "config" not in metrics or (preset and metrics.get("preset") != preset):
             continue
         if metrics.get("split") != split or metrics["config"].get("max_train_cases", 0):
@@ -143,6 +144,6 @@ def plot_curves(runs: list[dict], path: str | Path | None = None) -> Figure:
     ax_dsc.legend(fontsize=8)
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        fmt = Path(path).suffix.lstrip(".") or "png"
+        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=100))  # a kill leaves the old figure whole
     return fig

@@ -26,7 +26,7 @@ from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .data.cache import load_volumes
 from .data.kaggle import discover_cases, run_data_dir
-from .data.splits import kfold_split
+from .data.splits import kfold_split, read_folds
 from .ensemble import check_unseen, fold_number, load_ensemble, resolve_checkpoints, run_split
 from .losses import create_loss
 from .metrics import summarize
@@ -50,7 +50,7 @@ def write_folds(path: str | Path, case_ids: list[str], folds: int, seed: int) ->
     """
     path = Path(path)
     if path.is_file():
-        stored = json.loads(path.read_text())
+        stored = read_folds(path)
         saved = stored["folds"]
         if len(saved) != folds:
             raise ValueError(f"{path} holds {len(saved)} folds, not {folds}; pass --folds {len(saved)} or remove it")
@@ -90,7 +90,7 @@ def pool_folds(fold_results: list[dict], name: str, command: str, seed: int = 0)
     Returns:
         A results entry (``split`` = ``cv<k>``) with ``per_case`` over every case, mean and median
         with and without the largest-component rule, their bootstrap 95% intervals and the folds'
-        own figures.
+        own figures and machines (``device``: the distinct machines joined by `` + ``).
     """
     per_case, without_lcc, fold_of = {}, {}, {}
     for k, result in enumerate(fold_results):
@@ -122,11 +122,12 @@ def pool_folds(fold_results: list[dict], name: str, command: str, seed: int = 0)
         "per_case": per_case, "per_case_without_lcc": without_lcc, "fold_of_case": fold_of,
         "folds": [{"run": r["run"], "cases": len(r["per_case"]), "val_mean_dsc": r["val_mean_dsc"],
                    "val_median_dsc": r["val_median_dsc"], "epochs": r["epochs"], "stopped_early": r["stopped_early"],
-                   "wall_time_s": r["wall_time_s"]} for r in fold_results],
+                   "wall_time_s": r["wall_time_s"], "device": r["device"]} for r in fold_results],
         "best_epoch": first["best_epoch"],
         "wall_time_s": round(sum(r["wall_time_s"] for r in fold_results), 1),
         "train_images_per_s": round(float(np.mean([r["train_images_per_s"] for r in fold_results])), 2),
-        "parameters": first["parameters"], "device": first["device"], "torch_version": first["torch_version"],
+        "parameters": first["parameters"], "device": " + ".join(dict.fromkeys(r["device"] for r in fold_results)),
+        "torch_version": first["torch_version"],
         "command": command, "config": {**first["config"], "run_name": name, "fold": None},
     }
 
@@ -248,12 +249,27 @@ def run_fold(config: TrainConfig, results_dir: Path, val_cases: list[str], train
     if finished is not None or not train:
         return finished
     resume = (weights_dir / "last.pt").is_file()  # fit refuses one trained with another recipe
-    if resume and set(load_checkpoint(weights_dir / "last.pt").get("trained_on") or ()) & set(val_cases):
-        raise other_folds_error(str(weights_dir / "last.pt"), config)  # it learnt from cases it would now score
+    if resume:
+        check_not_trained_on(weights_dir / "last.pt", val_cases, config)
     print(f"cv fold {config.fold + 1}/{config.folds}: {config.run_name}" + (" (resuming)" if resume else ""))
     result = fit(config, command=command, progress=progress, resume=resume)
     export_run(log_dir, results_dir)  # a later clone finds the fold
     return result
+
+
+def check_not_trained_on(checkpoint: Path, val_cases: list[str], config: TrainConfig) -> None:
+    """Refuse to resume a fold from a ``checkpoint`` that learnt from cases the fold will score.
+    The folds file is no part of the recipe, so the checkpoint's own ``trained_on`` list is the check.
+
+    Raises:
+        ValueError: ``trained_on`` overlaps ``val_cases``, or was not recorded.
+    """
+    trained_on = load_checkpoint(checkpoint).get("trained_on")
+    if trained_on is None:
+        raise ValueError(f"{checkpoint} records no trained_on cases (an older brainseg saved it), so nothing shows "
+                         f"that it never trained on fold {config.fold}'s cases; remove it to train the fold afresh")
+    if set(trained_on) & set(val_cases):
+        raise other_folds_error(str(checkpoint), config)  # it learnt from cases it would now score
 
 
 def other_folds_error(source: str, config: TrainConfig) -> ValueError:

@@ -16,7 +16,6 @@ against run-to-run noise (two trainings against two).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +25,8 @@ import numpy as np
 from . import paths
 from .config import TrainConfig
 from .cv import bootstrap_interval, check_same_recipe
+from .data.splits import read_folds
+from .results import read_json
 
 TIE = 0.01  # per-case differences this small count as ties
 
@@ -58,7 +59,7 @@ def load_per_case(spec: str, results_dir: str | Path | None = None, logs_dir: st
     if not path.is_file():
         path = results_dir / f"{spec}.json"
     if path.is_file():
-        result = json.loads(path.read_text())
+        result = read_json(path)
         if "per_case" not in result:
             raise ValueError(f"{path}: no per_case table; pass a run or cross-validation result")
         if fold_models and "members" in result:
@@ -66,12 +67,13 @@ def load_per_case(spec: str, results_dir: str | Path | None = None, logs_dir: st
                              "own; pass one of those cross-validations")
         return {"name": result.get("run", path.stem), "per_case": result["per_case"],
                 "fold_of_case": result.get("fold_of_case", {}), "source": str(path),
-                "devices": _devices([result])}
+                "devices": _devices([f for f in result.get("folds", []) if isinstance(f, dict) and f.get("device")]
+                                    or [result])}
     fold_files = finished_fold_files(spec, logs_dir, results_dir)
     if not fold_files:
         raise FileNotFoundError(f"{spec}: not a file, no {results_dir}/{spec}.json and no finished folds "
                                 f"{logs_dir}/{spec}-fold<k>/metrics.json or {results_dir}/{spec}-fold<k>.json")
-    per_case, fold_of, folds = {}, {}, [json.loads(file.read_text()) for file in fold_files]
+    per_case, fold_of, folds = {}, {}, [read_json(file) for file in fold_files]
     first = TrainConfig.from_dict(folds[0]["config"])
     for file, fold in zip(fold_files, folds):
         check_same_recipe(fold["config"], first, f"{file} (against {fold_files[0]})")
@@ -129,7 +131,7 @@ def check_one_partition(results: list[dict], folds_file: str | Path | None = Non
         ValueError: a case in two different folds, naming both sources.
     """
     fold_of, source = {}, {}
-    groups = json.loads(Path(folds_file).read_text())["folds"] if folds_file else []
+    groups = read_folds(folds_file)["folds"] if folds_file else []
     tables = [(str(folds_file), {case: k for k, group in enumerate(groups) for case in group})]
     for name, table in tables + [(result["name"], result["fold_of_case"]) for result in results]:
         for case, k in table.items():
@@ -174,16 +176,17 @@ def paired_difference(a: dict[str, float], b: dict[str, float], resamples: int =
     va, vb = np.array([a[c] for c in cases]), np.array([b[c] for c in cases])
     diff = vb - va
     low, high = bootstrap_interval(diff, np.mean, resamples=resamples, seed=seed)
+    moved = np.round(diff, 9)  # a move of exactly the tie (0.93 - 0.92 = 0.010000000000000009) is a tie
     order = np.argsort(diff)
     row = lambda i: [cases[i], round(float(va[i]), 4), round(float(vb[i]), 4)]  # noqa: E731
     return {
         "cases": len(cases), "mean_difference": float(diff.mean()), "ci95": [low, high],
         "improvement": bool(low > 0), "worse": bool(high < 0),
-        "wins": int((diff > tie).sum()), "ties": int((np.abs(diff) <= tie).sum()), "losses": int((diff < -tie).sum()),
+        "wins": int((moved > tie).sum()), "ties": int((np.abs(moved) <= tie).sum()), "losses": int((moved < -tie).sum()),
         "tie": tie, "mean_a": float(va.mean()), "mean_b": float(vb.mean()),
         "median_a": float(np.median(va)), "median_b": float(np.median(vb)),
-        "most_improved": [row(i) for i in order[::-1][:top] if diff[i] > tie],
-        "most_worsened": [row(i) for i in order[:top] if diff[i] < -tie],
+        "most_improved": [row(i) for i in order[::-1][:top] if moved[i] > tie],
+        "most_worsened": [row(i) for i in order[:top] if moved[i] < -tie],
     }
 
 
@@ -302,7 +305,7 @@ def load_comparisons(results_dir: str | Path | None = None) -> list[dict]:
     """
     comparisons = []
     for path in sorted(paths.or_default(results_dir, paths.results_dir()).glob("paired-*.json")):
-        result = json.loads(path.read_text())
+        result = read_json(path)
         missing = [k for k in PAIRED_KEYS if k not in result]
         if missing:
             raise ValueError(f"{path}: missing keys {missing}; rewrite it with 'python -m brainseg results paired'")

@@ -18,6 +18,14 @@ REQUIRED_KEYS = ("run", "model", "loss", "preset", "image_size", "epochs", "spli
                  "val_mean_dsc", "val_median_dsc", "per_case", "best_epoch", "wall_time_s", "device", "command")
 
 
+def read_json(path: str | Path) -> dict:
+    """The JSON file ``path``, or a ``ValueError`` that names it (a truncated or foreign file)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not a JSON file ({error}); restore it (git checkout) or remove it") from None
+
+
 def export_run(run_dir: str | Path, results_dir: str | Path | None = None) -> Path:
     """Copy ``<run_dir>/metrics.json`` to ``<results_dir>/<run>.json``; ``run_dir`` may also be a
     run name, looked up under the repository's ``logs/``; ``results_dir`` ``None``: the repository's
@@ -34,7 +42,7 @@ def export_run(run_dir: str | Path, results_dir: str | Path | None = None) -> Pa
         raise FileNotFoundError(f"{run_dir}: no such run folder, nor {paths.logs_dir() / str(run_dir)}")
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no metrics.json; the run has not finished")
-    metrics = json.loads(source.read_text())
+    metrics = read_json(source)
     missing = [k for k in REQUIRED_KEYS if k not in metrics]
     if missing:
         raise ValueError(f"{source}: missing keys {missing}")
@@ -51,7 +59,7 @@ def load_results(results_dir: str | Path | None = None) -> list[dict]:
     """All exported runs, sorted by preset, model, loss and run name (other JSON files, such as
     benchmark figures, are skipped); ``results_dir`` ``None``: the repository's results/ folder."""
     folder = paths.or_default(results_dir, paths.results_dir())
-    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    runs = [read_json(p) for p in sorted(folder.glob("*.json"))]
     runs = [r for r in runs if all(k in r for k in REQUIRED_KEYS)]
     return sorted(runs, key=lambda r: (r["preset"], r["model"], r["loss"], r["run"]))
 

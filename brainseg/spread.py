@@ -42,6 +42,9 @@ def training_spread(specs: list[str], below: float = 0.6, top: int = 10, results
     if len(specs) < 2 or len(set(specs)) < len(specs):
         raise ValueError(f"spread needs two or more distinct trainings of one recipe, got {specs}")
     runs = [load_per_case(spec, results_dir, logs_dir) for spec in specs]
+    names = [run["name"] for run in runs]
+    if len(set(names)) < len(names):  # e.g. a name and its results file: one training, a spread of 0
+        raise ValueError(f"spread needs two or more distinct trainings; {specs} name the runs {names}")
     for run in runs[1:]:
         check_same_folds(runs[0], run)
     cases = sorted(runs[0]["per_case"])

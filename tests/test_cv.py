@@ -39,6 +39,14 @@ def test_folds_file_is_written_once_and_checked(tmp_path, capsys):
     assert val == sorted(folds[2]) and sorted(train + val) == cases
     with pytest.raises(ValueError, match="every case of the dataset once"):
         folds_from_file(tmp_path / "folds.json", cases + ["case99"], 0)
+    pooled = tmp_path / "cv.json"  # a pooled result also has a "folds" key, of fold summaries
+    pooled.write_text(json.dumps({"folds": [{"run": f"cv-fold{k}", "cases": 2} for k in range(5)]}))
+    for read in (lambda: write_folds(pooled, cases, 5, seed=0), lambda: folds_from_file(pooled, cases, 0)):
+        with pytest.raises(ValueError, match=r"cv.json: not a folds file .*results/<cv>-folds.json"):
+            read()
+    (tmp_path / "cut.json").write_text('{"folds": [["case00"')
+    with pytest.raises(ValueError, match=r"cut.json: not a JSON file"):
+        folds_from_file(tmp_path / "cut.json", cases, 0)
 
 
 def test_pool_folds_rejects_a_case_in_two_folds():
@@ -64,6 +72,13 @@ def test_the_pooling_warning_names_the_folds_stopped_at_the_time_limit(capsys):
     assert "warning" not in capsys.readouterr().out
 
 
+def test_a_pooled_cross_validation_records_the_machine_of_each_fold():
+    gpu, cpu = {**_fold_result("a", 20, False), "device": "NVIDIA H100"}, _fold_result("b", 20, False)
+    pooled = pool_folds([gpu, cpu, {**_fold_result("c", 20, False), "device": "NVIDIA H100"}], "x", "")
+    assert pooled["device"] == "NVIDIA H100 + cpu" and [f["device"] for f in pooled["folds"]] == ["NVIDIA H100", "cpu", "NVIDIA H100"]
+    assert pool_folds([cpu], "x", "")["device"] == "cpu"
+
+
 def test_cv_refuses_reduced_runs(synthetic_data, tmp_path, synthetic_config):
     with pytest.raises(ValueError, match="max_train_cases and max_val_cases must be 0"):
         run_cv(synthetic_config(synthetic_data, tmp_path, max_val_cases=2), folds=3, progress=False)
@@ -79,7 +94,7 @@ def test_folds_of_another_recipe_are_neither_pooled_nor_resumed(synthetic_data, 
         run_cv(base, folds=3, name="cv", results_dir=results, progress=False)
     wider = replace(other, flair_fill=0.0, context=1)
     save_checkpoint(tmp_path / "weights" / "cv-fold0" / "last.pt", create_model("unet", **wider.model_kwargs()),
-                    wider, epoch=1, metrics={}, geometry_size=32)
+                    wider, epoch=1, metrics={}, geometry_size=32, trained_on=[])
     with pytest.raises(ValueError, match=r"cv-fold0/last.pt was trained with another recipe .*\(context: 1 -> 0\)"):
         run_cv(base, folds=3, name="cv", results_dir=tmp_path / "elsewhere", progress=False)
 
@@ -99,6 +114,10 @@ def test_folds_made_on_other_folds_are_neither_pooled_nor_resumed(synthetic_data
     save_checkpoint(tmp_path / "weights" / "cv-fold0" / "last.pt", create_model("unet", **fold0.model_kwargs()),
                     fold0, epoch=1, metrics={}, geometry_size=32, trained_on=every_case)
     with pytest.raises(ValueError, match=r"cv-fold0/last.pt was made on other folds than"):
+        run_cv(base, folds=3, name="cv", results_dir=tmp_path / "elsewhere", progress=False)
+    save_checkpoint(tmp_path / "weights" / "cv-fold0" / "last.pt", create_model("unet", **fold0.model_kwargs()),
+                    fold0, epoch=1, metrics={}, geometry_size=32)  # as saved before trained_on was recorded
+    with pytest.raises(ValueError, match=r"cv-fold0/last.pt records no trained_on cases .* remove it to train the fold"):
         run_cv(base, folds=3, name="cv", results_dir=tmp_path / "elsewhere", progress=False)
     assert not (tmp_path / "logs" / "cv-fold0" / "metrics.json").exists()  # refused before any training
 

@@ -52,6 +52,8 @@ def test_ties_and_the_cases_that_moved_most():
     assert result["most_improved"] == [["x", 0.5, 0.9], ["w", 0.7, 0.75]]
     assert result["most_worsened"] == [["z", 0.9, 0.6]]
     assert result["worse"] is False and result["mean_difference"] == pytest.approx(0.03875)
+    exact = paired_difference({"p": 0.92, "q": 0.50, "r": 0.3}, {"p": 0.93, "q": 0.51, "r": 0.29})
+    assert (exact["wins"], exact["ties"], exact["losses"]) == (0, 3, 0)  # 0.93 - 0.92 is 0.010000000000000009
 
 
 def test_mismatched_case_sets_are_a_clear_error():
@@ -182,6 +184,10 @@ def test_the_machines_of_a_cross_validation_in_progress_are_those_of_its_folds(t
         saved = tmp_path / f"mixed-fold{fold}" / "metrics.json"
         saved.write_text(json.dumps({**json.loads(saved.read_text()), "device": device}))
     assert load_per_case("mixed", tmp_path / "results", tmp_path)["devices"] == ["NVIDIA H100", "cpu (x86_64)"]
+    pooled = {"run": "pooled", "per_case": a, "device": "NVIDIA H100 + cpu (x86_64, 2 threads)",
+              "folds": [{"run": "pooled-fold0", "device": "NVIDIA H100"}, {"run": "pooled-fold1", "device": "cpu (x86_64, 2 threads)"}]}
+    (tmp_path / "pooled.json").write_text(json.dumps(pooled))  # once pooled, still every fold's machine
+    assert load_per_case("pooled", tmp_path, tmp_path)["devices"] == ["NVIDIA H100", "cpu (x86_64)"]
 
 
 def test_several_trainings_of_each_recipe_count_with_their_per_case_mean(tmp_path, capsys):

@@ -35,6 +35,10 @@ def test_export_errors(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"run": "x"}))
     with pytest.raises(ValueError, match="missing keys"):
         export_run(tmp_path, tmp_path / "results")
+    (tmp_path / "results").mkdir(exist_ok=True)
+    (tmp_path / "results" / "cut.json").write_text('{"run": "x", "per_')  # killed mid-copy by hand, say
+    with pytest.raises(ValueError, match=r"results/cut.json: not a JSON file .*restore it"):
+        load_results(tmp_path / "results")
 
 
 def test_export_takes_a_run_name_under_the_repositorys_logs(tmp_path, monkeypatch):

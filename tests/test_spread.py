@@ -51,6 +51,8 @@ def test_bad_input_is_named(tmp_path):
         training_spread(["a"], results_dir=tmp_path)
     with pytest.raises(ValueError, match=r"distinct trainings of one recipe, got \['a', 'a'\]"):
         training_spread(["a", "a"], results_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"name the runs \['a', 'a'\]"):  # a name and its file: one training
+        training_spread(["a", str(tmp_path / "a.json")], results_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         training_spread(["a", "nowhere"], results_dir=tmp_path, logs_dir=tmp_path / "logs")
 

@@ -81,13 +81,32 @@ def inner_split(train_ids: list[str], cases: int, seed: int = 0) -> tuple[list[s
     return [c for c in train if c not in inner], inner
 
 
+def read_folds(path: str | Path) -> dict:
+    """The saved folds file ``path``: ``{"folds": [[case, ...], ...], "seed": ..., ...}``.
+
+    Raises:
+        ValueError: not JSON, or no list of case lists under ``"folds"`` (a pooled result
+            ``results/<cv>.json`` has a ``"folds"`` key of another kind), naming the file.
+    """
+    try:
+        stored = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not a JSON file ({error}); a folds file is e.g. results/<cv>-folds.json") from None
+    folds = stored.get("folds") if isinstance(stored, dict) else None
+    if not (isinstance(folds, list) and folds
+            and all(isinstance(group, list) and all(isinstance(c, str) for c in group) for group in folds)):
+        raise ValueError(f"{path}: not a folds file (one holds {{\"folds\": [[case, ...], ...]}}, e.g. "
+                         "results/<cv>-folds.json beside a pooled results/<cv>.json)")
+    return stored
+
+
 def folds_from_file(path: str | Path, case_ids: list[str], fold: int) -> tuple[list[str], list[str]]:
     """Fold ``fold`` of the folds saved in ``path`` (``{"folds": [[case, ...], ...], ...}``).
 
     Raises:
         ValueError: the file's folds do not cover exactly ``case_ids`` once each, or no such fold.
     """
-    folds = json.loads(Path(path).read_text())["folds"]
+    folds = read_folds(path)["folds"]
     listed = [case for group in folds for case in group]
     if sorted(listed) != sorted(case_ids):
         missing, extra = sorted(set(case_ids) - set(listed)), sorted(set(listed) - set(case_ids))
