@@ -404,7 +404,7 @@ def run_epoch(loop: EpochLoop, state: TrainingState, epoch: int) -> str:
     if val:
         loop.logger.log_outlines(loop.data.val_volumes, val["probs"], loop.picks, epoch)
         keep_validation(loop, state, val)
-    if run.dist.is_main:
+    if run.dist.is_main:  # after best.pt: killed between the two, a resume repeats this epoch and its best.pt
         save_training_state(run.weights_dir / "last.pt", state, parts.model, parts.optimizer, parts.scheduler,
                             parts.sampler_generator, config, parts.averaged, loop.data.trained_on)
     run.say(f"epoch {epoch:3d}/{config.epochs}  train loss {stats['loss']:.4f}  "
