@@ -36,6 +36,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         raise
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` left in ``folder`` when a kill (SIGKILL,
+    a lost machine) stopped it mid-write; call it only where nothing is being written. Returns them."""
+    stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)  # another torchrun rank may have removed it first
+    return stale
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 

@@ -37,7 +37,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_json, atomic_write_text
+from .atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from .checkpoint import (TrainingState, load_checkpoint, restore_training_state, save_checkpoint,
                          save_training_state)
 from .config import TrainConfig
@@ -155,6 +155,9 @@ def set_up_run(config: TrainConfig, progress: bool, resume: bool) -> Run:
     name = config.run_name
     log_dir, weights_dir = config.run_dirs(name)
     check_run_folders(config, log_dir, weights_dir, resume)
+    if resume:  # a checkpoint write cut by the kill being resumed from left its half file (31 MB at 256 px)
+        for folder in (log_dir, weights_dir):
+            remove_stale_temporaries(folder)
     device = select_device(config.device)
     dist = init_distributed(device.type)  # one process unless started by torchrun
     if dist.enabled and device.type == "cuda":

@@ -114,7 +114,10 @@ def test_a_default_named_run_saves_its_name_and_resumes(synthetic_data, tmp_path
 
     from brainseg.cli import main
 
+    stale = tmp_path / "weights" / name / ".last.pt.x7q2.tmp"  # a checkpoint write cut by a kill
+    stale.write_bytes(b"half")
     assert main(["train", "--resume", str(tmp_path / "logs" / name), "--max-minutes", "0"]) == 0
+    assert not stale.exists()
     finished = json.loads((tmp_path / "logs" / name / "metrics.json").read_text())
     assert finished["epochs"] == 2 and finished["config"]["max_minutes"] == 0 and finished["stop_reason"] != "max_minutes"
 
