@@ -119,6 +119,8 @@ def _resumed_config(args: argparse.Namespace) -> TrainConfig:
         FileNotFoundError: no ``config.json`` in the folder.
         ValueError: an option that would change the recipe midway.
     """
+    from .results import read_json
+
     saved = Path(args.resume) / "config.json"
     if not saved.is_file():
         raise FileNotFoundError(f"{saved}: no config.json; --resume takes a run folder under logs/")
@@ -129,7 +131,7 @@ def _resumed_config(args: argparse.Namespace) -> TrainConfig:
                           else "--" + k.replace("_", "-") for k in refused)
         raise ValueError(f"--resume continues the run saved in {saved}; {flags} cannot be given with it (only "
                          f"{', '.join(RESUME_OPTIONS)} may be); start a new run with another --run-name instead")
-    config = TrainConfig.from_dict(json.loads(saved.read_text()))
+    config = TrainConfig.from_dict(read_json(saved))
     return replace(config, run_name=config.run_name or Path(args.resume).resolve().name, **given)
 
 

@@ -144,6 +144,6 @@ def plot_curves(runs: list[dict], path: str | Path | None = None) -> Figure:
     ax_dsc.legend(fontsize=8)
     fig.tight_layout()
     if path is not None:
-        fmt = Path(path).suffix.lstrip(".") or "png"
-        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=100))  # a kill leaves the old figure whole
+        path = Path(path) if Path(path).suffix else Path(path).with_suffix(".png")  # as savefig names it
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:], dpi=100))  # a kill keeps the old one
     return fig

@@ -11,7 +11,6 @@ every fold is done, across sessions and fresh clones.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -30,7 +29,7 @@ from .data.splits import kfold_split, read_folds
 from .ensemble import check_unseen, fold_number, load_ensemble, resolve_checkpoints, run_split
 from .losses import create_loss
 from .metrics import summarize
-from .results import export_run
+from .results import export_run, read_json
 from .runtime import describe_device, select_device
 from .validation import evaluate
 
@@ -157,7 +156,7 @@ def finished_fold(log_dir: Path, export: Path) -> dict | None:
     ``results/<run>.json`` (committed, so a CV can be finished from a fresh clone); else ``None``."""
     for path in (log_dir / "metrics.json", export):
         if path.is_file():
-            return json.loads(path.read_text())
+            return read_json(path)
     return None
 
 
@@ -200,7 +199,7 @@ def run_cv(base: TrainConfig, folds: int = 5, seed: int = 0, name: str = "", onl
     results_dir = paths.or_default(results_dir, paths.results_dir())
     start = time.perf_counter()
     if (results_dir / f"{name}.json").is_file():  # a pooled result this run would overwrite
-        pooled = json.loads((results_dir / f"{name}.json").read_text())
+        pooled = read_json(results_dir / f"{name}.json")
         check_same_recipe(pooled["config"], fold_config(base, name, folds, 0, seed, folds_path),
                           str(results_dir / f"{name}.json"))
     fold_results = [run_fold(fold_config(base, name, folds, k, seed, folds_path), results_dir, groups[k],
@@ -262,13 +261,16 @@ def check_not_trained_on(checkpoint: Path, val_cases: list[str], config: TrainCo
     The folds file is no part of the recipe, so the checkpoint's own ``trained_on`` list is the check.
 
     Raises:
-        ValueError: ``trained_on`` overlaps ``val_cases``, or was not recorded.
+        ValueError: ``trained_on`` overlaps ``val_cases``, or was not recorded (by a checkpoint of
+            this recipe; one of another recipe is left to ``fit``'s refusal).
     """
-    trained_on = load_checkpoint(checkpoint).get("trained_on")
-    if trained_on is None:
+    saved = load_checkpoint(checkpoint)
+    trained_on = saved.get("trained_on")
+    another_recipe = TrainConfig.from_dict(saved["config"]).recipe_differences(config)  # fit refuses it, naming them
+    if trained_on is None and not another_recipe:
         raise ValueError(f"{checkpoint} records no trained_on cases (an older brainseg saved it), so nothing shows "
                          f"that it never trained on fold {config.fold}'s cases; remove it to train the fold afresh")
-    if set(trained_on) & set(val_cases):
+    if set(trained_on or ()) & set(val_cases):
         raise other_folds_error(str(checkpoint), config)  # it learnt from cases it would now score
 
 

@@ -232,7 +232,8 @@ def paired_scatter(a: dict[str, float], b: dict[str, float], names: tuple[str, s
     if not cases:
         raise ValueError(f"{names[0]} and {names[1]} have no case in common")
     x, y = np.array([a[c] for c in cases]), np.array([b[c] for c in cases])
-    better, worse = y > x + tie, y < x - tie
+    moved = np.round(y - x, 9)  # as paired_difference counts: a move of exactly the tie is a tie
+    better, worse = moved > tie, moved < -tie
     fig = Figure(figsize=(5.5, 5.5))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", linewidth=1)

@@ -28,6 +28,8 @@ def test_compare_builds_table_and_figure_from_logs_and_results(tmp_path, run_met
     assert "| r2 (unfinished) | unet | dice | - | 128 | 2 | 2 | 0.7000 | 0.7000 | - | - | - |" in table
     plot_curves(runs, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
+    plot_curves(runs, tmp_path / "plain")  # no suffix: a PNG named as matplotlib would name it
+    assert (tmp_path / "plain.png").read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "plain").exists()
     assert [r["name"] for r in runs_from_results(tmp_path / "results", "cpu")] == ["r1"]
     assert runs_from_results(tmp_path / "results", "gpu") == []
     reduced = {**json.loads(target.read_text()), "run": "short"}

@@ -94,7 +94,7 @@ def test_folds_of_another_recipe_are_neither_pooled_nor_resumed(synthetic_data, 
         run_cv(base, folds=3, name="cv", results_dir=results, progress=False)
     wider = replace(other, flair_fill=0.0, context=1)
     save_checkpoint(tmp_path / "weights" / "cv-fold0" / "last.pt", create_model("unet", **wider.model_kwargs()),
-                    wider, epoch=1, metrics={}, geometry_size=32, trained_on=[])
+                    wider, epoch=1, metrics={}, geometry_size=32)  # no trained_on: the recipe is named first
     with pytest.raises(ValueError, match=r"cv-fold0/last.pt was trained with another recipe .*\(context: 1 -> 0\)"):
         run_cv(base, folds=3, name="cv", results_dir=tmp_path / "elsewhere", progress=False)
 

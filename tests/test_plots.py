@@ -84,6 +84,8 @@ def test_paired_scatter_colours_wins_losses_and_ties(tmp_path):
     assert ax.get_xlabel() == "base: DSC per case" and (tmp_path / "paired.png").stat().st_size > 0
     with pytest.raises(ValueError, match="base and new have no case in common"):
         paired_scatter({"x": 0.5}, {"y": 0.5}, names=("base", "new"))
+    exact = paired_scatter({"p": 0.92, "q": 0.51}, {"p": 0.93, "q": 0.50}, names=("base", "new"))  # moves of 0.01
+    assert exact.axes[0].get_title() == "2 cases: 0 better, 0 worse (by > 0.01)"  # ties, as paired counts them
 
 
 def test_best_and_worst_cases_and_their_overlays(tmp_path):
