@@ -266,8 +266,8 @@ def check_not_trained_on(checkpoint: Path, val_cases: list[str], config: TrainCo
     """
     saved = load_checkpoint(checkpoint)
     trained_on = saved.get("trained_on")
-    another_recipe = TrainConfig.from_dict(saved["config"]).recipe_differences(config)  # fit refuses it, naming them
-    if trained_on is None and not another_recipe:
+    # fit compares every resumed checkpoint's recipe; here only an unrecorded one, to leave fit's message first
+    if trained_on is None and not TrainConfig.from_dict(saved["config"]).recipe_differences(config):
         raise ValueError(f"{checkpoint} records no trained_on cases (an older brainseg saved it), so nothing shows "
                          f"that it never trained on fold {config.fold}'s cases; remove it to train the fold afresh")
     if set(trained_on or ()) & set(val_cases):
