@@ -23,15 +23,14 @@ from . import paths
 from .atomic import atomic_write_json, atomic_write_text
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
-from .data.cache import load_volumes
 from .data.kaggle import discover_cases, run_data_dir
 from .data.splits import kfold_split, read_folds
-from .ensemble import check_unseen, fold_number, load_ensemble, resolve_checkpoints, run_split
+from .ensemble import check_unseen, ensemble_volumes, fold_number, load_ensemble, resolve_checkpoints, run_split
 from .losses import create_loss
 from .metrics import summarize
 from .results import export_run, read_json
 from .runtime import describe_device, select_device
-from .validation import evaluate
+from .validation import evaluate_groups
 
 
 def write_folds(path: str | Path, case_ids: list[str], folds: int, seed: int) -> list[list[str]]:
@@ -407,7 +406,7 @@ def _finished_final_model(checkpoint: Path, config: TrainConfig, results_dir: Pa
 
 def _score_out_of_fold(ensemble, fold: int, cv_names: list[str], data_dir: str | None, cache_dir: str | None,
                        progress: bool, flip_tta: bool = False) -> dict:
-    """:func:`brainseg.validation.evaluate` of one fold's ensemble on the cases all its members
+    """:func:`brainseg.validation.evaluate_groups` of one fold's ensemble on the cases all its members
     validated (and none trained on).
 
     Raises:
@@ -420,10 +419,9 @@ def _score_out_of_fold(ensemble, fold: int, cv_names: list[str], data_dir: str |
     case_ids = list(validation.pop())
     check_unseen(ensemble, case_ids, data_dir)
     config = ensemble.config
-    volumes = load_volumes(case_ids, ensemble.image_size, run_data_dir(data_dir, config.data_dir), cache_dir,
-                           progress=progress)
-    return evaluate(ensemble.model, volumes, create_loss(config.loss, **config.loss_args), ensemble.runtime,
-                    progress=progress, flip_tta=flip_tta)
+    volumes = ensemble_volumes(ensemble, case_ids, run_data_dir(data_dir, config.data_dir), cache_dir, progress)
+    return evaluate_groups(ensemble.groups, volumes, create_loss(config.loss, **config.loss_args), ensemble.runtime,
+                           progress=progress, flip_tta=flip_tta)
 
 
 def _ensemble_result(name: str, cv_names: list[str], configs: list[TrainConfig], member_epochs: list[int],
@@ -437,9 +435,12 @@ def _ensemble_result(name: str, cv_names: list[str], configs: list[TrainConfig],
     def shared(field: str) -> str:
         return "+".join(sorted({str(getattr(c, field)) for c in configs}))
 
+    sizes = sorted({c.image_size for c in configs})
+
     return {
         "run": name, "model": shared("model"), "loss": shared("loss"), "preset": shared("preset"),
-        "image_size": configs[0].image_size, "epochs": max(member_epochs), "split": split,
+        "image_size": sizes[0] if len(sizes) == 1 else "+".join(map(str, sizes)),  # "128+256": mixed sizes
+        "epochs": max(member_epochs), "split": split,
         "selection": "last: an ensemble of each cross-validation's final fold models, nothing chosen on evaluated "
                      "cases; every case predicted by the fold models that did not train on it"
                      + ("; flip TTA" if flip_tta else ""),

@@ -1,7 +1,8 @@
 """Ensembles: the averaged probabilities of several checkpoints, usable wherever one model is.
 
 :class:`ProbabilityMean` returns the logits of its members' mean probability, so evaluation,
-prediction and flip TTA take an ensemble exactly as they take one model. :func:`resolve_checkpoints`
+prediction and flip TTA take an ensemble exactly as they take one model; members trained at
+several image sizes form one :class:`SizeGroup` per size, each predicting slices of its own size. :func:`resolve_checkpoints`
 turns ``--weights`` arguments (checkpoint files, run folders, a cross-validation's name) into
 checkpoint paths; :func:`load_ensemble` loads them; :func:`check_unseen` refuses to score a case
 that any member trained on (docs/protocol.md, section 5: nothing is scored on its own training data).
@@ -21,8 +22,10 @@ from torch import nn
 from . import paths
 from .checkpoint import build_model, load_checkpoint
 from .config import TrainConfig
+from .data.cache import load_volumes
 from .data.kaggle import run_data_dir
 from .data.splits import split_cases
+from .data.volume import CaseVolume
 from .runtime import Runtime, inference_amp
 
 PROBABILITY_EPS = 1e-6  # logits of the mean probability stay within +-13.8
@@ -55,20 +58,57 @@ class ProbabilityMean(nn.Module):
 
 
 @dataclass
-class Ensemble:
-    """Loaded checkpoints, ready to predict: ``model`` (one model, or a :class:`ProbabilityMean` of
-    several, in eval mode, channels_last when the first member trained so), the ``runtime`` to
-    predict with (device, precision, memory format), the first member's ``config`` (loss), every
-    member's ``configs``, ``checkpoints`` and recorded ``trained_on`` case ids (``None`` in
-    checkpoints older than that record), and the shared ``image_size``."""
+class SizeGroup:
+    """The members of an ensemble trained at one image size: ``model`` (one model, or a
+    :class:`ProbabilityMean` of several, in eval mode) predicts (N, C, S, S) slices preprocessed at
+    S = ``image_size``; ``share`` is its fraction of the ensemble's members, the weight of its
+    probabilities in the ensemble's mean."""
 
     model: nn.Module
+    image_size: int
+    share: float
+
+
+@dataclass
+class Ensemble:
+    """Loaded checkpoints, ready to predict: ``groups`` (one :class:`SizeGroup` per image size
+    among the members, in the order of their first member; channels_last when the first member
+    trained so), the ``runtime`` to predict with (device, precision, memory format), the first
+    member's ``config`` (loss), every member's ``configs``, ``checkpoints`` and recorded
+    ``trained_on`` case ids (``None`` in checkpoints older than that record).
+
+    Members of several image sizes each predict the slices of their own size; their probabilities
+    meet on a common grid (the metric grid, or the case's original slices), weighted by ``share``,
+    so the ensemble's probability is the mean of its members' (:func:`brainseg.validation.evaluate_groups`).
+    """
+
+    groups: list[SizeGroup]
     runtime: Runtime
     config: TrainConfig
     configs: list[TrainConfig]
     checkpoints: list[Path]
     trained_on: list[list[str] | None]
-    image_size: int
+
+    @property
+    def model(self) -> nn.Module:
+        """The one model of an ensemble of one image size (see :attr:`image_size`)."""
+        return self._single().model
+
+    @property
+    def image_size(self) -> int:
+        """The members' image size.
+
+        Raises:
+            ValueError: the members were trained at several sizes (use ``groups``).
+        """
+        return self._single().image_size
+
+    def _single(self) -> SizeGroup:
+        if len(self.groups) > 1:
+            raise ValueError("the ensemble's members were trained at several image sizes (" +
+                             ", ".join(f"{g.image_size} px" for g in self.groups) +
+                             "); predict with each of its groups (brainseg.validation.evaluate_groups)")
+        return self.groups[0]
 
     @property
     def name(self) -> str:
@@ -145,33 +185,42 @@ def _checkpoints_at(base: Path) -> list[Path]:
 
 
 def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device = "cpu") -> Ensemble:
-    """Load checkpoints as one model (in eval mode on ``device``) with the runtime to predict with:
-    the precision of :func:`brainseg.runtime.inference_amp` (``amp="auto"`` never means bf16 on a
-    CPU that training did not time) and the first member's memory format.
+    """Load checkpoints as one ensemble (in eval mode on ``device``), members grouped by image size,
+    with the runtime to predict with: the precision of :func:`brainseg.runtime.inference_amp`
+    (``amp="auto"`` never means bf16 on a CPU that training did not time) and the first member's
+    memory format.
 
     Raises:
-        ValueError: the members were trained at different image sizes (each predicts on the
-            slices of its own size, so one set of preprocessed volumes cannot serve them all) or
-            with different ``context`` (they read different inputs); the checkpoints are named.
+        ValueError: the members were trained with different ``context`` (they read different
+            inputs); the checkpoints are named.
     """
     device = torch.device(device)
     checkpoints = [Path(c) for c in checkpoints]
     loaded = [load_checkpoint(path) for path in checkpoints]
-    sizes = [f"{c['image_size']} px" for c in loaded]
     channels = [f"{c['model_kwargs'].get('in_channels', 3)} input channels" for c in loaded]
-    for what, values in (("image size", sizes), ("context (input channels)", channels)):
-        if len(set(values)) > 1:
-            raise ValueError(f"ensemble members must share one {what}: " +
-                             ", ".join(f"{path} {value}" for path, value in zip(checkpoints, values)))
+    if len(set(channels)) > 1:
+        raise ValueError("ensemble members must share one context (input channels): " +
+                         ", ".join(f"{path} {value}" for path, value in zip(checkpoints, channels)))
     models, configs = zip(*(build_model(checkpoint, device) for checkpoint in loaded))
     first = configs[0]
-    model = models[0] if len(models) == 1 else ProbabilityMean(models).eval()
-    if first.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    groups = []
+    for size in dict.fromkeys(c["image_size"] for c in loaded):  # sizes in the order of their first member
+        members = [model for model, c in zip(models, loaded) if c["image_size"] == size]
+        model = members[0] if len(members) == 1 else ProbabilityMean(members).eval()
+        if first.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        groups.append(SizeGroup(model, size, len(members) / len(models)))
     record = loaded[0].get("precision") or loaded[0].get("progress", {}).get("precision")
     runtime = Runtime(device, inference_amp(first.amp, device, record), first.channels_last)
-    return Ensemble(model, runtime, first, list(configs), checkpoints, [c.get("trained_on") for c in loaded],
-                    loaded[0]["image_size"])
+    return Ensemble(groups, runtime, first, list(configs), checkpoints, [c.get("trained_on") for c in loaded])
+
+
+def ensemble_volumes(ensemble: Ensemble, case_ids: Sequence[str], data_dir: str | None, cache_dir: str | None = None,
+                     progress: bool = True) -> dict[int, list[CaseVolume]]:
+    """``{S: the cases preprocessed at S}`` for every image size S of the ensemble's groups
+    (:func:`brainseg.data.cache.load_volumes`, same order of cases)."""
+    return {group.image_size: load_volumes(case_ids, group.image_size, data_dir, cache_dir, progress=progress)
+            for group in ensemble.groups}
 
 
 def run_split(config: TrainConfig, data_dir: str | None = None) -> tuple[list[str], list[str]]:

@@ -21,15 +21,14 @@ from tqdm.auto import tqdm
 from . import paths
 from .atomic import atomic_write_text
 from .config import TrainConfig
-from .data.cache import load_volumes
 from .data.kaggle import discover_cases, run_data_dir
 from .data.volume import CaseVolume
-from .ensemble import Ensemble, check_unseen, load_ensemble, resolve_checkpoints, run_split
+from .ensemble import Ensemble, check_unseen, ensemble_volumes, load_ensemble, resolve_checkpoints, run_split
 from .losses import create_loss
 from .metrics import METRIC_COLUMNS, THRESHOLD, binarize_volume, case_metrics, to_metric_grid
 from .plots import case_overlays, dsc_chart, write_overlays
 from .runtime import select_device
-from .validation import evaluate
+from .validation import evaluate_groups
 
 SPLITS = ("reference", "kfold", "all")
 
@@ -107,15 +106,14 @@ def evaluate_checkpoint(weights: str | Sequence[str] | None = None, split: str |
         check_unseen(ensemble, case_ids, data_dir)
     else:
         _warn_of_training_cases(ensemble, case_ids, data_dir)
-    volumes = load_volumes(case_ids, ensemble.image_size, run_data_dir(data_dir, config.data_dir), cache_dir,
-                           progress=progress)
+    volumes = ensemble_volumes(ensemble, case_ids, run_data_dir(data_dir, config.data_dir), cache_dir, progress)
     loss_fn = create_loss(config.loss, **config.loss_args)
-    result = evaluate(ensemble.model, volumes, loss_fn, ensemble.runtime, progress=progress, flip_tta=flip_tta)
+    result = evaluate_groups(ensemble.groups, volumes, loss_fn, ensemble.runtime, progress=progress, flip_tta=flip_tta)
 
     run = ensemble.name
     other_split = f"-{split}" if split != config.split else ""  # keeps the run's own evaluation where it was
     out = paths.or_default(out_dir, paths.predictions_dir() / (run + other_split + ("-tta" if flip_tta else "")))
-    rows = _write_case_reports(volumes, result["probs"], out, overlays, progress)
+    rows = _write_case_reports(next(iter(volumes.values())), result["probs"], out, overlays, progress)
     atomic_write_text(out / "metrics.csv", metrics_csv(rows))
     per_case = {case: row["dsc"] for case, row in rows.items()}
     dsc_chart(per_case, out / "dsc.png", title=f"{run}{' + flip TTA' if flip_tta else ''}: per-volume DSC")

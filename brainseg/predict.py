@@ -17,12 +17,12 @@ import tifffile
 import torch
 
 from .atomic import atomic_write
-from .data.kaggle import list_case_files, naming_the_case, read_case
+from .data.kaggle import CaseFiles, list_case_files, naming_the_case, read_case
 from .data.preprocess import preprocess_case, restore_geometry
-from .ensemble import load_ensemble, resolve_checkpoints
+from .ensemble import SizeGroup, load_ensemble, resolve_checkpoints
 from .metrics import THRESHOLD, binarize_volume
 from .plots import case_overlays, write_overlays
-from .runtime import select_device
+from .runtime import Runtime, select_device
 from .validation import predict_volume
 
 
@@ -54,14 +54,8 @@ def predict_case(weights: str | Sequence[str], case_dir: str, out_dir: str, devi
     torch_device = select_device(device)
     ensemble = load_ensemble(resolve_checkpoints([weights] if isinstance(weights, (str, Path)) else weights),
                              torch_device)
-    with naming_the_case(files):
-        volume, _, geometry = preprocess_case(image, None, ensemble.image_size)
-    slices = np.ascontiguousarray(volume.transpose(0, 3, 1, 2))  # (D', 3, S, S)
-    model, runtime = ensemble.model, ensemble.runtime
-    probs = torch.sigmoid(predict_volume(model, slices, runtime))
-    if flip_tta:
-        probs = (probs + torch.sigmoid(predict_volume(model, slices, runtime, flip=True))) / 2
-    original = restore_geometry(probs[:, 0].numpy(), geometry, image.shape[:3], order=1)  # (D, H, W)
+    original = sum(group.share * _group_probabilities(group, image, files, ensemble.runtime, flip_tta)
+                   for group in ensemble.groups)
     mask = binarize_volume(original, THRESHOLD).astype(np.uint8) * 255
 
     out = Path(out_dir)
@@ -75,3 +69,16 @@ def predict_case(weights: str | Sequence[str], case_dir: str, out_dir: str, devi
     print(f"{files.case_id}: {len(files.numbers)} slices, predicted lesion {int((mask > 0).sum())} pixels; "
           f"masks written to {out}")
     return mask
+
+
+def _group_probabilities(group: SizeGroup, image: np.ndarray, files: CaseFiles, runtime: Runtime,
+                         flip_tta: bool) -> np.ndarray:
+    """(D, H, W) float32 probabilities of one group of ensemble members for a (D, H, W, 3) uint8 case,
+    preprocessed at the group's image size and mapped back to the original slices."""
+    with naming_the_case(files):
+        volume, _, geometry = preprocess_case(image, None, group.image_size)
+    slices = np.ascontiguousarray(volume.transpose(0, 3, 1, 2))  # (D', 3, S, S)
+    probs = torch.sigmoid(predict_volume(group.model, slices, runtime))
+    if flip_tta:
+        probs = (probs + torch.sigmoid(predict_volume(group.model, slices, runtime, flip=True))) / 2
+    return restore_geometry(probs[:, 0].numpy(), geometry, image.shape[:3], order=1)

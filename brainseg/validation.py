@@ -4,6 +4,7 @@ the same shared among torchrun ranks, and the held-out selection of TTA and post
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_model
 from .data.volume import MODALITIES, CaseVolume, context_of, with_context
 from .distributed import Distributed
+from .ensemble import SizeGroup
 from .metrics import summarize, to_metric_grid, volume_dsc
 from .runtime import Runtime
 
@@ -79,6 +81,41 @@ def evaluate(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, ru
             probs_by_case[volume.case_id] = probs
     return {"loss": loss_sum / slices, **summarize(per_case), "per_case": per_case,
             "per_case_without_lcc": without_lcc, "probs": probs_by_case}
+
+
+@torch.no_grad()
+def evaluate_groups(groups: Sequence[SizeGroup], volumes_by_size: dict[int, list[CaseVolume]], loss_fn: nn.Module,
+                    runtime: Runtime, progress: bool = True, flip_tta: bool = False) -> dict:
+    """:func:`evaluate` of an ensemble's groups of members (:class:`brainseg.ensemble.SizeGroup`),
+    each group on the same cases preprocessed at its own image size.
+
+    The groups' probabilities on the metric grid are averaged, weighted by their ``share`` of the
+    members, so every member counts once; DSC as in :func:`evaluate`, ``loss`` the groups' losses
+    weighted alike. One group: :func:`evaluate` itself.
+
+    Args:
+        volumes_by_size: ``{S: volumes at S}`` for every group's ``image_size``, the same cases in
+            the same order.
+
+    Returns:
+        as :func:`evaluate`.
+    """
+    if len(groups) == 1:
+        return evaluate(groups[0].model, volumes_by_size[groups[0].image_size], loss_fn, runtime,
+                        progress=progress, flip_tta=flip_tta)
+    mean_probs, loss = {}, 0.0
+    for group in groups:  # one group's probabilities in memory beside the running mean
+        result = evaluate(group.model, volumes_by_size[group.image_size], loss_fn, runtime, progress=progress,
+                          flip_tta=flip_tta)
+        loss += group.share * result["loss"]
+        for case, probs in result["probs"].items():
+            mean_probs[case] = mean_probs.get(case, 0.0) + group.share * probs
+    volumes = volumes_by_size[groups[0].image_size]
+    per_case = {v.case_id: volume_dsc(mean_probs[v.case_id], v.metric_mask) for v in volumes}
+    without_lcc = {v.case_id: volume_dsc(mean_probs[v.case_id], v.metric_mask, largest_component=False)
+                   for v in volumes}
+    return {"loss": loss, **summarize(per_case), "per_case": per_case, "per_case_without_lcc": without_lcc,
+            "probs": mean_probs}
 
 
 def evaluate_across_ranks(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, runtime: Runtime,

@@ -8,6 +8,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,11 +16,13 @@ from torch import nn
 from brainseg.checkpoint import load_model, save_checkpoint
 from brainseg.cv import ensemble_cv
 from brainseg.data.cache import load_volumes
-from brainseg.ensemble import ProbabilityMean, check_unseen, load_ensemble, resolve_checkpoints
+from brainseg.ensemble import ProbabilityMean, check_unseen, ensemble_volumes, load_ensemble, resolve_checkpoints
 from brainseg.evaluation import evaluate_checkpoint
+from brainseg.metrics import volume_dsc
+from brainseg.predict import predict_case
 from brainseg.models import create_model
 from brainseg.runtime import Runtime
-from brainseg.validation import evaluate
+from brainseg.validation import evaluate, evaluate_groups
 
 
 class Constant(nn.Module):
@@ -84,27 +87,72 @@ def _fake_cv(weights: Path, name: str, make_config, seed: int = 0, finished: boo
     """Three final fold models ``weights/<name>-fold<k>/best.pt``, and each fold's metrics.json when ``finished``."""
     for k in range(3):
         config = make_config(run_name=f"{name}-fold{k}", fold=k, selection="last")
-        _checkpoint(weights / f"{name}-fold{k}" / "best.pt", config, seed=seed + k)
+        _checkpoint(weights / f"{name}-fold{k}" / "best.pt", config, seed=seed + k, image_size=config.image_size)
         if finished:
             log_dir = config.run_dirs(config.run_name)[0]
             log_dir.mkdir(parents=True)
             (log_dir / "metrics.json").write_text(json.dumps({"epochs": config.epochs}))
 
 
-def test_members_of_other_image_sizes_or_context_are_refused(tmp_path, synthetic_data, synthetic_config):
+def test_members_of_other_image_sizes_form_groups_and_other_context_is_refused(tmp_path, synthetic_data,
+                                                                                synthetic_config):
     config = synthetic_config(synthetic_data, tmp_path)
     small = _checkpoint(tmp_path / "a.pt", config, seed=0, image_size=32)
     large = _checkpoint(tmp_path / "b.pt", replace(config, image_size=64), seed=1, image_size=64)
-    with pytest.raises(ValueError, match=r"share one image size: .*a.pt 32 px, .*b.pt 64 px"):
-        load_ensemble([small, large])
+    other_small = _checkpoint(tmp_path / "c.pt", config, seed=2)
+    mixed = load_ensemble([small, large, other_small])
+    assert [(g.image_size, g.share) for g in mixed.groups] == [(32, pytest.approx(2 / 3)), (64, pytest.approx(1 / 3))]
+    assert isinstance(mixed.groups[0].model, ProbabilityMean) and not isinstance(mixed.groups[1].model, ProbabilityMean)
+    with pytest.raises(ValueError, match=r"trained at several image sizes \(32 px, 64 px\); predict with each of its"):
+        mixed.image_size
     wide = _checkpoint(tmp_path / "w.pt", replace(config, context=1), seed=1)
     with pytest.raises(ValueError, match=r"share one context \(input channels\): .*a.pt 3 input .*w.pt 9 input"):
         load_ensemble([small, wide])
-    ensemble = load_ensemble([small, _checkpoint(tmp_path / "c.pt", config, seed=2)])
+    ensemble = load_ensemble([small, other_small])
     assert isinstance(ensemble.model, ProbabilityMean) and ensemble.image_size == 32
     assert re.fullmatch(r"ensemble2-mixed-[0-9a-f]{6}", ensemble.name)
     assert load_ensemble([small, tmp_path / "c.pt"]).name == ensemble.name
     assert load_ensemble([tmp_path / "c.pt", small]).name != ensemble.name  # other paths, other folder
+
+
+def _constant_checkpoint(path: Path, config, logit: float, image_size: int) -> Path:
+    """A UNet of ``config`` that outputs ``logit`` everywhere (its head's weights zeroed)."""
+    model = create_model("unet", **config.model_kwargs())
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(logit)
+    save_checkpoint(path, model, replace(config, image_size=image_size), epoch=config.epochs, metrics={},
+                    geometry_size=image_size)
+    return path
+
+
+def test_groups_of_image_sizes_weigh_by_their_members(tmp_path, synthetic_data, synthetic_config):
+    """Probabilities 0.119 (logit -2, 32 px) and 0.9999 (logit 10, 64 px): one member each averages
+    0.56 (all foreground); two 32 px members and one 64 px average 0.41 (nothing), where a mean of
+    the two groups would still give 0.56."""
+    config = synthetic_config(synthetic_data, tmp_path)
+    low = [_constant_checkpoint(tmp_path / f"low{i}.pt", config, -2.0, 32) for i in range(2)]
+    high = _constant_checkpoint(tmp_path / "high.pt", config, 10.0, 64)
+    cases = sorted(p.name for p in synthetic_data.iterdir())[:2]
+    runtime = Runtime(torch.device("cpu"), False, False)
+    for members, expected in (([low[0], high], 0.5 * (torch.sigmoid(torch.tensor(-2.0)).item() + 1)),
+                              ([low[0], high, low[1]], (2 * torch.sigmoid(torch.tensor(-2.0)).item() + 1) / 3)):
+        ensemble = load_ensemble(members)
+        volumes = ensemble_volumes(ensemble, cases, str(synthetic_data), str(tmp_path / "cache"), progress=False)
+        assert {size: [v.image.shape[-1] for v in found] for size, found in volumes.items()} == {32: [32, 32],
+                                                                                               64: [64, 64]}
+        result = evaluate_groups(ensemble.groups, volumes, torch.nn.BCEWithLogitsLoss(), runtime, progress=False)
+        for case in cases:
+            assert result["probs"][case].shape[1:] == (256, 256)
+            assert result["probs"][case] == pytest.approx(expected, abs=1e-4)
+        alone = [evaluate(group.model, volumes[group.image_size], torch.nn.BCEWithLogitsLoss(), runtime,
+                          progress=False) for group in ensemble.groups]
+        assert result["loss"] == pytest.approx(sum(g.share * r["loss"] for g, r in zip(ensemble.groups, alone)))
+    single = load_ensemble([high])
+    volumes = ensemble_volumes(single, cases, str(synthetic_data), str(tmp_path / "cache"), progress=False)
+    grouped = evaluate_groups(single.groups, volumes, torch.nn.BCEWithLogitsLoss(), runtime, progress=False)
+    plain = evaluate(single.model, volumes[64], torch.nn.BCEWithLogitsLoss(), runtime, progress=False)
+    assert grouped["per_case"] == plain["per_case"] and grouped["loss"] == plain["loss"]
 
 
 @pytest.mark.parametrize("amp, record, expected", [
@@ -192,12 +240,43 @@ def test_one_cv_scored_with_flip_tta(tmp_path, synthetic_data, two_cvs, monkeypa
     common = dict(weights_dir=two_cvs, results_dir=tmp_path / "results", data_dir=str(synthetic_data),
                   cache_dir=str(tmp_path / "cache"), device="cpu", progress=False)
     calls = []
-    real_evaluate = brainseg.cv.evaluate
-    monkeypatch.setattr(brainseg.cv, "evaluate", lambda *a, **kw: calls.append(kw["flip_tta"]) or real_evaluate(*a, **kw))
+    real_evaluate = brainseg.cv.evaluate_groups
+    monkeypatch.setattr(brainseg.cv, "evaluate_groups",
+                        lambda *a, **kw: calls.append(kw["flip_tta"]) or real_evaluate(*a, **kw))
     plain, flipped = ensemble_cv(["a"], folds=[0], **common), ensemble_cv(["a"], folds=[0], flip_tta=True, **common)
     assert calls == [False, True]
     assert flipped["run"] == "ensemble-a-tta-folds0" and flipped["flip_tta"] and not plain["flip_tta"]
     assert "flip TTA" in flipped["selection"] and (tmp_path / "results" / "ensemble-a-tta-folds0.json").exists()
+
+
+def test_cvs_of_two_image_sizes_meet_on_the_metric_grid(tmp_path, synthetic_data, synthetic_config, two_cvs):
+    _fake_cv(two_cvs, "big", lambda **o: synthetic_config(synthetic_data, tmp_path, image_size=64, **o), seed=20)
+    common = dict(weights_dir=two_cvs, results_dir=tmp_path / "results", data_dir=str(synthetic_data),
+                  cache_dir=str(tmp_path / "cache"), device="cpu", progress=False)
+    mixed = ensemble_cv(["a", "big"], folds=[0], **common)
+    assert mixed["image_size"] == "32+64" and ensemble_cv(["a", "b"], folds=[0], **common)["image_size"] == 32
+    cases = sorted(mixed["per_case"])
+    probs = []  # each fold-0 model on the cases preprocessed at its own size, on the metric grid
+    for cv, size in (("a", 32), ("big", 64)):
+        volumes = load_volumes(cases, size, str(synthetic_data), str(tmp_path / "cache"), progress=False)
+        alone = evaluate(load_model(two_cvs / f"{cv}-fold0" / "best.pt")[0], volumes, torch.nn.BCEWithLogitsLoss(),
+                         Runtime(torch.device("cpu"), False, False), progress=False)
+        probs.append(alone["probs"])
+    by_hand = {v.case_id: volume_dsc((probs[0][v.case_id] + probs[1][v.case_id]) / 2, v.metric_mask) for v in volumes}
+    assert mixed["per_case"] == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_predict_averages_groups_of_image_sizes_in_the_original_geometry(tmp_path, synthetic_data, synthetic_config,
+                                                                        write_case):
+    config = synthetic_config(synthetic_data, tmp_path)
+    low = [_constant_checkpoint(tmp_path / f"low{i}.pt", config, -2.0, 32) for i in range(2)]
+    high = _constant_checkpoint(tmp_path / "high.pt", config, 10.0, 64)
+    folder = write_case(tmp_path / "new", "TCGA_XX_0001_20000101", slices=6, size=48)
+    predict = lambda weights, out: predict_case([str(w) for w in weights], str(folder), str(tmp_path / out),  # noqa: E731
+                                                device="cpu", overlays=False)
+    alone = predict([high], "high")
+    assert alone.any() and np.array_equal(predict([low[0], high], "pair"), alone)  # mean 0.56 where high has 1.0
+    assert not predict([low[0], high, low[1]], "three").any()  # mean 0.41: two of three members say no
 
 
 def test_only_finished_final_fold_models_on_the_same_folds_are_ensembled(tmp_path, synthetic_data, synthetic_config,
