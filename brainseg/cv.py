@@ -313,8 +313,9 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
                 command: str = "", progress: bool = True, flip_tta: bool = False) -> dict:
     """Out-of-fold cross-validation of an ensemble of cross-validations trained on the same folds.
 
-    Each case is predicted by the ensemble (:class:`brainseg.ensemble.ProbabilityMean`) of the fold
-    models, one per cross-validation, that did not train on it; the per-case DSC are pooled as in
+    Each case is predicted by the ensemble of the fold models, one per cross-validation, that did
+    not train on it (their mean probability; members of several image sizes each on the case at
+    their own size, :func:`brainseg.validation.evaluate_groups`); the per-case DSC are pooled as in
     :func:`pool_folds` and written to ``results/<name>.json`` and ``-per-case.csv``, so that
     ``results paired`` can compare the ensemble with any of its members.
 

@@ -2,7 +2,8 @@
 
 :class:`ProbabilityMean` returns the logits of its members' mean probability, so evaluation,
 prediction and flip TTA take an ensemble exactly as they take one model; members trained at
-several image sizes form one :class:`SizeGroup` per size, each predicting slices of its own size. :func:`resolve_checkpoints`
+several image sizes form one :class:`SizeGroup` per size, each predicting slices of its own
+size. :func:`resolve_checkpoints`
 turns ``--weights`` arguments (checkpoint files, run folders, a cross-validation's name) into
 checkpoint paths; :func:`load_ensemble` loads them; :func:`check_unseen` refuses to score a case
 that any member trained on (docs/protocol.md, section 5: nothing is scored on its own training data).
@@ -218,7 +219,9 @@ def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device 
 def ensemble_volumes(ensemble: Ensemble, case_ids: Sequence[str], data_dir: str | None, cache_dir: str | None = None,
                      progress: bool = True) -> dict[int, list[CaseVolume]]:
     """``{S: the cases preprocessed at S}`` for every image size S of the ensemble's groups
-    (:func:`brainseg.data.cache.load_volumes`, same order of cases)."""
+    (:func:`brainseg.data.cache.load_volumes`, same order of cases; every size held at once): each
+    volume's ``image`` (D, 3, S, S) and ``mask`` (D, S, S), its ``metric_mask`` (D, 256, 256) the same
+    at every size."""
     return {group.image_size: load_volumes(case_ids, group.image_size, data_dir, cache_dir, progress=progress)
             for group in ensemble.groups}
 

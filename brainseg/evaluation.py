@@ -113,7 +113,7 @@ def evaluate_checkpoint(weights: str | Sequence[str] | None = None, split: str |
     run = ensemble.name
     other_split = f"-{split}" if split != config.split else ""  # keeps the run's own evaluation where it was
     out = paths.or_default(out_dir, paths.predictions_dir() / (run + other_split + ("-tta" if flip_tta else "")))
-    rows = _write_case_reports(next(iter(volumes.values())), result["probs"], out, overlays, progress)
+    rows = _write_case_reports(volumes[max(volumes)], result["probs"], out, overlays, progress)  # the finest FLAIR
     atomic_write_text(out / "metrics.csv", metrics_csv(rows))
     per_case = {case: row["dsc"] for case, row in rows.items()}
     dsc_chart(per_case, out / "dsc.png", title=f"{run}{' + flip TTA' if flip_tta else ''}: per-volume DSC")

@@ -49,6 +49,24 @@ def predict_volume(model: nn.Module, images: np.ndarray, runtime: Runtime, batch
     return torch.cat(outputs)
 
 
+def case_probabilities(model: nn.Module, volume: CaseVolume, runtime: Runtime, batch_size: int = 32,
+                       flip_tta: bool = False) -> tuple[np.ndarray, torch.Tensor]:
+    """One case's probabilities on the metric grid and the logits of its plain prediction.
+
+    Args:
+        volume: a case preprocessed at the model's image size S (``image`` (D, 3, S, S)).
+        flip_tta: average the probabilities of the slices and of their horizontal mirror images.
+
+    Returns:
+        (D, 256, 256) float32 probabilities and (D, 1, S, S) float32 logits (without flip TTA).
+    """
+    logits = predict_volume(model, volume.image, runtime, batch_size)
+    probs = torch.sigmoid(logits)
+    if flip_tta:
+        probs = (probs + torch.sigmoid(predict_volume(model, volume.image, runtime, batch_size, flip=True))) / 2
+    return to_metric_grid(probs).numpy(), logits
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, runtime: Runtime,
              batch_size: int = 32, progress: bool = True, flip_tta: bool = False,
@@ -56,6 +74,7 @@ def evaluate(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, ru
     """Validation loss and per-volume DSC (docs/protocol.md, section 4) of every case.
 
     Args:
+        volumes: the cases, preprocessed at the model's image size.
         flip_tta: average the probabilities of the slices and of their horizontal mirror images
             (the loss is always that of the plain prediction).
         largest_component: apply the protocol's largest-3D-component rule (default).
@@ -64,58 +83,65 @@ def evaluate(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, ru
         ``{"loss", "mean", "median", "per_case": {case_id: dsc}, "per_case_without_lcc": {case_id: dsc},
         "probs": {case_id: (D, 256, 256)}}``; ``per_case`` follows ``largest_component``.
     """
-    per_case, without_lcc, probs_by_case, loss_sum, slices = {}, {}, {}, 0.0, 0
-    with tqdm(volumes, desc="validate", unit="case", leave=False, disable=not progress) as bar:  # closed on errors
-        for volume in bar:
-            logits = predict_volume(model, volume.image, runtime, batch_size)
-            mask = torch.from_numpy(volume.mask[:, None].astype(np.float32))
-            loss_sum += loss_fn(logits, mask).item() * volume.num_slices
-            slices += volume.num_slices
-            probs = torch.sigmoid(logits)
-            if flip_tta:
-                probs = (probs + torch.sigmoid(predict_volume(model, volume.image, runtime, batch_size, flip=True))) / 2
-            probs = to_metric_grid(probs).numpy()
-            without_lcc[volume.case_id] = volume_dsc(probs, volume.metric_mask, largest_component=False)
-            per_case[volume.case_id] = (volume_dsc(probs, volume.metric_mask) if largest_component
-                                        else without_lcc[volume.case_id])
-            probs_by_case[volume.case_id] = probs
-    return {"loss": loss_sum / slices, **summarize(per_case), "per_case": per_case,
-            "per_case_without_lcc": without_lcc, "probs": probs_by_case}
+    size = volumes[0].image.shape[-1] if volumes else 0
+    return evaluate_groups([SizeGroup(model, size, 1.0)], {size: volumes}, loss_fn, runtime, batch_size, progress,
+                           flip_tta, largest_component)
 
 
 @torch.no_grad()
 def evaluate_groups(groups: Sequence[SizeGroup], volumes_by_size: dict[int, list[CaseVolume]], loss_fn: nn.Module,
-                    runtime: Runtime, progress: bool = True, flip_tta: bool = False) -> dict:
+                    runtime: Runtime, batch_size: int = 32, progress: bool = True, flip_tta: bool = False,
+                    largest_component: bool = True) -> dict:
     """:func:`evaluate` of an ensemble's groups of members (:class:`brainseg.ensemble.SizeGroup`),
-    each group on the same cases preprocessed at its own image size.
+    each group predicting the cases preprocessed at its own image size.
 
-    The groups' probabilities on the metric grid are averaged, weighted by their ``share`` of the
-    members, so every member counts once; DSC as in :func:`evaluate`, ``loss`` the groups' losses
-    weighted alike. One group: :func:`evaluate` itself.
+    A case's probability is the mean of the groups' (D, 256, 256) probabilities on the metric grid,
+    weighted by their ``share`` of the members, so that every member counts once; the DSC and the
+    largest-component rule apply to that mean. ``loss`` is the groups' validation losses (each
+    against its own S px masks) weighted alike: the ensemble's loss for one group, not for several.
 
     Args:
-        volumes_by_size: ``{S: volumes at S}`` for every group's ``image_size``, the same cases in
-            the same order.
+        volumes_by_size: ``{S: the cases preprocessed at S}`` for every group's ``image_size``, the
+            same cases in the same order.
 
     Returns:
         as :func:`evaluate`.
+
+    Raises:
+        ValueError: the volumes of two sizes hold other cases or another order.
     """
-    if len(groups) == 1:
-        return evaluate(groups[0].model, volumes_by_size[groups[0].image_size], loss_fn, runtime,
-                        progress=progress, flip_tta=flip_tta)
-    mean_probs, loss = {}, 0.0
-    for group in groups:  # one group's probabilities in memory beside the running mean
-        result = evaluate(group.model, volumes_by_size[group.image_size], loss_fn, runtime, progress=progress,
-                          flip_tta=flip_tta)
-        loss += group.share * result["loss"]
-        for case, probs in result["probs"].items():
-            mean_probs[case] = mean_probs.get(case, 0.0) + group.share * probs
-    volumes = volumes_by_size[groups[0].image_size]
-    per_case = {v.case_id: volume_dsc(mean_probs[v.case_id], v.metric_mask) for v in volumes}
-    without_lcc = {v.case_id: volume_dsc(mean_probs[v.case_id], v.metric_mask, largest_component=False)
-                   for v in volumes}
+    by_group = [volumes_by_size[group.image_size] for group in groups]
+    case_ids = [v.case_id for v in by_group[0]]
+    if any([v.case_id for v in volumes] != case_ids for volumes in by_group):
+        raise ValueError("the volumes of each image size must hold the same cases in the same order")
+    per_case, without_lcc, probs_by_case, loss_sums = {}, {}, {}, [0.0] * len(groups)
+    with tqdm(range(len(case_ids)), desc="validate", unit="case", leave=False, disable=not progress) as bar:
+        for i in bar:  # the bar is closed on errors too
+            case, truth = case_ids[i], by_group[0][i].metric_mask
+            probs, losses = _case_mean(groups, [volumes[i] for volumes in by_group], loss_fn, runtime, batch_size,
+                                       flip_tta)
+            loss_sums = [total + loss for total, loss in zip(loss_sums, losses)]
+            without_lcc[case] = volume_dsc(probs, truth, largest_component=False)
+            per_case[case] = volume_dsc(probs, truth) if largest_component else without_lcc[case]
+            probs_by_case[case] = probs
+    slices = [sum(v.num_slices for v in volumes) for volumes in by_group]
+    loss = sum(group.share * total / count for group, total, count in zip(groups, loss_sums, slices))
     return {"loss": loss, **summarize(per_case), "per_case": per_case, "per_case_without_lcc": without_lcc,
-            "probs": mean_probs}
+            "probs": probs_by_case}
+
+
+def _case_mean(groups: Sequence[SizeGroup], volumes: list[CaseVolume], loss_fn: nn.Module, runtime: Runtime,
+               batch_size: int, flip_tta: bool) -> tuple[np.ndarray, list[float]]:
+    """One case's (D, 256, 256) float32 probabilities averaged over the groups, weighted by their
+    share (``volumes``: the case at each group's image size), and each group's loss summed over the
+    case's slices."""
+    mean, losses = np.zeros(volumes[0].metric_mask.shape, np.float32), []
+    for group, volume in zip(groups, volumes):
+        probs, logits = case_probabilities(group.model, volume, runtime, batch_size, flip_tta)
+        mask = torch.from_numpy(volume.mask[:, None].astype(np.float32))
+        losses.append(loss_fn(logits, mask).item() * volume.num_slices)
+        mean += group.share * probs
+    return mean, losses
 
 
 def evaluate_across_ranks(model: nn.Module, volumes: list[CaseVolume], loss_fn: nn.Module, runtime: Runtime,

@@ -18,11 +18,11 @@ from brainseg.cv import ensemble_cv
 from brainseg.data.cache import load_volumes
 from brainseg.ensemble import ProbabilityMean, check_unseen, ensemble_volumes, load_ensemble, resolve_checkpoints
 from brainseg.evaluation import evaluate_checkpoint
-from brainseg.metrics import volume_dsc
+from brainseg.metrics import to_metric_grid, volume_dsc
 from brainseg.predict import predict_case
 from brainseg.models import create_model
 from brainseg.runtime import Runtime
-from brainseg.validation import evaluate, evaluate_groups
+from brainseg.validation import evaluate, evaluate_groups, predict_volume
 
 
 class Constant(nn.Module):
@@ -262,12 +262,35 @@ def test_cvs_of_two_image_sizes_meet_on_the_metric_grid(tmp_path, synthetic_data
         alone = evaluate(load_model(two_cvs / f"{cv}-fold0" / "best.pt")[0], volumes, torch.nn.BCEWithLogitsLoss(),
                          Runtime(torch.device("cpu"), False, False), progress=False)
         probs.append(alone["probs"])
-    by_hand = {v.case_id: volume_dsc((probs[0][v.case_id] + probs[1][v.case_id]) / 2, v.metric_mask) for v in volumes}
-    assert mixed["per_case"] == pytest.approx(by_hand, abs=1e-6)
+    by_hand = {v.case_id: volume_dsc((probs[0][v.case_id] + probs[1][v.case_id]) / 2, v.metric_mask,
+                                     largest_component=False) for v in volumes}
+    assert mixed["per_case_without_lcc"] == pytest.approx(by_hand, abs=1e-6) and max(by_hand.values()) > 0
+
+
+def test_a_mixed_ensemble_with_flip_tta_scores_the_mean_of_its_members(tmp_path, synthetic_data, synthetic_config):
+    config = synthetic_config(synthetic_data, tmp_path)
+    small = _checkpoint(tmp_path / "a.pt", config, seed=0, image_size=32, trained_on=[])
+    large = _checkpoint(tmp_path / "b.pt", replace(config, image_size=64), seed=20, image_size=64, trained_on=[])
+    cases = sorted(p.name for p in synthetic_data.iterdir())
+    probs, runtime = [], Runtime(torch.device("cpu"), False, False)
+    for path, size in ((small, 32), (large, 64)):  # each member with flip TTA on the cases at its own size
+        model = load_model(path)[0]
+        volumes = load_volumes(cases, size, str(synthetic_data), str(tmp_path / "cache"), progress=False)
+        probs.append({v.case_id: to_metric_grid(sum(torch.sigmoid(predict_volume(model, v.image, runtime, flip=flip))
+                                                    for flip in (False, True)) / 2).numpy() for v in volumes})
+    by_hand = {v.case_id: volume_dsc((probs[0][v.case_id] + probs[1][v.case_id]) / 2, v.metric_mask,
+                                     largest_component=False) for v in volumes}
+    scored = evaluate_checkpoint([str(small), str(large)], split="all", data_dir=str(synthetic_data),
+                                 cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"), device="cpu",
+                                 flip_tta=True, progress=False)
+    assert {c: row["dsc_no_lcc"] for c, row in scored["rows"].items()} == pytest.approx(by_hand, abs=1e-6)
+    assert max(by_hand.values()) > 0 and (tmp_path / "out" / f"{cases[0]}.gif").exists()
 
 
 def test_predict_averages_groups_of_image_sizes_in_the_original_geometry(tmp_path, synthetic_data, synthetic_config,
-                                                                        write_case):
+                                                                        write_case, monkeypatch):
+    import brainseg.predict
+
     config = synthetic_config(synthetic_data, tmp_path)
     low = [_constant_checkpoint(tmp_path / f"low{i}.pt", config, -2.0, 32) for i in range(2)]
     high = _constant_checkpoint(tmp_path / "high.pt", config, 10.0, 64)
@@ -277,6 +300,12 @@ def test_predict_averages_groups_of_image_sizes_in_the_original_geometry(tmp_pat
     alone = predict([high], "high")
     assert alone.any() and np.array_equal(predict([low[0], high], "pair"), alone)  # mean 0.56 where high has 1.0
     assert not predict([low[0], high, low[1]], "three").any()  # mean 0.41: two of three members say no
+
+    sizes = []  # each group reads the case preprocessed at its own size
+    real_preprocess = brainseg.predict.preprocess_case
+    monkeypatch.setattr(brainseg.predict, "preprocess_case", lambda *a: sizes.append(a[2]) or real_preprocess(*a))
+    predict([low[0], high, low[1]], "sizes")
+    assert sizes == [32, 64]
 
 
 def test_only_finished_final_fold_models_on_the_same_folds_are_ensembled(tmp_path, synthetic_data, synthetic_config,
