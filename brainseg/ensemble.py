@@ -2,11 +2,11 @@
 
 :class:`ProbabilityMean` returns the logits of its members' mean probability, so evaluation,
 prediction and flip TTA take an ensemble exactly as they take one model; members trained at
-several image sizes form one :class:`SizeGroup` per size, each predicting slices of its own
-size. :func:`resolve_checkpoints`
-turns ``--weights`` arguments (checkpoint files, run folders, a cross-validation's name) into
-checkpoint paths; :func:`load_ensemble` loads them; :func:`check_unseen` refuses to score a case
-that any member trained on (docs/protocol.md, section 5: nothing is scored on its own training data).
+several image sizes form one :class:`SizeGroup` per size, each predicting slices of its own size.
+:func:`resolve_checkpoints` turns ``--weights`` arguments (checkpoint files, run folders, a
+cross-validation's name) into checkpoint paths; :func:`load_ensemble` loads them;
+:func:`check_unseen` refuses to score a case that any member trained on (docs/protocol.md,
+section 5: nothing is scored on its own training data).
 """
 
 from __future__ import annotations
