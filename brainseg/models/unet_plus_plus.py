@@ -9,7 +9,9 @@ from .base import SegmentationModel, conv_block
 
 
 class UNetPlusPlus(SegmentationModel):
-    """UNet++ with 4 down-sampling levels and a 1x1 head on each of the top nodes X(0,1..4).
+    """UNet++ with 4 down-sampling levels and a 1x1 head on each of the top nodes X(0,1..4) that
+    is used: all four with deep supervision or ``inference="mean"``, else only X(0, 4)'s (a head
+    that never gets a gradient would stop DistributedDataParallel).
 
     Node X(i, j) = conv_block(concat(X(i, 0), ..., X(i, j-1), up(X(i+1, j-1)))); ``up`` is
     bilinear up-sampling. Every head returns logits.
@@ -18,8 +20,8 @@ class UNetPlusPlus(SegmentationModel):
         in_channels, out_channels: input and output channels.
         features: channels of the first level, doubled at every level.
         deep_supervision: in training mode return all four heads stacked on the channel axis,
-            (N, 4 * out_channels, H, W), so the training loop averages the loss over them
-            (see :func:`brainseg.train.compute_loss`).
+            (N, 4 * out_channels, H, W), so the training loop weights the loss over them as
+            ``--deep-supervision-decay`` says (see :func:`brainseg.train.compute_loss`).
         inference: what eval mode returns: ``"final"`` (the X(0, 4) head) or ``"mean"`` (the
             mean of the four heads' logits).
 
@@ -43,7 +45,9 @@ class UNetPlusPlus(SegmentationModel):
         for j in range(1, 5):
             for i in range(5 - j):
                 self.nodes[f"{i}_{j}"] = conv_block(j * widths[i] + widths[i + 1], widths[i])
-        self.heads = nn.ModuleList([self.output_head(widths[0]) for _ in range(4)])
+        used_heads = 4 if deep_supervision or inference == "mean" else 1
+        self.heads = nn.ModuleList([self.output_head(widths[0]) for _ in range(used_heads)])
+        self.register_load_state_dict_pre_hook(keep_final_of_four_heads)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         grid: dict[tuple[int, int], torch.Tensor] = {}
@@ -54,9 +58,21 @@ class UNetPlusPlus(SegmentationModel):
             for i in range(5 - j):
                 inputs = [grid[i, k] for k in range(j)] + [self.up(grid[i + 1, j - 1])]
                 grid[i, j] = self.block(self.nodes[f"{i}_{j}"], torch.cat(inputs, dim=1))
-        heads = [head(grid[0, j]) for j, head in zip(range(1, 5), self.heads)]  # 4 x (N, out, H, W)
+        columns = range(5 - len(self.heads), 5)  # the last len(heads) of X(0, 1..4)
+        heads = [head(grid[0, j]) for j, head in zip(columns, self.heads)]  # each (N, out, H, W)
         if self.training and self.deep_supervision:
             return torch.cat(heads, dim=1)
         if self.inference == "mean":
             return torch.stack(heads).mean(dim=0)
         return heads[-1]
+
+
+def keep_final_of_four_heads(model: UNetPlusPlus, state_dict: dict, prefix: str, *args) -> None:
+    """Load a four-head state dict into a one-head model: the final head X(0, 4) is ``heads.3``
+    there and ``heads.0`` here (checkpoints saved before the unused heads were dropped)."""
+    if len(model.heads) == 1 and f"{prefix}heads.3.weight" in state_dict:
+        for j in (0, 1, 2):
+            for name in ("weight", "bias"):
+                state_dict.pop(f"{prefix}heads.{j}.{name}", None)
+        for name in ("weight", "bias"):
+            state_dict[f"{prefix}heads.0.{name}"] = state_dict.pop(f"{prefix}heads.3.{name}")

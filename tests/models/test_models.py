@@ -15,6 +15,8 @@ FORWARD_CASES = [pytest.param(name, {}, amp, id=f"{'bf16' if amp else 'fp32'}-{n
                  for amp in (False, True) for name in sorted(MODELS)]
 FORWARD_CASES += [pytest.param(name, {"deep_supervision": 3}, False, id=f"fp32-{name}-deep_supervision")
                   for name in ("unet", "attention_unet")]
+FORWARD_CASES += [pytest.param("unet_plus_plus", {"deep_supervision": False}, False,
+                               id="fp32-unet_plus_plus-no-deep-supervision")]  # no head without a gradient
 HEADS = {"unet_plus_plus": 4}  # deep supervision in training mode: UNet++ by default
 
 
@@ -25,7 +27,7 @@ def test_forward_backward(name, args, amp):
     x = torch.randn(2, 3, 64, 96)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
         logits = model(x)
-    heads = HEADS.get(name, 1 + args.get("deep_supervision", 0))
+    heads = 1 + args["deep_supervision"] if "deep_supervision" in args else HEADS.get(name, 1)
     assert logits.shape == (2, heads, 64, 96)
     compute_loss(create_loss("dice"), logits, torch.zeros(2, 1, 64, 96)).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]

@@ -22,3 +22,14 @@ def test_unet_plus_plus_inference_modes():
         torch.testing.assert_close(mean(x), heads.mean(dim=1, keepdim=True))
     with pytest.raises(ValueError, match="inference must be"):
         create_model("unet_plus_plus", inference="max")
+
+
+def test_a_four_head_checkpoint_loads_into_the_one_head_model():
+    torch.manual_seed(0)
+    four = create_model("unet_plus_plus", features=4).eval()  # deep supervision: four heads
+    one = create_model("unet_plus_plus", features=4, deep_supervision=False).eval()
+    assert len(one.heads) == 1
+    one.load_state_dict(four.state_dict())  # strict: the unused heads are dropped, X(0, 4)'s kept
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(one(x), four(x))
