@@ -3,8 +3,8 @@
 ``torchrun --nproc_per_node=N -m brainseg train ...`` starts N copies of the training; each reads
 ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` from its environment. Every rank draws the same sampling
 order (same seed) and takes every N-th index of it, so together the ranks see one epoch of the
-single-process run with the global batch split between them; gradients are averaged by
-DistributedDataParallel. Rank 0 alone logs and saves. Without ``torchrun`` everything here is a
+single-process run with the global batch split between them; each rank draws its own augmentation
+(:func:`rank_seed`); gradients are averaged by DistributedDataParallel. Rank 0 alone logs and saves. Without ``torchrun`` everything here is a
 no-op for one process.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+
+import numpy as np
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -106,6 +108,16 @@ class ShardedSampler(Sampler[int]):
         order = list(self.base)
         order += order[: len(self) * self.world_size - len(order)]
         return iter(order[self.rank::self.world_size])
+
+
+def rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of rank ``rank``'s random draws (augmentation, loader workers) in epoch ``epoch``.
+
+    Every rank starts from the run's seed, so without a reseed the k-th sample of every rank would
+    get the same flip, angle and intensity change. Seeding at each epoch's start from (seed, epoch,
+    rank) alone keeps a resumed run exact, though ``last.pt`` holds only rank 0's random state.
+    """
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
 def wrap_model(model: nn.Module, dist: Distributed, device: torch.device) -> nn.Module:

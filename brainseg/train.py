@@ -46,8 +46,8 @@ from .data.dataset import DeviceBatches, SliceDataset, make_sampler
 from .data.splits import split_cases
 from .data.transforms import BatchAugment, ForegroundCrop, JointAugment, chain
 from .data.volume import CaseVolume, with_lesion_fraction
-from .distributed import (Distributed, ShardedSampler, all_ranks, init_distributed, ranks_agree, shutdown,
-                          sync_buffers, wrap_model)
+from .distributed import (Distributed, ShardedSampler, all_ranks, init_distributed, rank_seed, ranks_agree,
+                          shutdown, sync_buffers, wrap_model)
 from .ema import averaged_model
 from .losses import DeepSupervisionLoss, create_loss
 from .metrics import to_metric_grid
@@ -389,6 +389,8 @@ def run_epoch(loop: EpochLoop, state: TrainingState, epoch: int) -> str:
     config, run, parts = loop.config, loop.run, loop.parts
     epoch_start = time.perf_counter()
     parts.clock.start_epoch(state.train_seconds)
+    if run.dist.enabled:  # each rank its own augmentation; one process draws as it always did
+        seed_everything(rank_seed(config.seed, epoch, run.dist.rank))
     stats = train_one_epoch(loop.train_model, parts.loader, parts.loss_fn, parts.optimizer, parts.scheduler,
                             run.runtime, run.progress, all_finite=lambda finite: all_ranks(finite, run.dist),
                             batch_transform=parts.batch_transform,

@@ -8,7 +8,8 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import SequentialSampler
 
-from brainseg.distributed import Distributed, ShardedSampler, init_distributed, ranks_agree, sync_buffers, wrap_model
+from brainseg.distributed import (Distributed, ShardedSampler, init_distributed, rank_seed, ranks_agree, sync_buffers,
+                                  wrap_model)
 from brainseg.losses import create_loss
 from brainseg.models import create_model
 from brainseg.runtime import Runtime
@@ -23,6 +24,13 @@ def test_sharded_sampler_deals_one_order_to_the_ranks():
     assert sorted(set(sum(shards, []))) == list(range(7))
     with pytest.raises(ValueError, match="rank must be in"):
         ShardedSampler(base, 3, 3)
+
+
+def test_each_rank_and_epoch_draws_from_its_own_seed():
+    seeds = {(epoch, rank): rank_seed(42, epoch, rank) for epoch in (1, 2) for rank in (0, 1, 2)}
+    assert len(set(seeds.values())) == 6  # no two ranks share an epoch's augmentation
+    assert rank_seed(42, 2, 1) == seeds[2, 1]  # a resumed run reseeds its epoch exactly
+    assert rank_seed(43, 2, 1) != seeds[2, 1] and all(0 <= seed < 2**32 for seed in seeds.values())
 
 
 def test_single_process_is_a_no_op():
