@@ -74,7 +74,7 @@ def _load_cached(path: Path, files: CaseFiles, mmap: bool = False) -> CaseVolume
         with np.load(path) as stored:
             if str(stored["fingerprint"]) != _fingerprint(files):
                 return None
-            geometry = Geometry(**json.loads(str(stored["geometry"])))
+            geometry = Geometry.from_dict(json.loads(str(stored["geometry"])))
             mask = stored["mask"]
             metric_mask = stored["metric_mask"] if "metric_mask" in stored else mask
         image = np.load(image_path, mmap_mode="r" if mmap else None)  # a plain .npy: fast to read or map

@@ -42,6 +42,11 @@ class Geometry:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> "Geometry":
+        """The inverse of :meth:`to_dict`, also after a JSON round trip (which makes tuples lists)."""
+        return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in fields.items()})
+
 
 def crop_box(volume: np.ndarray, threshold: float = CROP_THRESHOLD) -> tuple[slice, slice, slice]:
     """Bounding box (slices, rows, cols) of voxels at or above ``threshold`` x the volume maximum.
@@ -49,9 +54,7 @@ def crop_box(volume: np.ndarray, threshold: float = CROP_THRESHOLD) -> tuple[sli
     Args:
         volume: (D, H, W, C) intensities.
     """
-    keep = (volume >= volume.max() * threshold).any(axis=-1)  # (D, H, W)
-    if not keep.any():
-        raise ValueError("volume is empty: no voxel reaches 10% of the maximum")
+    keep = (volume >= volume.max() * threshold).any(axis=-1)  # (D, H, W); never empty: the maximum is kept
     box = []
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)

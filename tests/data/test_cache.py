@@ -29,6 +29,7 @@ def test_cache_round_trip_and_reuse(synthetic_data, tmp_path, monkeypatch):
     second = load_volumes(ids, 32, synthetic_data, tmp_path / "cache", workers=1, progress=False)
     for a, b in zip(first, second):
         assert a.case_id == b.case_id and np.array_equal(a.image, b.image) and np.array_equal(a.metric_mask, b.metric_mask)
+        assert np.array_equal(a.mask, b.mask) and b.geometry == a.geometry and hash(b.geometry) == hash(a.geometry)
 
 
 def test_changed_files_and_damaged_entries_are_rebuilt(synthetic_data, tmp_path):
