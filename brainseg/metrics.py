@@ -11,11 +11,13 @@ dataset carries no voxel spacing. Empty masks get these documented values instea
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from medpy.filter.binary import largest_connected_component
 from medpy.metric.binary import assd, hd95
+from scipy import ndimage
 
 THRESHOLD = 0.5
 METRIC_COLUMNS = ["dsc", "dsc_no_lcc", "precision", "recall", "hd95_px", "assd_px", "pred_volume_px", "true_volume_px"]
@@ -32,11 +34,27 @@ def dice_coefficient(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def binarize_volume(probs: np.ndarray, threshold: float = THRESHOLD, largest_component: bool = True) -> np.ndarray:
     """Threshold a (D, H, W) probability volume (strictly above ``threshold``) and keep its
-    largest 3D connected component (medpy's rule, face connectivity)."""
+    largest 3D connected component: the rule of medpy's ``largest_connected_component`` (face
+    connectivity, the first of equal largest), with all component sizes counted in one pass
+    where medpy takes one pass per component (seconds on a noisy early-epoch map)."""
     pred = probs > threshold
-    if largest_component and pred.any():
-        pred = largest_connected_component(pred)
-    return pred
+    return keep_components(pred, math.inf) if largest_component else pred
+
+
+def keep_components(pred: np.ndarray, min_voxels: float) -> np.ndarray:
+    """Drop the 3D connected components (face connectivity, as the protocol's rule) smaller than
+    ``min_voxels``; the largest always stays (``math.inf``: the protocol's largest-component rule).
+
+    Shape:
+        pred (D, H, W) bool; returns (D, H, W) bool.
+    """
+    labels, count = ndimage.label(pred)
+    if count <= 1:
+        return pred.astype(bool)
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = sizes >= min_voxels
+    keep[sizes.argmax()] = True
+    return np.concatenate([[False], keep])[labels]
 
 
 def volume_dsc(probs: np.ndarray, truth: np.ndarray, threshold: float = THRESHOLD,

@@ -21,10 +21,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from . import paths
-from .metrics import THRESHOLD, dice_coefficient, summarize
+from .metrics import THRESHOLD, dice_coefficient, keep_components, summarize
 
 # Smallest component kept, in voxels of the 256 px metric grid; the largest component always stays.
 MIN_SIZES = (0, 100, 300, 1000, 3000, math.inf)
@@ -34,22 +33,6 @@ def rule_name(min_voxels: float, threshold: float = THRESHOLD) -> str:
     """``none`` (0), ``largest`` (infinite) or ``min<N>``, with ``@<threshold>`` unless it is the protocol's."""
     name = "none" if min_voxels == 0 else "largest" if math.isinf(min_voxels) else f"min{int(min_voxels)}"
     return name if threshold == THRESHOLD else f"{name}@{threshold:g}"
-
-
-def keep_components(pred: np.ndarray, min_voxels: float) -> np.ndarray:
-    """Drop the 3D connected components (face connectivity, as the protocol's rule) smaller than
-    ``min_voxels``; the largest always stays.
-
-    Shape:
-        pred (D, H, W) bool; returns (D, H, W) bool.
-    """
-    labels, count = ndimage.label(pred)
-    if count <= 1:
-        return pred.astype(bool)
-    sizes = np.bincount(labels.ravel())[1:]
-    keep = sizes >= min_voxels
-    keep[sizes.argmax()] = True
-    return np.concatenate([[False], keep])[labels]
 
 
 def rule_scores(probs: dict[str, np.ndarray], truths: dict[str, np.ndarray],

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from medpy.filter.binary import largest_connected_component
 from medpy.metric.binary import assd, dc, hd95
 
 from brainseg.metrics import binarize_volume, case_metrics, dice_coefficient, summarize, to_metric_grid, volume_dsc
@@ -18,6 +19,18 @@ def test_dice_empty_cases():
     assert dice_coefficient(empty, empty) == 1.0
     full = np.ones((3, 4, 4), bool)
     assert dice_coefficient(empty, full) == 0.0
+
+
+def test_the_largest_component_rule_is_medpys():
+    rng = np.random.default_rng(3)
+    for density in (0.2, 0.45, 0.6):  # many small components, then a few large ones
+        probs = rng.uniform(size=(6, 24, 24))
+        pred = probs > 1 - density
+        assert np.array_equal(binarize_volume(probs, 1 - density), largest_connected_component(pred))
+    tie = np.zeros((1, 6, 6), bool)
+    tie[0, 0, :2] = tie[0, 4, 3:5] = True  # two components of 2 voxels: the first labelled one stays
+    assert np.array_equal(binarize_volume(tie.astype(float)), largest_connected_component(tie))
+    assert binarize_volume(tie.astype(float))[0, 0, :2].all()
 
 
 def test_largest_component_rule():

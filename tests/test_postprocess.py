@@ -4,8 +4,9 @@ import re
 import numpy as np
 import pytest
 
-from brainseg.postprocess import (analyse_postprocessing, best_rule, check_thresholds, keep_components,
-                                  nested_choice, rule_name, rule_scores, summarize_choice)
+from brainseg.metrics import keep_components
+from brainseg.postprocess import (analyse_postprocessing, best_rule, check_thresholds, nested_choice, rule_name,
+                                  rule_scores, summarize_choice)
 
 
 def _blobs() -> np.ndarray:
