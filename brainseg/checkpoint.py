@@ -63,8 +63,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"{path}: cannot read this checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "state_dict" not in checkpoint:
-        raise ValueError(f"{path}: not a brainseg checkpoint (expected keys 'model', 'state_dict', 'config')")
+    expected = ("model", "model_kwargs", "state_dict", "config")
+    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in expected):
+        raise ValueError(f"{path}: not a brainseg checkpoint (expected the keys {', '.join(expected)})")
     return checkpoint
 
 

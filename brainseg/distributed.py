@@ -66,11 +66,15 @@ def init_distributed(device_type: str) -> Distributed:
     The backend is NCCL for CUDA and gloo for CPU; on CUDA each process uses GPU ``LOCAL_RANK``.
 
     Raises:
-        ValueError: on CUDA, more processes on this node than visible GPUs (NCCL needs one GPU each).
+        ValueError: on CUDA, more processes on this node than visible GPUs (NCCL needs one GPU each);
+            ``WORLD_SIZE`` above 1 without ``RANK``.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed()
+    if "RANK" not in os.environ:
+        raise ValueError(f"WORLD_SIZE={world_size} but RANK is not set: start the processes with torchrun, which "
+                         "sets both (or unset WORLD_SIZE for one process)")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
         if local_rank >= torch.cuda.device_count():

@@ -40,7 +40,8 @@ def select_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False: no usable GPU or a "
+                         "CPU-only torch; use --device cpu (or auto, which picks CUDA where it works)")
     return torch.device(name)
 
 

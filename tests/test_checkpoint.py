@@ -32,6 +32,9 @@ def test_bad_checkpoint_files(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt: not a brainseg checkpoint"):
         load_model(tmp_path / "other.pt")
+    torch.save({"model": "unet", "state_dict": {}}, tmp_path / "partial.pt")  # no config: refused on reading
+    with pytest.raises(ValueError, match="partial.pt: not a brainseg checkpoint .*model_kwargs, state_dict, config"):
+        load_model(tmp_path / "partial.pt")
 
 
 def test_compact_checkpoint_keeps_predictions_and_large_running_statistics(tmp_path):

@@ -96,6 +96,13 @@ def test_more_cuda_processes_than_gpus_is_a_clear_error(monkeypatch):
         init_distributed("cuda")
 
 
+def test_a_world_size_without_a_rank_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(ValueError, match=r"WORLD_SIZE=2 but RANK is not set: start the processes with torchrun"):
+        init_distributed("cpu")
+
+
 def test_a_run_under_torchrun_without_a_name_is_refused(monkeypatch):
     from brainseg.config import TrainConfig
     from brainseg.train import default_run_name

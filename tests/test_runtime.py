@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from brainseg.models import create_model
-from brainseg.runtime import BF16_MARGIN, describe_device, fast_bf16_features, pick_bf16, resolve_amp
+from brainseg.runtime import BF16_MARGIN, describe_device, fast_bf16_features, pick_bf16, resolve_amp, select_device
 
 
 def _scripted_timer(durations):
@@ -77,3 +77,10 @@ def test_the_cpu_description_names_fast_bf16_instruction_sets(tmp_path, flags, n
 
 def test_an_unreadable_cpuinfo_names_no_instruction_set(tmp_path):
     assert fast_bf16_features(str(tmp_path / "missing")) == []
+
+
+def test_cuda_without_a_gpu_names_the_fix(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"device 'cuda' requested .*use --device cpu"):
+        select_device("cuda")

@@ -48,7 +48,8 @@ class AttentionUNet(UNet):
         in_channels, out_channels, features, deep_supervision, norm: as in :class:`~brainseg.models.unet.UNet`.
 
     Shape:
-        input (N, in_channels, H, W) with H, W multiples of 16; output logits (N, out_channels, H, W).
+        input (N, in_channels, H, W) with H, W multiples of 16; output logits (N, out_channels, H, W)
+        (in training mode with ``deep_supervision`` k: (N, (1 + k) * out_channels, H, W)).
     """
 
     def __init__(self, in_channels: int = 3, out_channels: int = 1, features: int = 32, deep_supervision: int = 0,

@@ -13,3 +13,8 @@ def test_resunet34_pretrained_weights_missing_is_a_clear_error(monkeypatch, tmp_
     monkeypatch.setattr(tvm.ResNet34_Weights.IMAGENET1K_V1.__class__, "get_state_dict", refuse)
     with pytest.raises(RuntimeError, match="could not load torchvision's ImageNet ResNet-34 weights"):
         create_model("resunet34", pretrained=True)
+
+
+def test_pretrained_weights_with_neighbour_slices_name_the_option():
+    with pytest.raises(ValueError, match=r"take 3 input channels, got 9 .*--context 0"):
+        create_model("resunet34", in_channels=9, pretrained=True)
