@@ -173,7 +173,8 @@ def restore_training_state(path: str | os.PathLike, model: nn.Module, optimizer:
 
     Raises:
         FileNotFoundError, ValueError: no checkpoint at ``path``, or one without a training state
-            (e.g. ``best.pt`` or a compacted one), or without averaged weights when they are asked for.
+            (e.g. ``best.pt`` or a compacted one), or without averaged weights when they are asked for,
+            or with an optimizer state of other parameters.
     """
     checkpoint = load_checkpoint(path)
     if "rng" not in checkpoint:
@@ -183,7 +184,11 @@ def restore_training_state(path: str | os.PathLike, model: nn.Module, optimizer:
             raise ValueError(f"{path}: the run was saved without averaged weights (ema); resume it with ema 0")
         averaged.load_state_dict(checkpoint["averaged"])
     model.load_state_dict(checkpoint["state_dict"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except ValueError as exc:  # e.g. a UNet++ run saved before it dropped the heads it does not use
+        raise ValueError(f"{path}: its optimizer state does not fit this model's parameters ({exc}); the run "
+                         "cannot resume, but its checkpoints still evaluate and predict") from exc
     scheduler.load_state_dict(checkpoint["scheduler"])
     set_rng_state(checkpoint["rng"], sampler_generator)
     progress = checkpoint["progress"]

@@ -4,19 +4,18 @@
 ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` from its environment. Every rank draws the same sampling
 order (same seed) and takes every N-th index of it, so together the ranks see one epoch of the
 single-process run with the global batch split between them; each rank draws its own augmentation
-(:func:`rank_seed`); gradients are averaged by DistributedDataParallel. Rank 0 alone logs and saves. Without ``torchrun`` everything here is a
-no-op for one process.
+(:func:`rank_seed`); gradients are averaged by DistributedDataParallel. Rank 0 alone logs and
+saves. Without ``torchrun`` everything here is a no-op for one process.
 """
 
 from __future__ import annotations
 
 import math
 import os
-
-import numpy as np
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch import nn

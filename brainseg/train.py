@@ -285,7 +285,8 @@ def build_components(config: TrainConfig, run: Run, data: RunData) -> Components
     if run.dist.enabled:  # the same order on every rank (same seed); each rank takes every N-th sample
         sampler = ShardedSampler(sampler, run.dist.rank, run.dist.world_size)
     # Workers are started anew each epoch and seeded from the global torch RNG, whose state is in
-    # last.pt: this is what makes a resumed run repeat an uninterrupted one.
+    # last.pt (under torchrun reseeded per rank at each epoch, rank_seed): this is what makes a
+    # resumed run repeat an uninterrupted one.
     batch_size = config.batch_size // run.dist.world_size
     loader = (DeviceBatches(train_set, sampler, batch_size, run.device) if config.data_on_device else
               DataLoader(train_set, batch_size=batch_size, sampler=sampler, num_workers=config.workers,

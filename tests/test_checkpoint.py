@@ -139,6 +139,20 @@ def test_restoring_a_checkpoint_without_training_state_is_refused(tmp_path):
         restore_training_state(tmp_path / "best.pt", model, optimizer, scheduler, generator)
 
 
+def test_an_optimizer_state_of_other_parameters_is_refused_with_the_file(tmp_path):
+    from brainseg.checkpoint import TrainingState, restore_training_state, save_training_state
+    from brainseg.schedule import make_scheduler
+    from brainseg.train import make_optimizer
+
+    config = TrainConfig.preset("smoke")
+    model, optimizer, scheduler, generator = _training_components(config, seed=0)
+    save_training_state(tmp_path / "last.pt", TrainingState(), model, optimizer, scheduler, generator, config)
+    fewer = create_model("unet", features=config.features)  # the state dict loads, the optimizer groups do not
+    optimizer = make_optimizer(torch.nn.Sequential(*list(fewer.children())[:2]), config)
+    with pytest.raises(ValueError, match=r"last\.pt: its optimizer state does not fit this model's parameters"):
+        restore_training_state(tmp_path / "last.pt", fewer, optimizer, make_scheduler(optimizer, config, 5), generator)
+
+
 def test_a_training_checkpoint_predicts_with_its_moving_average_and_resumes_from_its_weights(tmp_path):
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 

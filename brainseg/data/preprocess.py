@@ -54,7 +54,7 @@ def crop_box(volume: np.ndarray, threshold: float = CROP_THRESHOLD) -> tuple[sli
     Args:
         volume: (D, H, W, C) intensities.
     """
-    keep = (volume >= volume.max() * threshold).any(axis=-1)  # (D, H, W); never empty: the maximum is kept
+    keep = (volume >= volume.max() * threshold).any(axis=-1)  # (D, H, W); never empty: the maximum is kept (uint8 input)
     box = []
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)

@@ -33,7 +33,7 @@ class ResUNet34(SegmentationModel):
     def __init__(self, in_channels: int = 3, out_channels: int = 1, features: int = 16, pretrained: bool = False):
         super().__init__(in_channels, out_channels, features)
         if pretrained and in_channels != 3:
-            raise ValueError(f"pretrained ImageNet weights take 3 input channels, got {in_channels} (2.5D input): "
+            raise ValueError(f"pretrained ImageNet weights take 3 input channels, got {in_channels}: "
                              "train with --context 0, or without pretrained weights")
         encoder = resnet34(weights=None)
         if pretrained:

@@ -16,5 +16,5 @@ def test_resunet34_pretrained_weights_missing_is_a_clear_error(monkeypatch, tmp_
 
 
 def test_pretrained_weights_with_neighbour_slices_name_the_option():
-    with pytest.raises(ValueError, match=r"take 3 input channels, got 9 .*--context 0"):
+    with pytest.raises(ValueError, match=r"take 3 input channels, got 9: train with --context 0"):
         create_model("resunet34", in_channels=9, pretrained=True)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from brainseg.ema import averaged_model
 from brainseg.models import create_model
 
 
@@ -33,3 +34,6 @@ def test_a_four_head_checkpoint_loads_into_the_one_head_model():
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(one(x), four(x))
+    one_average = averaged_model(one, 0.9)  # a training checkpoint's moving average: keys under module.
+    one_average.load_state_dict(averaged_model(four, 0.9).state_dict())
+    assert len(one_average.module.heads) == 1
