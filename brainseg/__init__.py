@@ -3,7 +3,7 @@
 The main entry points, for notebooks and scripts::
 
     from brainseg import TrainConfig, fit, load_model
-    metrics = fit(TrainConfig.preset("cpu"))
+    metrics = fit(TrainConfig.from_preset("cpu"))
     model, config = load_model("weights/<run>/best.pt")
 """
 

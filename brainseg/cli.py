@@ -164,7 +164,7 @@ def _cv(args: argparse.Namespace) -> None:
 def _config_from_args(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> TrainConfig:
     overrides = {k: dict(v) if k in ("model_args", "loss_args") else v for k, v in vars(args).items()
                  if k not in (*NOT_CONFIG, *drop) and v is not None}
-    return TrainConfig.preset(args.preset or "cpu", **overrides)
+    return TrainConfig.from_preset(args.preset or "cpu", **overrides)
 
 
 def _add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:

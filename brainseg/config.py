@@ -1,6 +1,6 @@
 """One typed training configuration and its presets (docs/protocol.md, section 6).
 
-A notebook builds :class:`TrainConfig` directly (``TrainConfig.preset("cpu", epochs=5)``); the
+A notebook builds :class:`TrainConfig` directly (``TrainConfig.from_preset("cpu", epochs=5)``); the
 CLI fills it from flags. It is saved beside every run (``config.json``) and in every checkpoint.
 """
 
@@ -271,7 +271,7 @@ class TrainConfig:
         return sorted(PRESETS)
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "TrainConfig":
+    def from_preset(cls, name: str, **overrides) -> "TrainConfig":
         """The named preset with ``overrides`` applied.
 
         Raises:

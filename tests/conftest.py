@@ -73,7 +73,7 @@ def synthetic_config():
                       image_size=32, batch_size=4, epochs=2, features=4, workers=0, lr=1e-3,
                       max_train_cases=0, max_val_cases=0)
         values.update(overrides)
-        return TrainConfig.preset("smoke", **values)
+        return TrainConfig.from_preset("smoke", **values)
 
     return make
 

@@ -11,7 +11,7 @@ from brainseg import checkpoint, config, losses, models, train, validation
 def test_package_exports_the_entry_points():
     assert brainseg.__all__ == ["TrainConfig", "create_loss", "create_model", "evaluate", "fit", "load_model",
                                 "train_one_epoch"]
-    assert brainseg.TrainConfig is config.TrainConfig and brainseg.TrainConfig.preset("smoke").preset == "smoke"
+    assert brainseg.TrainConfig is config.TrainConfig and brainseg.TrainConfig.from_preset("smoke").preset == "smoke"
     assert brainseg.fit is train.fit and brainseg.train_one_epoch is train.train_one_epoch
     assert brainseg.evaluate is validation.evaluate and brainseg.load_model is checkpoint.load_model
     assert brainseg.create_model is models.create_model and brainseg.create_loss is losses.create_loss

@@ -8,7 +8,7 @@ from brainseg.models import create_model
 
 def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
     torch.manual_seed(0)
-    config = TrainConfig.preset("smoke")
+    config = TrainConfig.from_preset("smoke")
     model = create_model("unet", features=config.features)
     model.train()
     model(torch.randn(4, 3, 32, 32))  # move BatchNorm running statistics away from their defaults
@@ -21,6 +21,12 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
         assert torch.equal(model(x), loaded(x))
     checkpoint = load_checkpoint(tmp_path / "best.pt")
     assert checkpoint["epoch"] == 3 and checkpoint["image_size"] == 64 and checkpoint["model"] == "unet"
+
+
+def test_checkpoint_of_a_config_built_directly_loads(tmp_path):
+    config = TrainConfig(features=4, image_size=32)
+    save_checkpoint(tmp_path / "best.pt", create_model("unet", features=4), config, 1, {}, geometry_size=32)
+    assert load_model(tmp_path / "best.pt")[1] == config
 
 
 def test_bad_checkpoint_files(tmp_path):
@@ -41,7 +47,7 @@ def test_compact_checkpoint_keeps_predictions_and_large_running_statistics(tmp_p
     from brainseg.checkpoint import compact_checkpoint
 
     torch.manual_seed(0)
-    config = TrainConfig.preset("smoke")
+    config = TrainConfig.from_preset("smoke")
     model = create_model("unet", features=config.features).eval()
     model.bottleneck[1].running_var.fill_(1e5)  # beyond float16's range: must stay float32
     save_checkpoint(tmp_path / "best.pt", model, config, 1, {}, geometry_size=64,
@@ -58,7 +64,7 @@ def test_compact_checkpoint_keeps_predictions_and_large_running_statistics(tmp_p
 
 
 def test_model_arguments_are_rebuilt_from_the_checkpoint(tmp_path):
-    config = TrainConfig.preset("smoke", model="unet_plus_plus", model_args={"inference": "mean"})
+    config = TrainConfig.from_preset("smoke", model="unet_plus_plus", model_args={"inference": "mean"})
     model = create_model("unet_plus_plus", features=config.features, inference="mean").eval()
     save_checkpoint(tmp_path / "best.pt", model, config, 1, {}, geometry_size=64)
     loaded, _ = load_model(tmp_path / "best.pt")
@@ -103,7 +109,7 @@ def test_training_state_round_trip_restores_every_state_into_fresh_objects(tmp_p
 
     from brainseg.checkpoint import TrainingState, restore_training_state, save_training_state
 
-    config = TrainConfig.preset("smoke", optimizer="adamw", scheduler="cosine", warmup_epochs=0.5, lr=1e-3)
+    config = TrainConfig.from_preset("smoke", optimizer="adamw", scheduler="cosine", warmup_epochs=0.5, lr=1e-3)
     model, optimizer, scheduler, generator = _training_components(config, seed=0)
     model(torch.randn(2, 3, 32, 32)).mean().backward()  # optimizer moments, BatchNorm statistics, a scheduler step
     optimizer.step()
@@ -132,7 +138,7 @@ def test_training_state_round_trip_restores_every_state_into_fresh_objects(tmp_p
 def test_restoring_a_checkpoint_without_training_state_is_refused(tmp_path):
     from brainseg.checkpoint import restore_training_state
 
-    config = TrainConfig.preset("smoke")
+    config = TrainConfig.from_preset("smoke")
     model, optimizer, scheduler, generator = _training_components(config, seed=0)
     save_checkpoint(tmp_path / "best.pt", model, config, 1, {}, geometry_size=64)
     with pytest.raises(ValueError, match=r"best\.pt: no training state in this checkpoint; cannot resume"):
@@ -144,7 +150,7 @@ def test_an_optimizer_state_of_other_parameters_is_refused_with_the_file(tmp_pat
     from brainseg.schedule import make_scheduler
     from brainseg.train import make_optimizer
 
-    config = TrainConfig.preset("smoke")
+    config = TrainConfig.from_preset("smoke")
     model, optimizer, scheduler, generator = _training_components(config, seed=0)
     save_training_state(tmp_path / "last.pt", TrainingState(), model, optimizer, scheduler, generator, config)
     fewer = create_model("unet", features=config.features)  # the state dict loads, the optimizer groups do not
@@ -158,7 +164,7 @@ def test_a_training_checkpoint_predicts_with_its_moving_average_and_resumes_from
 
     from brainseg.checkpoint import TrainingState, compact_checkpoint, restore_training_state, save_training_state
 
-    config = TrainConfig.preset("smoke", optimizer="adamw", scheduler="cosine", lr=1e-3, ema=0.5)
+    config = TrainConfig.from_preset("smoke", optimizer="adamw", scheduler="cosine", lr=1e-3, ema=0.5)
     model, optimizer, scheduler, generator = _training_components(config, seed=0)
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
     with torch.no_grad():

@@ -106,7 +106,7 @@ def test_a_run_under_torchrun_without_a_name_is_refused(monkeypatch):
     from brainseg.config import TrainConfig
     from brainseg.train import default_run_name
 
-    assert default_run_name(TrainConfig.preset("smoke")).startswith("smoke-unet-")
+    assert default_run_name(TrainConfig.from_preset("smoke")).startswith("smoke-unet-")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match=r"under torchrun, give the run a --run-name"):
-        default_run_name(TrainConfig.preset("smoke"))
+        default_run_name(TrainConfig.from_preset("smoke"))

@@ -32,7 +32,7 @@ def test_table_and_csv_sort_the_cases_and_end_with_mean_and_median():
 
 def test_an_unknown_split_is_named():
     with pytest.raises(ValueError, match=r"split must be one of \('reference', 'kfold', 'all'\), got 'random'"):
-        evaluation_cases(TrainConfig.preset("smoke"), "random", None)
+        evaluation_cases(TrainConfig.from_preset("smoke"), "random", None)
 
 
 @pytest.mark.slow

@@ -140,7 +140,7 @@ def test_analyse_failures_predicts_with_the_fold_checkpoint(tmp_path, monkeypatc
     from brainseg.models import create_model
 
     volume = _volume(size=64)
-    config = TrainConfig.preset("smoke", image_size=64, features=4, device="cpu")
+    config = TrainConfig.from_preset("smoke", image_size=64, features=4, device="cpu")
     torch.manual_seed(0)
     model = create_model("unet", features=4)
     save_checkpoint(tmp_path / "weights" / "cv-fold1" / "best.pt", model, config, 1, {}, 64)

@@ -21,7 +21,7 @@ def test_defaults_are_the_top_level_folders_from_any_working_directory(cwd, monk
     assert (paths.logs_dir(), paths.weights_dir(), paths.predictions_dir(), paths.results_dir(), paths.docs_dir()) == (
         ROOT / "logs", ROOT / "weights", ROOT / "predictions", ROOT / "results", ROOT / "docs")
     assert paths.shipped_checkpoint().is_file()
-    assert TrainConfig.preset("smoke").run_dirs("r") == (ROOT / "logs" / "r", ROOT / "weights" / "r")
+    assert TrainConfig.from_preset("smoke").run_dirs("r") == (ROOT / "logs" / "r", ROOT / "weights" / "r")
 
 
 def test_default_data_folder_is_the_repositorys(tmp_path, monkeypatch):
@@ -34,7 +34,7 @@ def test_default_data_folder_is_the_repositorys(tmp_path, monkeypatch):
 def test_explicit_relative_paths_stay_relative_to_the_working_directory():
     assert paths.or_default("logs", paths.logs_dir()) == Path("logs")
     assert paths.or_default(None, paths.logs_dir()) == ROOT / "logs"
-    assert TrainConfig.preset("smoke", logs_dir="my-logs", weights_dir="w").run_dirs("r") == (
+    assert TrainConfig.from_preset("smoke", logs_dir="my-logs", weights_dir="w").run_dirs("r") == (
         Path("my-logs/r"), Path("w/r"))
 
 

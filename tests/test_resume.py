@@ -36,7 +36,7 @@ def config_for(data: Path, root: Path, **overrides) -> TrainConfig:
                   batch_size=4, epochs=3, features=4, workers=1, lr=1e-3, max_train_cases=0, max_val_cases=0,
                   scheduler="cosine", warmup_epochs=0.5, device="cpu")  # the claim is CPU determinism
     values.update(overrides)
-    return TrainConfig.preset("smoke", **values)
+    return TrainConfig.from_preset("smoke", **values)
 
 
 def history(root: Path) -> list[tuple]:
@@ -99,11 +99,11 @@ def test_resume_errors(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
     assert "no config.json" in capsys.readouterr().err
     with pytest.raises(ValueError, match="resume needs the run_name"):
-        fit(TrainConfig.preset("smoke"), resume=True)
+        fit(TrainConfig.from_preset("smoke"), resume=True)
 
 
 def test_a_default_named_run_saves_its_name_and_resumes(synthetic_data, tmp_path):
-    config = TrainConfig.preset("smoke", data_dir=str(synthetic_data), cache_dir=str(tmp_path / "cache"),
+    config = TrainConfig.from_preset("smoke", data_dir=str(synthetic_data), cache_dir=str(tmp_path / "cache"),
                                 logs_dir=str(tmp_path / "logs"), weights_dir=str(tmp_path / "weights"), split="kfold", folds=3,
                                 image_size=32, features=4, max_train_cases=0, max_minutes=1e-9)
     first = fit(config, progress=False)  # the time limit stops it after epoch 1 of 2
@@ -123,7 +123,7 @@ def test_a_default_named_run_saves_its_name_and_resumes(synthetic_data, tmp_path
 
 
 def test_a_new_run_over_an_existing_one_and_a_resume_with_another_recipe_are_refused(synthetic_data, tmp_path, capsys):
-    config = TrainConfig.preset("smoke", data_dir=str(synthetic_data), cache_dir=str(tmp_path / "cache"),
+    config = TrainConfig.from_preset("smoke", data_dir=str(synthetic_data), cache_dir=str(tmp_path / "cache"),
                                 logs_dir=str(tmp_path / "logs"), weights_dir=str(tmp_path / "weights"), split="kfold", folds=3,
                                 image_size=32, features=4, max_train_cases=0, run_name="mine", epochs=1)
     fit(config, progress=False)

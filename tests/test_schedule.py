@@ -24,7 +24,7 @@ def budgeted_scheduler(minutes=1.0, warmup_epochs=0.0, scheduler="cosine"):
     timer = FakeTimer()
     clock = TrainingClock(timer)
     budget = TimeBudget(minutes, clock)
-    config = TrainConfig.preset("smoke", epochs=3, scheduler=scheduler, warmup_epochs=warmup_epochs, lr=1.0)
+    config = TrainConfig.from_preset("smoke", epochs=3, scheduler=scheduler, warmup_epochs=warmup_epochs, lr=1.0)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
     return timer, clock, budget, optimizer, make_scheduler(optimizer, config, steps_per_epoch=10, budget=budget)
 
@@ -94,11 +94,11 @@ def test_budget_needs_positive_minutes(minutes):
 
 def test_config_rejects_a_negative_budget():
     with pytest.raises(ValueError, match="budget_minutes must be >= 0, got -2"):
-        TrainConfig.preset("smoke", budget_minutes=-2)
+        TrainConfig.from_preset("smoke", budget_minutes=-2)
 
 
 def test_tiny_budget_stops_inside_the_first_epoch_with_the_learning_rate_at_zero(synthetic_data, tmp_path):
-    config = TrainConfig.preset(
+    config = TrainConfig.from_preset(
         "smoke", data_dir=str(synthetic_data), cache_dir=str(tmp_path / "cache"), logs_dir=str(tmp_path / "logs"),
         weights_dir=str(tmp_path / "weights"), run_name="budget", split="kfold", folds=3, image_size=32,
         batch_size=2, features=4, max_train_cases=0, epochs=50, scheduler="cosine", lr=1e-3, budget_minutes=1e-5)  # spent after the first step
@@ -127,17 +127,17 @@ def test_the_safety_stop_counts_only_what_is_left_of_a_time_budget():
 def test_a_schedule_that_will_not_fit_the_safety_stop_is_announced_after_the_first_epoch():
     # the cpu preset (20 epochs, 42-minute stop) on a slow CPU: data 1.3 min, epoch 1 trained in 4.5 min and
     # validated in 0.3, so 6.1 minutes in; 19 epochs of 4.8 min are left: about 97 min, the stop near epoch 8
-    config = TrainConfig.preset("cpu")
+    config = TrainConfig.from_preset("cpu")
     warning = overrun_warning(config, 1, elapsed_seconds=6.1 * 60, epoch_seconds=4.5 * 60, val_seconds=0.3 * 60)
     assert "the 20 epochs need about 97 min" in warning and "max_minutes=42" in warning
     assert "near epoch 8" in warning and "--budget-minutes" in warning
     # a CPU four times as fast fits: nothing to say
     assert overrun_warning(config, 1, elapsed_seconds=2.5 * 60, epoch_seconds=1.1 * 60, val_seconds=0.1 * 60) == ""
     # validating every 4th epoch counts a quarter of a validation per epoch: 6.1 + 19 * (4.5 + 0.075)
-    sparse = TrainConfig.preset("cpu", val_every=4)
+    sparse = TrainConfig.from_preset("cpu", val_every=4)
     assert "about 93 min" in overrun_warning(sparse, 1, 6.1 * 60, 4.5 * 60, 0.3 * 60)
     # no safety stop, a time budget (it fits the schedule itself) or the last epoch: silent
-    for quiet in (TrainConfig.preset("cpu", max_minutes=0.0), TrainConfig.preset("cpu", budget_minutes=38.0)):
+    for quiet in (TrainConfig.from_preset("cpu", max_minutes=0.0), TrainConfig.from_preset("cpu", budget_minutes=38.0)):
         assert overrun_warning(quiet, 1, 6.1 * 60, 4.5 * 60, 0.3 * 60) == ""
     assert overrun_warning(config, 20, 41 * 60, 4.5 * 60, 0.3 * 60) == ""
 

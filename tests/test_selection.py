@@ -9,7 +9,7 @@ CASES = [f"case{i}" for i in range(8)]
 
 
 def test_only_inner_selection_validates_on_training_cases():
-    config = TrainConfig.preset("smoke", inner_val_cases=2, split_seed=3)
+    config = TrainConfig.from_preset("smoke", inner_val_cases=2, split_seed=3)
     train, outer = CASES[:6], CASES[6:]
     for mode in ("reference", "last"):
         assert Selection(mode).split(config, train, outer) == (train, outer)
@@ -26,7 +26,7 @@ def test_which_validation_replaces_the_kept_model(mode, kept):
 
 
 def test_validations_every_n_epochs_the_final_one_and_before_a_stop():
-    config = TrainConfig.preset("smoke", epochs=5, val_every=2)
+    config = TrainConfig.from_preset("smoke", epochs=5, val_every=2)
     assert [Selection.validates(config, epoch, stopping=False) for epoch in range(1, 6)] == [False, True, False,
                                                                                              True, True]
     assert Selection.validates(config, 3, stopping=True)

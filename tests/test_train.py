@@ -86,7 +86,7 @@ def test_validation_every_n_epochs_keeps_the_final_one(synthetic_data, tmp_path,
 
 
 def test_cosine_schedule_warms_up_and_decays():
-    config = TrainConfig.preset("smoke", epochs=2, scheduler="cosine", warmup_epochs=0.5, lr=1.0)
+    config = TrainConfig.from_preset("smoke", epochs=2, scheduler="cosine", warmup_epochs=0.5, lr=1.0)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=10)
     lrs = []
@@ -154,7 +154,7 @@ def ema_config(data, root, **overrides) -> TrainConfig:
                   weights_dir=str(root / "weights"), run_name="ema", split="kfold", folds=3, image_size=32,
                   batch_size=4, epochs=2, features=4, max_train_cases=0, lr=1e-2, selection="last", device="cpu")
     values.update(overrides)
-    return TrainConfig.preset("smoke", **values)
+    return TrainConfig.from_preset("smoke", **values)
 
 
 def saved(root, name) -> dict:
@@ -195,7 +195,7 @@ def test_resume_restores_the_average(synthetic_data, tmp_path):
 
 def test_ema_range_is_checked():
     with pytest.raises(ValueError, match=r"ema must be in \[0, 1\), got 1"):
-        TrainConfig.preset("smoke", ema=1)
+        TrainConfig.from_preset("smoke", ema=1)
 
 
 @pytest.mark.slow
@@ -271,7 +271,7 @@ def test_without_augmentation_the_batches_hold_exactly_the_lesion_fractions(synt
 
 def test_soft_masks_need_an_image_size_that_divides_256():
     with pytest.raises(ValueError, match="soft_masks needs an image_size that divides 256.*got 160"):
-        TrainConfig.preset("cpu", soft_masks=True, image_size=160)
+        TrainConfig.from_preset("cpu", soft_masks=True, image_size=160)
 
 
 @pytest.mark.slow

@@ -73,12 +73,12 @@ def test_same_batches_as_the_dataloader(kind, context):
 
 def test_needs_batch_augmentation():
     with pytest.raises(ValueError, match="data_on_device needs augment batch"):
-        TrainConfig.preset("smoke", data_on_device=True)
+        TrainConfig.from_preset("smoke", data_on_device=True)
 
 
 @pytest.mark.slow
 def test_fit_trains_from_device_data(synthetic_data, tmp_path):
-    config = TrainConfig.preset(
+    config = TrainConfig.from_preset(
         "smoke", data_dir=str(synthetic_data), cache_dir=str(tmp_path / "cache"), logs_dir=str(tmp_path / "logs"),
         weights_dir=str(tmp_path / "weights"), run_name="device", split="kfold", folds=3, image_size=32,
         batch_size=4, features=4, max_train_cases=0, augment="batch", data_on_device=True)

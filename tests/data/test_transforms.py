@@ -266,9 +266,9 @@ def test_bad_sizes_are_named():
     with pytest.raises(ValueError, match=r"crop_foreground must be in \[0, 1\], got 2"):
         ForegroundCrop(16, foreground=2)
     with pytest.raises(ValueError, match="crop_size must be 0 or a multiple of 16 below image_size 64, got 64"):
-        TrainConfig.preset("smoke", crop_size=64)
+        TrainConfig.from_preset("smoke", crop_size=64)
     with pytest.raises(ValueError, match="crop_size needs augment sample"):
-        TrainConfig.preset("smoke", crop_size=32, augment="batch")
+        TrainConfig.from_preset("smoke", crop_size=32, augment="batch")
 
 
 def test_chain_applies_the_augmentation_then_the_crop():
@@ -284,7 +284,7 @@ def test_chain_applies_the_augmentation_then_the_crop():
 
 @pytest.mark.slow
 def test_fit_trains_on_windows_and_validates_whole_slices(synthetic_data, tmp_path):
-    config = TrainConfig.preset(
+    config = TrainConfig.from_preset(
         "smoke", data_dir=str(synthetic_data), cache_dir=str(tmp_path / "cache"), logs_dir=str(tmp_path / "logs"),
         weights_dir=str(tmp_path / "weights"), run_name="crops", split="kfold", folds=3, image_size=64,
         crop_size=32, batch_size=4, features=4, max_train_cases=0)
