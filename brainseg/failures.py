@@ -14,6 +14,7 @@ the figures to ``docs/failures/``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from scipy import ndimage
 
 from . import paths
+from .atomic import atomic_write
 from .data.transforms import CHANNEL_NAMES, FLAIR, POST, PRE
 from .data.volume import CaseVolume
 from .metrics import binarize_volume, dice_coefficient, to_metric_grid
@@ -200,7 +202,7 @@ def failure_figure(volume: CaseVolume, probs: np.ndarray | None, path: str | Pat
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
     plt.close(fig)
     return path
 
@@ -211,14 +213,19 @@ def fold_probabilities(weights: Path, volume_ids: list[str], data_dir: str | Non
 
     Returns:
         ``{case: (D, 256, 256) float32}`` and the volumes at the checkpoint's training size.
+
+    Raises:
+        ValueError: the checkpoint trained on one of the cases (e.g. overwritten by a run of the same
+            name on other folds): out-of-fold figures would not be out of fold.
     """
     from .data.cache import load_volumes
     from .data.kaggle import run_data_dir
-    from .ensemble import load_ensemble
+    from .ensemble import check_unseen, load_ensemble
     from .runtime import select_device
     from .validation import predict_volume
 
     fold = load_ensemble([weights], select_device(device))
+    check_unseen(fold, volume_ids, data_dir)
     config = fold.config
     volumes = load_volumes(volume_ids, config.image_size, run_data_dir(data_dir, config.data_dir), cache_dir,
                            progress=False)
@@ -301,6 +308,6 @@ def failures_markdown(rows: list[dict], doc_dir: str | Path | None = None) -> st
               ", ".join(f"{cause} {n}" for cause, n in counts.items() if n), ""]
     doc_dir = paths.or_default(doc_dir, paths.docs_dir()).resolve()
     for r in rows:
-        figure = Path(r["figure"]).resolve().relative_to(doc_dir)
+        figure = Path(os.path.relpath(Path(r["figure"]).resolve(), doc_dir))  # ../ when outside the doc's folder
         lines.append(f"![{r['case']}]({figure.as_posix()})")
     return "\n".join(lines)

@@ -173,8 +173,8 @@ def select_and_evaluate_outer(best_path: Path, inner_volumes: list[CaseVolume], 
     and test-time augmentation there too, then evaluate the outer validation cases with that choice.
 
     The four combinations of flip TTA (off/on) and the largest-component rule (off/on) are scored
-    on the inner cases; the one with the highest inner mean DSC wins, ties going to the simpler
-    (no TTA, then no rule), as nnU-Net decides its post-processing. The outer cases are scored under
+    on the inner cases; the one with the highest inner mean DSC wins, ties going to the protocol's
+    largest-component rule, then to no TTA (as :func:`brainseg.postprocess.best_rule` breaks ties). The outer cases are scored under
     all four for the record, but only the chosen one is the result.
 
     Returns:

@@ -143,7 +143,8 @@ def test_analyse_failures_predicts_with_the_fold_checkpoint(tmp_path, monkeypatc
     config = TrainConfig.from_preset("smoke", image_size=64, features=4, device="cpu")
     torch.manual_seed(0)
     model = create_model("unet", features=4)
-    save_checkpoint(tmp_path / "weights" / "cv-fold1" / "best.pt", model, config, 1, {}, 64)
+    save_checkpoint(tmp_path / "weights" / "cv-fold1" / "best.pt", model, config, 1, {}, 64,
+                    trained_on=["TCGA_ZZ_0000_20000101"])
     monkeypatch.setattr("brainseg.data.cache.load_volumes", lambda ids, size, *a, **k: [volume] if size == 64 else [])
     (tmp_path / "cv.json").write_text(json.dumps({"run": "cv", "per_case": {volume.case_id: 0.1},
                                                   "fold_of_case": {volume.case_id: 1}}))
@@ -152,6 +153,12 @@ def test_analyse_failures_predicts_with_the_fold_checkpoint(tmp_path, monkeypatc
     assert {"recall", "precision", "pred_components", "dsc_without_lcc"} <= set(row)
     assert 0.0 <= row["dsc"] <= 1.0 and row["lesion_voxels"] == 4 * 20 * 20
     assert (tmp_path / "figures" / f"{volume.case_id}.png").is_file()
+    # a fold checkpoint that trained on the case (overwritten by another run of that name) is refused
+    save_checkpoint(tmp_path / "weights" / "cv-fold1" / "best.pt", model, config, 1, {}, 64,
+                    trained_on=[volume.case_id])
+    with pytest.raises(ValueError, match=f"trained on 1 of the 1 cases to score \\({volume.case_id}\\)"):
+        analyse_failures("cv", 0.6, results_dir=tmp_path, weights_dir=tmp_path / "weights",
+                         figures_dir=tmp_path / "figures")
 
 
 def test_analyse_failures_defaults_to_the_repositorys_folders_from_any_working_directory(repo_elsewhere, monkeypatch):
@@ -162,3 +169,5 @@ def test_analyse_failures_defaults_to_the_repositorys_folders_from_any_working_d
     [row] = analyse_failures("cv")
     assert row["figure"] == str(repo_elsewhere / "docs" / "failures" / f"{volume.case_id}.png")
     assert f"![{volume.case_id}](failures/{volume.case_id}.png)" in failures_markdown([row])
+    outside = {**row, "figure": str(repo_elsewhere / "elsewhere" / "x.png")}  # figures outside the doc's folder
+    assert "![" + volume.case_id + "](../elsewhere/x.png)" in failures_markdown([outside])

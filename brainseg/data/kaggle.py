@@ -41,7 +41,7 @@ then point brainseg at the kaggle_3m folder inside the printed path, in one of t
   - or move it to data/kaggle_3m in the repository (found from any working directory).
 To try brainseg without it: the repository's samples/kaggle_3m holds two cases (make demo)."""
 
-_SLICE_NAME = re.compile(r"^(?P<case>.+)_(?P<number>\d+)(?P<mask>_mask)?\.tiff?$")
+_SLICE_NAME = re.compile(r"^(?P<case>.+)_(?P<number>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
 
 
 class DatasetError(ValueError):
@@ -106,16 +106,20 @@ def list_case_files(folder: str | os.PathLike, require_masks: bool = True) -> Ca
     """List one case folder's slices, ordered by slice number, and check image/mask pairing.
 
     Raises:
-        DatasetError: empty folder, a file name that does not follow ``<case>_<n>[_mask].tif``,
-            a gap in the slice numbers, or an image without its mask (or a mask without its image;
-            with ``require_masks=False`` a case may have no masks at all, but not some).
+        DatasetError: not a folder, empty folder, a file name that does not follow
+            ``<case>_<n>[_mask].tif``, a gap in the slice numbers, or an image without its mask (or a
+            mask without its image; with ``require_masks=False`` a case may have no masks at all, but
+            not some). Hidden files (``.*``, e.g. macOS ``._`` copies) are ignored.
     """
     folder = Path(folder)
     case_id = folder.name
+    if not folder.is_dir():
+        what = f"a file; its case folder is {folder.parent}" if folder.is_file() else "no such folder"
+        raise DatasetError(f"{folder}: {what}. A case is the folder that holds its slices ('<case>_<n>.tif')")
     images: dict[int, Path] = {}
     masks: dict[int, Path] = {}
     for path in folder.iterdir():
-        if path.suffix.lower() not in (".tif", ".tiff"):
+        if path.name.startswith(".") or path.suffix.lower() not in (".tif", ".tiff"):
             continue
         match = _SLICE_NAME.match(path.name)
         if match is None or match["case"] != case_id:

@@ -94,6 +94,22 @@ def test_unexpected_file_name(tmp_path, write_case):
         list_case_files(folder)
 
 
+def test_upper_case_suffix_and_hidden_copies(tmp_path, write_case):
+    folder = write_case(tmp_path, "TCGA_XX_0001_20000101", slices=3)
+    (folder / "TCGA_XX_0001_20000101_3.tif").rename(folder / "TCGA_XX_0001_20000101_3.TIF")
+    (folder / "._TCGA_XX_0001_20000101_1.tif").write_bytes(b"macOS resource fork")
+    files = list_case_files(folder)
+    assert files.numbers == (1, 2, 3) and files.images[2].name.endswith("_3.TIF")
+
+
+def test_a_slice_file_or_missing_folder_is_not_a_case(tmp_path, write_case):
+    folder = write_case(tmp_path, "TCGA_XX_0001_20000101")
+    with pytest.raises(DatasetError, match=f"_1.tif: a file; its case folder is {folder}"):
+        list_case_files(folder / "TCGA_XX_0001_20000101_1.tif")
+    with pytest.raises(DatasetError, match="nowhere: no such folder"):
+        list_case_files(tmp_path / "nowhere")
+
+
 def test_truncated_tiff(tmp_path, write_case):
     folder = write_case(tmp_path, "TCGA_XX_0001_20000101")
     path = folder / "TCGA_XX_0001_20000101_2.tif"
