@@ -102,8 +102,8 @@ class TrainConfig:
     crop_foreground: float = setting(0.5, "probability that a training window is centred on a lesion pixel (when "
                                           "the slice has one); otherwise it is placed uniformly")
     coarse_size: int = setting(0, "progressive resizing: train the first coarse_fraction of the run on batches "
-                                  "shrunk to coarse_size px (a multiple of 16 below the training side; images "
-                                  "area-averaged, masks thresholded at half), then the rest at full size; more "
+                                  "shrunk to coarse_size px (a multiple of 16 below the training side; torch's area "
+                                  "mode, exact at whole-number ratios; masks thresholded at half), then the rest at full size; more "
                                   "images early, full detail at the end; validation and prediction stay at "
                                   "image_size (0: off)")
     coarse_fraction: float = setting(0.0, "the share of the run trained at coarse_size: of its steps, or of "
@@ -246,6 +246,13 @@ class TrainConfig:
                      "max_val_cases", "vis_slices"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.scheduler == "cosine" and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs {self.warmup_epochs} must be below epochs {self.epochs}: the learning "
+                             "rate would still be rising when training ends, and never decay")
+        for name in ("image_size", "crop_size", "coarse_size"):
+            if getattr(self, name) == 16:  # the four poolings leave a 1 x 1 bottleneck
+                raise ValueError(f"{name} 16 trains a 1 x 1 pixel bottleneck, where batch normalisation fails on a "
+                                 "batch of one slice (an epoch's last batch can be); use 32 px or more")
 
     def _check_run_name(self) -> None:
         """A run name is one folder name: joined to logs/ and weights/, a path would write elsewhere."""

@@ -135,6 +135,9 @@ class TverskyLoss(nn.Module):
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0, per_sample: bool = False):
         super().__init__()
         _non_negative(alpha=alpha, beta=beta)
+        if alpha + beta == 0:
+            raise ValueError("alpha and beta are both 0: the index is then 1 whatever the prediction, so nothing "
+                             "is learnt; alpha = beta = 0.5 is the Dice loss")
         _positive_smooth(smooth)
         self.alpha, self.beta, self.smooth, self.per_sample = alpha, beta, smooth, per_sample
 

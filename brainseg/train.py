@@ -347,6 +347,8 @@ def train_epochs(config: TrainConfig, run: Run, data: RunData, parts: Components
                 if warning := overrun_warning(config, epoch, run.elapsed(), state.train_seconds - trained_before,
                                               state.val_seconds):
                     run.say(warning)
+            if epoch == config.epochs and (note := unfinished_budget_note(config, parts.budget)):
+                run.say(note)
             if reason:
                 run.say(f"stopping after epoch {epoch}: " + (
                     f"the training time budget_minutes={config.budget_minutes} is spent"
@@ -446,8 +448,13 @@ def overrun_warning(config: TrainConfig, epoch: int, elapsed_seconds: float, epo
     """Said after a run's first epoch when, at that epoch's speed (``epoch_seconds`` of training and a
     validation of ``val_seconds`` every ``config.val_every`` epochs), the epochs left would run past
     ``config.max_minutes``: the safety stop would end the schedule unfinished, so the user hears it now
-    rather than at the end. "" when they fit, without a safety stop, or with a time budget (which fits
-    the schedule by itself)."""
+    rather than at the end. With a time budget instead: when the epochs would end before it, which cuts
+    the schedule short. "" when they fit, or without a safety stop or budget."""
+    if (config.budget_minutes and config.scheduler == "cosine" and epoch < config.epochs
+            and config.epochs * epoch_seconds < config.budget_minutes * 60):
+        return (f"at this speed the {config.epochs} epochs take about {config.epochs * epoch_seconds / 60:.0f} of "
+                f"the budget's {config.budget_minutes:g} training minutes: training will end at epoch "
+                f"{config.epochs} {CUT_SHORT}")
     if not config.max_minutes or config.budget_minutes or epoch >= config.epochs:
         return ""
     per_epoch = epoch_seconds + val_seconds / config.val_every
@@ -459,6 +466,18 @@ def overrun_warning(config: TrainConfig, epoch: int, elapsed_seconds: float, epo
             f"max_minutes={config.max_minutes:g}: the schedule will end unfinished near epoch {last_epoch}. "
             f"--budget-minutes M fits the whole schedule into M minutes of training, --max-minutes 0 trains "
             f"every epoch (docs/cli.md, 'Epochs or minutes: which budget is which')")
+
+
+CUT_SHORT = ("with the learning rate not yet decayed to 0 (the cosine follows the budget's minutes); raise "
+             "--epochs (e.g. --epochs 100, only an upper bound under a budget) so that the budget ends the run")
+
+
+def unfinished_budget_note(config: TrainConfig, budget: TimeBudget | None) -> str:
+    """Said when the last epoch ends before the time budget is spent: the cosine, which follows the
+    budget's minutes, is cut short. "" without a budget, without a cosine, or with the budget spent."""
+    if budget is None or budget.spent or config.scheduler != "cosine":
+        return ""
+    return f"training ends at epoch {config.epochs} at {budget.peek():.0%} of the budget, {CUT_SHORT}"
 
 
 def validate(loop: EpochLoop, state: TrainingState) -> dict:

@@ -113,6 +113,15 @@ def test_tiny_budget_stops_inside_the_first_epoch_with_the_learning_rate_at_zero
     assert again["epochs"] == 1 and again["stop_reason"] == "budget_minutes"
 
 
+def test_epochs_that_run_out_before_the_budget_say_the_schedule_is_cut_short(synthetic_data, tmp_path, capsys):
+    config = TrainConfig.from_preset(
+        "smoke", data_dir=str(synthetic_data), cache_dir=str(tmp_path / "cache"), logs_dir=str(tmp_path / "logs"),
+        weights_dir=str(tmp_path / "weights"), run_name="long-budget", split="kfold", folds=3, image_size=32,
+        batch_size=4, features=4, max_train_cases=0, epochs=1, scheduler="cosine", budget_minutes=60)
+    result = fit(config, progress=False)
+    assert result["stop_reason"] == "" and "training ends at epoch 1 at 0% of the budget" in capsys.readouterr().out
+
+
 def test_the_safety_stop_counts_only_what_is_left_of_a_time_budget():
     # 36 of 38 budget minutes trained in 4.5-minute epochs, 37 minutes into the run, validations of 1 minute
     budget = TimeBudget(38.0, TrainingClock())
@@ -140,6 +149,17 @@ def test_a_schedule_that_will_not_fit_the_safety_stop_is_announced_after_the_fir
     for quiet in (TrainConfig.from_preset("cpu", max_minutes=0.0), TrainConfig.from_preset("cpu", budget_minutes=38.0)):
         assert overrun_warning(quiet, 1, 6.1 * 60, 4.5 * 60, 0.3 * 60) == ""
     assert overrun_warning(config, 20, 41 * 60, 4.5 * 60, 0.3 * 60) == ""
+
+
+def test_epochs_that_end_before_the_time_budget_are_announced_after_the_first_epoch():
+    # --budget-minutes 38 without --epochs 100 on a fast CPU: 20 epochs of 1.1 min end at 22 of the 38 minutes,
+    # with the cosine, which follows the minutes, at about half the peak
+    config = TrainConfig.from_preset("cpu", budget_minutes=38.0)
+    warning = overrun_warning(config, 1, elapsed_seconds=2.5 * 60, epoch_seconds=1.1 * 60, val_seconds=0.1 * 60)
+    assert "the 20 epochs take about 22 of the budget's 38 training minutes" in warning
+    assert "epoch 20 with the learning rate not yet decayed to 0" in warning and "--epochs 100" in warning
+    enough = TrainConfig.from_preset("cpu", budget_minutes=38.0, epochs=100)
+    assert overrun_warning(enough, 1, 2.5 * 60, 1.1 * 60, 0.1 * 60) == ""  # the budget ends the run
 
 
 def test_coarse_start_area_averages_images_and_thresholds_masks_until_its_share_is_done():

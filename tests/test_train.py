@@ -304,16 +304,16 @@ def test_progressive_resizing_shrinks_the_batches_of_the_first_share_then_trains
     from brainseg.selection import Selection
     from brainseg.train import build_components, describe_size, load_data, set_up_run
 
-    config = synthetic_config(synthetic_data, tmp_path, coarse_size=16, coarse_fraction=0.5)
+    config = synthetic_config(synthetic_data, tmp_path, image_size=64, coarse_size=32, coarse_fraction=0.5)
     run = set_up_run(config, progress=False, resume=False)
     parts = build_components(config, run, load_data(config, run, Selection(config.selection)))
     image, mask = next(iter(parts.loader))
-    assert [t.shape[-1] for t in parts.batch_transform(image, mask)] == [16, 16]  # step 0 of 2 epochs
+    assert [t.shape[-1] for t in parts.batch_transform(image, mask)] == [32, 32]  # step 0 of 2 epochs
     parts.scheduler.last_epoch = config.epochs * len(parts.loader) // 2  # half the steps taken
-    assert [t.shape[-1] for t in parts.batch_transform(image, mask)] == [32, 32]
-    result = fit(config, progress=False)  # trains through the switch and predicts whole 32 px slices
-    assert result["config"]["coarse_size"] == 16 and result["image_size"] == 32
-    assert describe_size(config) == "32 px (16 px for the first 50%, then from 100% of the peak learning rate)"
+    assert [t.shape[-1] for t in parts.batch_transform(image, mask)] == [64, 64]
+    result = fit(config, progress=False)  # trains through the switch and predicts whole 64 px slices
+    assert result["config"]["coarse_size"] == 32 and result["image_size"] == 64
+    assert describe_size(config) == "64 px (32 px for the first 50%, then from 100% of the peak learning rate)"
     late_in_cosine = replace(config, scheduler="cosine", coarse_fraction=0.85)
-    assert describe_size(late_in_cosine) == "32 px (16 px for the first 85%, then from 5% of the peak learning rate)"
+    assert describe_size(late_in_cosine) == "64 px (32 px for the first 85%, then from 5% of the peak learning rate)"
     assert result["per_case"] and all(0 <= dsc <= 1 for dsc in result["per_case"].values())
