@@ -14,10 +14,11 @@ from brainseg.data.preprocess import Geometry
 
 
 def _volume(copies: tuple[int, ...] = (), lesion_value: float = 3.0, size: int = 256) -> CaseVolume:
-    """8 slices of brain (value 1 +- noise) with a 20x20x4 lesion on the 256 metric grid; ``copies``
-    channels equal FLAIR; image and training mask subsampled to ``size``."""
+    """8 slices of brain (value 1 +- noise) on a background of -3 (a standardised volume's zeros) with
+    a 20x20x4 lesion on the 256 metric grid; ``copies`` channels equal FLAIR; image and training mask
+    subsampled to ``size``."""
     rng = np.random.default_rng(0)
-    image = np.zeros((8, 3, 256, 256), dtype=np.float32)
+    image = np.full((8, 3, 256, 256), -3.0, dtype=np.float32)
     image[:, :, 40:200, 40:200] = 1 + rng.normal(0, 0.5, (8, 3, 160, 160))
     mask = np.zeros((8, 256, 256), dtype=np.uint8)
     mask[2:6, 100:120, 100:120] = 1
@@ -39,7 +40,7 @@ def test_flair_copies_name_the_missing_scans():
 def test_blank_channels_name_a_contrast_scan_dark_on_the_brain():
     volume = _volume()
     assert blank_channels(volume) == []
-    volume.image[:, 0, 40:200, 40:200] = 0  # pre-contrast dark on the whole brain
+    volume.image[:, 0, 40:200, 40:200] = -3  # pre-contrast as dark as the background on the whole brain
     volume.image[:, 0, :, :4] = 5  # a bright rim, like the skull
     assert blank_channels(volume) == ["pre-contrast"]
 
@@ -48,7 +49,7 @@ def test_data_profile_measures_the_lesion_and_its_contrast():
     profile = data_profile(_volume())
     assert profile["lesion_voxels"] == 4 * 20 * 20 and profile["lesion_slices"] == 4
     assert profile["truth_components"] == 1 and profile["truth_largest_share"] == 1.0
-    assert profile["lesion_flair_z"] == pytest.approx(4.0, abs=0.1)  # (3 - 1) / 0.5
+    assert profile["lesion_flair_z"] == pytest.approx(4.0, abs=0.1)  # (3 - 1) / 0.5: the background is not brain
     assert data_profile(_volume(lesion_value=1.0))["lesion_flair_z"] == pytest.approx(0.0, abs=0.1)
 
 
