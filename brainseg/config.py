@@ -246,13 +246,23 @@ class TrainConfig:
                      "max_val_cases", "vis_slices"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def check_trainable(self) -> None:
+        """Refuse what a new training cannot learn from, beyond :meth:`validate` (which also guards
+        configs read back from finished runs): a cosine warm-up as long as the run, and a training side
+        that leaves the model a 1 x 1 bottleneck, where batch normalisation fails on an epoch's last
+        batch when it holds one slice."""
+        from .models import MODELS
+
         if self.scheduler == "cosine" and self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs {self.warmup_epochs} must be below epochs {self.epochs}: the learning "
                              "rate would still be rising when training ends, and never decay")
+        stride = getattr(MODELS.get(self.model), "stride", 16)  # the model's total down-sampling
         for name in ("image_size", "crop_size", "coarse_size"):
-            if getattr(self, name) == 16:  # the four poolings leave a 1 x 1 bottleneck
-                raise ValueError(f"{name} 16 trains a 1 x 1 pixel bottleneck, where batch normalisation fails on a "
-                                 "batch of one slice (an epoch's last batch can be); use 32 px or more")
+            if 0 < getattr(self, name) <= stride:
+                raise ValueError(f"{name} {getattr(self, name)} leaves {self.model} a 1 x 1 pixel bottleneck, where "
+                                 f"batch normalisation fails on a batch of one slice (an epoch's last batch can "
+                                 f"be); use {2 * stride} px or more")
 
     def _check_run_name(self) -> None:
         """A run name is one folder name: joined to logs/ and weights/, a path would write elsewhere."""

@@ -204,7 +204,6 @@ def failure_figure(volume: CaseVolume, probs: np.ndarray | None, path: str | Pat
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
     plt.close(fig)
     return path
@@ -303,7 +302,7 @@ def failures_markdown(rows: list[dict], doc_dir: str | Path | None = None) -> st
     for r in rows:
         lines.append(f"| {r['case']} | {r['fold']} | {r['cv_dsc']:.3f} | {r['lesion_voxels']} / {r['lesion_slices']} | "
                      f"{r['truth_components']} ({_fmt(r['truth_largest_share'])}) | "
-                     f"{_missing_scans(r) or '-'} | {_fmt(r['lesion_flair_z'])} | "
+                     f"{_missing_scans(r) or '-'} | {_fmt(r['lesion_flair_z'], 3)} | "
                      f"{r.get('pred_components', '-')} | {_fmt(r.get('precision'))} / {_fmt(r.get('recall'))} | "
                      f"{_fmt(r.get('dsc_without_lcc'), 3)} | {'; '.join(r['causes'])} |")
     counts = {cause: sum(r["causes"][0] == cause for r in rows) for cause in CAUSES}

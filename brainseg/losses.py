@@ -136,8 +136,8 @@ class TverskyLoss(nn.Module):
         super().__init__()
         _non_negative(alpha=alpha, beta=beta)
         if alpha + beta == 0:
-            raise ValueError("alpha and beta are both 0: the index is then 1 whatever the prediction, so nothing "
-                             "is learnt; alpha = beta = 0.5 is the Dice loss")
+            raise ValueError("alpha and beta are both 0: the Tversky index is then 1 whatever the prediction, so "
+                             "its loss teaches nothing; alpha = beta = 0.5 is the Dice loss")
         _positive_smooth(smooth)
         self.alpha, self.beta, self.smooth, self.per_sample = alpha, beta, smooth, per_sample
 

@@ -150,6 +150,8 @@ def set_up_run(config: TrainConfig, progress: bool, resume: bool) -> Run:
     """
     wall_start = time.perf_counter()
     config.validate()
+    if not resume:
+        config.check_trainable()
     if not config.run_name:
         raise ValueError("resume needs the run_name of the run to continue" if resume else "the run needs a run_name")
     name = config.run_name
@@ -448,13 +450,14 @@ def overrun_warning(config: TrainConfig, epoch: int, elapsed_seconds: float, epo
     """Said after a run's first epoch when, at that epoch's speed (``epoch_seconds`` of training and a
     validation of ``val_seconds`` every ``config.val_every`` epochs), the epochs left would run past
     ``config.max_minutes``: the safety stop would end the schedule unfinished, so the user hears it now
-    rather than at the end. With a time budget instead: when the epochs would end before it, which cuts
-    the schedule short. "" when they fit, or without a safety stop or budget."""
-    if (config.budget_minutes and config.scheduler == "cosine" and epoch < config.epochs
+    rather than at the end. With a time budget instead, after a new run's first epoch: when the epochs
+    would end before it, which cuts the schedule short. "" when they fit, or without a safety stop or
+    budget."""
+    if (config.budget_minutes and config.scheduler == "cosine" and epoch == 1 < config.epochs  # a new run
             and config.epochs * epoch_seconds < config.budget_minutes * 60):
         return (f"at this speed the {config.epochs} epochs take about {config.epochs * epoch_seconds / 60:.0f} of "
                 f"the budget's {config.budget_minutes:g} training minutes: training will end at epoch "
-                f"{config.epochs} {CUT_SHORT}")
+                f"{config.epochs} " + cut_short(config))
     if not config.max_minutes or config.budget_minutes or epoch >= config.epochs:
         return ""
     per_epoch = epoch_seconds + val_seconds / config.val_every
@@ -468,8 +471,10 @@ def overrun_warning(config: TrainConfig, epoch: int, elapsed_seconds: float, epo
             f"every epoch (docs/cli.md, 'Epochs or minutes: which budget is which')")
 
 
-CUT_SHORT = ("with the learning rate not yet decayed to 0 (the cosine follows the budget's minutes); raise "
-             "--epochs (e.g. --epochs 100, only an upper bound under a budget) so that the budget ends the run")
+def cut_short(config: TrainConfig) -> str:
+    """What epochs that end before the time budget mean, and the fix."""
+    return (f"with the learning rate not yet decayed to 0 (the cosine follows the budget's minutes); a new run "
+            f"with --epochs above {config.epochs} (only an upper bound under a budget) lets the budget end it")
 
 
 def unfinished_budget_note(config: TrainConfig, budget: TimeBudget | None) -> str:
@@ -477,7 +482,7 @@ def unfinished_budget_note(config: TrainConfig, budget: TimeBudget | None) -> st
     budget's minutes, is cut short. "" without a budget, without a cosine, or with the budget spent."""
     if budget is None or budget.spent or config.scheduler != "cosine":
         return ""
-    return f"training ends at epoch {config.epochs} at {budget.peek():.0%} of the budget, {CUT_SHORT}"
+    return f"training ends at epoch {config.epochs} at {budget.peek():.0%} of the budget, " + cut_short(config)
 
 
 def validate(loop: EpochLoop, state: TrainingState) -> dict:

@@ -56,10 +56,6 @@ def test_round_trip_through_dict():
     (dict(coarse_size=32), r"coarse_fraction must be between 0 and 1 .* got 0.0"),
     (dict(coarse_size=32, coarse_fraction=1.0), "coarse_fraction must be between 0 and 1"),
     (dict(coarse_fraction=0.5), "coarse_size must be a multiple of 16 .* got 0"),
-    (dict(image_size=16), "image_size 16 trains a 1 x 1 pixel bottleneck"),
-    (dict(coarse_size=16, coarse_fraction=0.5), "coarse_size 16 trains a 1 x 1 pixel bottleneck"),
-    (dict(image_size=64, crop_size=16), "crop_size 16 trains a 1 x 1 pixel bottleneck"),
-    (dict(scheduler="cosine", epochs=2, warmup_epochs=2), "warmup_epochs 2 must be below epochs 2"),
     (dict(run_name="/tmp/x"), r"run_name must be a plain folder name .* got '/tmp/x'"),
     (dict(run_name="../x"), r"run_name must be a plain folder name .* got '../x'"),
     (dict(run_name=".."), r"run_name must be a plain folder name .* --logs-dir / --weights-dir"),
@@ -67,6 +63,24 @@ def test_round_trip_through_dict():
 def test_invalid_values(overrides, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig.from_preset("smoke", **overrides)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(image_size=16), "image_size 16 leaves unet a 1 x 1 pixel bottleneck.*use 32 px"),
+    (dict(coarse_size=16, coarse_fraction=0.5), "coarse_size 16 leaves unet a 1 x 1 pixel bottleneck"),
+    (dict(image_size=64, crop_size=16), "crop_size 16 leaves unet a 1 x 1 pixel bottleneck"),
+    (dict(model="resunet34", image_size=32), "image_size 32 leaves resunet34 a 1 x 1 pixel bottleneck.*use 64 px"),
+    (dict(scheduler="cosine", epochs=2, warmup_epochs=2), "warmup_epochs 2 must be below epochs 2"),
+])
+def test_what_a_new_training_cannot_learn_from_is_refused(overrides, message):
+    config = TrainConfig.from_preset("smoke", **overrides)  # a finished run's config of this kind still reads
+    with pytest.raises(ValueError, match=message):
+        config.check_trainable()
+
+
+def test_the_presets_can_train():
+    for name in TrainConfig.preset_names():
+        TrainConfig.from_preset(name).check_trainable()
 
 
 def test_model_arguments_read_three_channels_per_slice():

@@ -153,11 +153,12 @@ def test_a_schedule_that_will_not_fit_the_safety_stop_is_announced_after_the_fir
 
 def test_epochs_that_end_before_the_time_budget_are_announced_after_the_first_epoch():
     # --budget-minutes 38 without --epochs 100 on a fast CPU: 20 epochs of 1.1 min end at 22 of the 38 minutes,
-    # with the cosine, which follows the minutes, at about half the peak
+    # with the cosine, which follows the minutes, at 38% of the peak
     config = TrainConfig.from_preset("cpu", budget_minutes=38.0)
     warning = overrun_warning(config, 1, elapsed_seconds=2.5 * 60, epoch_seconds=1.1 * 60, val_seconds=0.1 * 60)
     assert "the 20 epochs take about 22 of the budget's 38 training minutes" in warning
-    assert "epoch 20 with the learning rate not yet decayed to 0" in warning and "--epochs 100" in warning
+    assert "epoch 20 with the learning rate not yet decayed to 0" in warning and "--epochs above 20" in warning
+    assert overrun_warning(config, 3, 2.5 * 60, 1.1 * 60, 0.1 * 60) == ""  # a resumed run cannot change --epochs
     enough = TrainConfig.from_preset("cpu", budget_minutes=38.0, epochs=100)
     assert overrun_warning(enough, 1, 2.5 * 60, 1.1 * 60, 0.1 * 60) == ""  # the budget ends the run
 
