@@ -103,9 +103,9 @@ class TrainConfig:
                                           "the slice has one); otherwise it is placed uniformly")
     coarse_size: int = setting(0, "progressive resizing: train the first coarse_fraction of the run on batches "
                                   "shrunk to coarse_size px (a multiple of 16 below the training side; torch's area "
-                                  "mode, exact at whole-number ratios; masks thresholded at half), then the rest at full size; more "
-                                  "images early, full detail at the end; validation and prediction stay at "
-                                  "image_size (0: off)")
+                                  "mode, exact at whole-number ratios; masks thresholded at half), then the rest at "
+                                  "full size; more images early, full detail at the end; validation and prediction "
+                                  "stay at image_size (0: off)")
     coarse_fraction: float = setting(0.0, "the share of the run trained at coarse_size: of its steps, or of "
                                           "budget_minutes when that is set (between 0 and 1; needs coarse_size)")
     flair_fill: float = setting(0.0, "probability that a training slice gets its pre-, post-contrast or both "
