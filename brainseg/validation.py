@@ -174,8 +174,8 @@ def select_and_evaluate_outer(best_path: Path, inner_volumes: list[CaseVolume], 
 
     The four combinations of flip TTA (off/on) and the largest-component rule (off/on) are scored
     on the inner cases; the one with the highest inner mean DSC wins, ties going to the protocol's
-    largest-component rule, then to no TTA (as :func:`brainseg.postprocess.best_rule` breaks ties). The outer cases are scored under
-    all four for the record, but only the chosen one is the result.
+    largest-component rule, then to no TTA (as :func:`brainseg.postprocess.best_rule` breaks ties).
+    The outer cases are scored under all four for the record, but only the chosen one is the result.
 
     Returns:
         ``selection`` description, ``flip_tta_applied``, ``largest_component_applied``, the inner

@@ -142,7 +142,8 @@ def test_bad_arguments():
             create_loss(name, smooth=0)
     with pytest.raises(ValueError, match=r"gamma must be > 0, got 0: at 0 the loss is the constant 1"):
         create_loss("focal_tversky", gamma=0)
-    with pytest.raises(ValueError, match="alpha and beta are both 0: the Tversky index is then 1 whatever the prediction"):
+    with pytest.raises(ValueError, match="alpha and beta are both 0: the Tversky index is then 1 "
+                                         "whatever the prediction"):
         create_loss("tversky", alpha=0, beta=0)
     with pytest.raises(ValueError, match="bce_weight"):
         create_loss("bce_dice", bce_weight=2)

@@ -60,8 +60,8 @@ def test_inner_split_is_seeded_and_inside_the_training_side():
 
 def test_split_cases_follows_the_configs_split(synthetic_data, tmp_path):
     cases = sorted(discover_cases(synthetic_data))
-    config = TrainConfig.from_preset("smoke", data_dir=str(synthetic_data), split="kfold", folds=3, fold=1, split_seed=2,
-                                max_train_cases=0, max_val_cases=0)
+    config = TrainConfig.from_preset("smoke", data_dir=str(synthetic_data), split="kfold", folds=3, fold=1,
+                                     split_seed=2, max_train_cases=0, max_val_cases=0)
     train, val = kfold_split(cases, 3, 1, seed=2)
     assert split_cases(config) == (train, val) and len(val) == 4
     assert split_cases(replace(config, max_train_cases=3, max_val_cases=2)) == (train[:3], val[:2])
