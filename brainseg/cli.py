@@ -351,8 +351,9 @@ def _add_paired_parser(action) -> None:
     paired.add_argument("--data-dir", "--data", dest="data_dir", default=None,
                         help="kaggle_3m folder for --by-cause (default: as for training)")
     paired.add_argument("--out", default=None, help="JSON output (default: <results-dir>/paired-<A>-vs-<B>.json; "
-                                                    "A+A2-vs-B+B2 with --also-a/-b; a side past 100 "
-                                                    "characters keeps its head and tail around a hash)")
+                                                    "A+A2-vs-B+B2 with --also-a/-b, -folds0,1 at the end "
+                                                    "with --folds; a side past 100 characters keeps its head "
+                                                    "and tail around a hash)")
     paired.set_defaults(func=_results_paired)
 
 
@@ -370,7 +371,8 @@ def _results_paired(args: argparse.Namespace) -> None:
         result["by_cause"] = differences_by_group(result["per_case_a"], result["per_case_b"], causes)
         report += "\n\n" + groups_report(result["by_cause"], "By data-only cause (docs/failures.md):")
     side_a, side_b = (paths.file_stem("+".join(result[runs]), 100) for runs in ("runs_a", "runs_b"))
-    name = f"paired-{side_a}-vs-{side_b}"
+    kept = f"-folds{','.join(map(str, args.folds))}" if args.folds else ""  # a screen never overwrites the whole
+    name = f"paired-{side_a}-vs-{side_b}{kept}"
     _save_analysis(args.out or f"{args.results_dir}/{name}.json", result, report, args)
 
 

@@ -104,6 +104,12 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     assert "B - A per case: mean -0.0400" in printed and "B worse (interval below 0)" in printed
     saved = json.loads((tmp_path / "paired-old-vs-new.json").read_text())
     assert saved["losses"] == 30 and saved["command"].startswith("python -m brainseg results paired")
+    _write_cv(tmp_path, "old", a, {case: i % 2 for i, case in enumerate(a)})
+    _write_cv(tmp_path, "new", b, {case: i % 2 for i, case in enumerate(a)})
+    assert main(["results", "paired", "old", "new", "--folds", "1", "--results-dir", str(tmp_path)]) == 0
+    screen = json.loads((tmp_path / "paired-old-vs-new-folds1.json").read_text())
+    assert screen["cases"] == 15 and screen["folds"] == [1]
+    assert json.loads((tmp_path / "paired-old-vs-new.json").read_text()) == saved  # the whole comparison is kept
     assert main(["results", "paired", "old", "nothing", "--results-dir", str(tmp_path)]) == 2
     assert "nothing: not a file" in capsys.readouterr().err
 
@@ -210,7 +216,7 @@ def test_several_trainings_of_each_recipe_count_with_their_per_case_mean(tmp_pat
     argv = ["results", "paired", "a1", "b1", "--also-a", "a2", "--also-b", "b2", "--folds", "1",
             "--results-dir", str(tmp_path / "results"), "--logs-dir", str(tmp_path / "logs")]
     assert main(argv) == 0 and "A = a1 + a2" in capsys.readouterr().out
-    saved = json.loads((tmp_path / "results" / "paired-a1+a2-vs-b1+b2.json").read_text())
+    saved = json.loads((tmp_path / "results" / "paired-a1+a2-vs-b1+b2-folds1.json").read_text())
     assert saved["runs_b"] == ["b1", "b2"] and saved["mean_difference"] == pytest.approx(0.03)
     with pytest.raises(ValueError, match="a training is given twice for one recipe: a1, a1"):
         compare_results("a1", "b1", also_a=["a1"], **dirs)
