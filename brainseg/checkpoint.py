@@ -20,24 +20,23 @@ CHECKPOINT_VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: TrainConfig, epoch: int,
-                    metrics: dict, geometry_size: int, **state) -> None:
+                    metrics: dict, **state) -> None:
     """Save everything needed to rebuild ``model`` without other arguments.
 
     Args:
         path: ``.pt`` file, replaced atomically.
         model: the trained model (its float32 ``state_dict`` is stored).
-        config: the run's configuration.
+        config: the run's configuration (its ``image_size`` is the size the model was trained at).
         epoch: epochs completed.
         metrics: e.g. ``{"val_mean_dsc": ...}``.
-        geometry_size: the image size the model was trained at.
         state: extra entries, e.g. optimizer and scheduler state dicts.
     """
     checkpoint = {
         "version": CHECKPOINT_VERSION,
         "model": config.model,
         "model_kwargs": config.model_kwargs(),
-        "image_size": geometry_size,
-        "preprocessing": {"protocol": "reference (docs/protocol.md, section 2)", "image_size": geometry_size,
+        "image_size": config.image_size,
+        "preprocessing": {"protocol": "reference (docs/protocol.md, section 2)", "image_size": config.image_size,
                           "metric_size": 256},
         "config": config.to_dict(),
         "epoch": epoch,
@@ -156,7 +155,7 @@ def save_training_state(path: str | os.PathLike, state: TrainingState, model: nn
     extra = {"averaged": averaged.state_dict()} if averaged is not None else {}
     if trained_on is not None:
         extra["trained_on"] = sorted(trained_on)
-    save_checkpoint(path, model, config, state.epoch, state.metrics, config.image_size,
+    save_checkpoint(path, model, config, state.epoch, state.metrics,
                     optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                     rng=rng_state(sampler_generator), best=state.best, history=state.history,
                     progress={"wall_s": state.wall_s, "train_images": state.train_images,

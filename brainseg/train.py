@@ -518,7 +518,7 @@ def keep_validation(loop: EpochLoop, state: TrainingState, val: dict) -> None:
                       "per_case": val["per_case"], "per_case_without_lcc": val["per_case_without_lcc"]}
         if loop.run.dist.is_main:
             save_checkpoint(loop.run.weights_dir / "best.pt", loop.parts.evaluated, loop.config, state.epoch,
-                            state.metrics, loop.config.image_size, precision=state.precision,
+                            state.metrics, precision=state.precision,
                             trained_on=loop.data.trained_on)
 
 

@@ -13,7 +13,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
     model.train()
     model(torch.randn(4, 3, 32, 32))  # move BatchNorm running statistics away from their defaults
     model.eval()
-    save_checkpoint(tmp_path / "best.pt", model, config, epoch=3, metrics={"val_mean_dsc": 0.5}, geometry_size=64)
+    save_checkpoint(tmp_path / "best.pt", model, config, epoch=3, metrics={"val_mean_dsc": 0.5})
     loaded, loaded_config = load_model(tmp_path / "best.pt")
     assert not loaded.training and loaded_config == config
     x = torch.randn(2, 3, 64, 64)
@@ -25,7 +25,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
 
 def test_checkpoint_of_a_config_built_directly_loads(tmp_path):
     config = TrainConfig(features=4, image_size=32)
-    save_checkpoint(tmp_path / "best.pt", create_model("unet", features=4), config, 1, {}, geometry_size=32)
+    save_checkpoint(tmp_path / "best.pt", create_model("unet", features=4), config, 1, {})
     assert load_model(tmp_path / "best.pt")[1] == config
 
 
@@ -50,7 +50,7 @@ def test_compact_checkpoint_keeps_predictions_and_large_running_statistics(tmp_p
     config = TrainConfig.from_preset("smoke")
     model = create_model("unet", features=config.features).eval()
     model.bottleneck[1].running_var.fill_(1e5)  # beyond float16's range: must stay float32
-    save_checkpoint(tmp_path / "best.pt", model, config, 1, {}, geometry_size=64,
+    save_checkpoint(tmp_path / "best.pt", model, config, 1, {},
                     optimizer={"state": {}, "param_groups": []})
     compact_checkpoint(tmp_path / "best.pt", tmp_path / "small.pt")
     stored = load_checkpoint(tmp_path / "small.pt")
@@ -66,7 +66,7 @@ def test_compact_checkpoint_keeps_predictions_and_large_running_statistics(tmp_p
 def test_model_arguments_are_rebuilt_from_the_checkpoint(tmp_path):
     config = TrainConfig.from_preset("smoke", model="unet_plus_plus", model_args={"inference": "mean"})
     model = create_model("unet_plus_plus", features=config.features, inference="mean").eval()
-    save_checkpoint(tmp_path / "best.pt", model, config, 1, {}, geometry_size=64)
+    save_checkpoint(tmp_path / "best.pt", model, config, 1, {})
     loaded, _ = load_model(tmp_path / "best.pt")
     assert loaded.inference == "mean"
 
@@ -140,7 +140,7 @@ def test_restoring_a_checkpoint_without_training_state_is_refused(tmp_path):
 
     config = TrainConfig.from_preset("smoke")
     model, optimizer, scheduler, generator = _training_components(config, seed=0)
-    save_checkpoint(tmp_path / "best.pt", model, config, 1, {}, geometry_size=64)
+    save_checkpoint(tmp_path / "best.pt", model, config, 1, {})
     with pytest.raises(ValueError, match=r"best\.pt: no training state in this checkpoint; cannot resume"):
         restore_training_state(tmp_path / "best.pt", model, optimizer, scheduler, generator)
 

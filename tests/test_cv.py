@@ -94,7 +94,7 @@ def test_folds_of_another_recipe_are_neither_pooled_nor_resumed(synthetic_data, 
         run_cv(base, folds=3, name="cv", results_dir=results, progress=False)
     wider = replace(other, flair_fill=0.0, context=1)
     save_checkpoint(tmp_path / "weights" / "cv-fold0" / "last.pt", create_model("unet", **wider.model_kwargs()),
-                    wider, epoch=1, metrics={}, geometry_size=32)  # no trained_on: the recipe is named first
+                    wider, epoch=1, metrics={})  # no trained_on: the recipe is named first
     with pytest.raises(ValueError, match=r"cv-fold0/last.pt was trained with another recipe .*\(context: 1 -> 0\)"):
         run_cv(base, folds=3, name="cv", results_dir=tmp_path / "elsewhere", progress=False)
 
@@ -112,11 +112,11 @@ def test_folds_made_on_other_folds_are_neither_pooled_nor_resumed(synthetic_data
         run_cv(base, folds=3, name="cv", results_dir=results, progress=False)
     every_case = sorted(discover_cases(synthetic_data))  # it trained on all, fold 0's cases among them
     save_checkpoint(tmp_path / "weights" / "cv-fold0" / "last.pt", create_model("unet", **fold0.model_kwargs()),
-                    fold0, epoch=1, metrics={}, geometry_size=32, trained_on=every_case)
+                    fold0, epoch=1, metrics={}, trained_on=every_case)
     with pytest.raises(ValueError, match=r"cv-fold0/last.pt was made on other folds than"):
         run_cv(base, folds=3, name="cv", results_dir=tmp_path / "elsewhere", progress=False)
     save_checkpoint(tmp_path / "weights" / "cv-fold0" / "last.pt", create_model("unet", **fold0.model_kwargs()),
-                    fold0, epoch=1, metrics={}, geometry_size=32)  # as saved before trained_on was recorded
+                    fold0, epoch=1, metrics={})  # as saved before trained_on was recorded
     with pytest.raises(ValueError, match=r"cv-fold0/last.pt records no trained_on cases .* remove it to train the fold"):
         run_cv(base, folds=3, name="cv", results_dir=tmp_path / "elsewhere", progress=False)
     assert not (tmp_path / "logs" / "cv-fold0" / "metrics.json").exists()  # refused before any training

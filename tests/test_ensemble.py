@@ -73,13 +73,13 @@ def test_weights_arguments_resolve_to_files_run_folders_and_the_folds_of_a_cv(tm
         resolve_checkpoints(["single", str(weights / "single" / "best.pt")], weights_dir=weights)
 
 
-def _checkpoint(path: Path, config, seed: int, image_size: int = 32, **extra) -> Path:
+def _checkpoint(path: Path, config, seed: int, **extra) -> Path:
     """A random UNet of ``config`` with a 50x head, so that its probabilities are far from 0.5."""
     torch.manual_seed(seed)
     model = create_model("unet", **config.model_kwargs())
     with torch.no_grad():
         model.head.weight.mul_(50)
-    save_checkpoint(path, model, config, epoch=config.epochs, metrics={}, geometry_size=image_size, **extra)
+    save_checkpoint(path, model, config, epoch=config.epochs, metrics={}, **extra)
     return path
 
 
@@ -87,7 +87,7 @@ def _fake_cv(weights: Path, name: str, make_config, seed: int = 0, finished: boo
     """Three final fold models ``weights/<name>-fold<k>/best.pt``, and each fold's metrics.json when ``finished``."""
     for k in range(3):
         config = make_config(run_name=f"{name}-fold{k}", fold=k, selection="last")
-        _checkpoint(weights / f"{name}-fold{k}" / "best.pt", config, seed=seed + k, image_size=config.image_size)
+        _checkpoint(weights / f"{name}-fold{k}" / "best.pt", config, seed=seed + k)
         if finished:
             log_dir = config.run_dirs(config.run_name)[0]
             log_dir.mkdir(parents=True)
@@ -97,8 +97,8 @@ def _fake_cv(weights: Path, name: str, make_config, seed: int = 0, finished: boo
 def test_members_of_other_image_sizes_form_groups_and_other_context_is_refused(tmp_path, synthetic_data,
                                                                                 synthetic_config):
     config = synthetic_config(synthetic_data, tmp_path)
-    small = _checkpoint(tmp_path / "a.pt", config, seed=0, image_size=32)
-    large = _checkpoint(tmp_path / "b.pt", replace(config, image_size=64), seed=1, image_size=64)
+    small = _checkpoint(tmp_path / "a.pt", config, seed=0)
+    large = _checkpoint(tmp_path / "b.pt", replace(config, image_size=64), seed=1)
     other_small = _checkpoint(tmp_path / "c.pt", config, seed=2)
     mixed = load_ensemble([small, large, other_small])
     assert [(g.image_size, g.share) for g in mixed.groups] == [(32, pytest.approx(2 / 3)), (64, pytest.approx(1 / 3))]
@@ -121,8 +121,7 @@ def _constant_checkpoint(path: Path, config, logit: float, image_size: int) -> P
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.fill_(logit)
-    save_checkpoint(path, model, replace(config, image_size=image_size), epoch=config.epochs, metrics={},
-                    geometry_size=image_size)
+    save_checkpoint(path, model, replace(config, image_size=image_size), epoch=config.epochs, metrics={})
     return path
 
 
@@ -269,8 +268,8 @@ def test_cvs_of_two_image_sizes_meet_on_the_metric_grid(tmp_path, synthetic_data
 
 def test_a_mixed_ensemble_with_flip_tta_scores_the_mean_of_its_members(tmp_path, synthetic_data, synthetic_config):
     config = synthetic_config(synthetic_data, tmp_path)
-    small = _checkpoint(tmp_path / "a.pt", config, seed=0, image_size=32, trained_on=[])
-    large = _checkpoint(tmp_path / "b.pt", replace(config, image_size=64), seed=20, image_size=64, trained_on=[])
+    small = _checkpoint(tmp_path / "a.pt", config, seed=0, trained_on=[])
+    large = _checkpoint(tmp_path / "b.pt", replace(config, image_size=64), seed=20, trained_on=[])
     cases = sorted(p.name for p in synthetic_data.iterdir())
     probs, runtime = [], Runtime(torch.device("cpu"), False, False)
     for path, size in ((small, 32), (large, 64)):  # each member with flip TTA on the cases at its own size

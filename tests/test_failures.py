@@ -144,7 +144,7 @@ def test_analyse_failures_predicts_with_the_fold_checkpoint(tmp_path, monkeypatc
     config = TrainConfig.from_preset("smoke", image_size=64, features=4, device="cpu")
     torch.manual_seed(0)
     model = create_model("unet", features=4)
-    save_checkpoint(tmp_path / "weights" / "cv-fold1" / "best.pt", model, config, 1, {}, 64,
+    save_checkpoint(tmp_path / "weights" / "cv-fold1" / "best.pt", model, config, 1, {},
                     trained_on=["TCGA_ZZ_0000_20000101"])
     monkeypatch.setattr("brainseg.data.cache.load_volumes", lambda ids, size, *a, **k: [volume] if size == 64 else [])
     (tmp_path / "cv.json").write_text(json.dumps({"run": "cv", "per_case": {volume.case_id: 0.1},
@@ -155,7 +155,7 @@ def test_analyse_failures_predicts_with_the_fold_checkpoint(tmp_path, monkeypatc
     assert 0.0 <= row["dsc"] <= 1.0 and row["lesion_voxels"] == 4 * 20 * 20
     assert (tmp_path / "figures" / f"{volume.case_id}.png").is_file()
     # a fold checkpoint that trained on the case (overwritten by another run of that name) is refused
-    save_checkpoint(tmp_path / "weights" / "cv-fold1" / "best.pt", model, config, 1, {}, 64,
+    save_checkpoint(tmp_path / "weights" / "cv-fold1" / "best.pt", model, config, 1, {},
                     trained_on=[volume.case_id])
     with pytest.raises(ValueError, match=f"trained on 1 of the 1 cases to score \\({volume.case_id}\\)"):
         analyse_failures("cv", 0.6, results_dir=tmp_path, weights_dir=tmp_path / "weights",

@@ -15,7 +15,7 @@ def checkpoint(tmp_path):
     torch.manual_seed(0)
     config = TrainConfig.from_preset("smoke", image_size=32, features=4, amp=False)
     path = tmp_path / "weights" / "run" / "best.pt"
-    save_checkpoint(path, create_model("unet", features=4).eval(), config, 1, {}, geometry_size=32)
+    save_checkpoint(path, create_model("unet", features=4).eval(), config, 1, {})
     return path
 
 
