@@ -62,10 +62,12 @@ def _key_value(text: str) -> tuple[str, object]:
         return key, value
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser, command_defaults: dict | None = None) -> None:
+def _add_config_arguments(parser: argparse.ArgumentParser, command_defaults: dict | None = None,
+                          command_help: dict | None = None) -> None:
     """``--preset`` and one flag per :class:`TrainConfig` field; ``command_defaults`` are the
-    command's own defaults of some fields, which win over the preset's."""
-    command_defaults = command_defaults or {}
+    command's own defaults of some fields, which win over the preset's; ``command_help`` the
+    whole help text of fields whose flag means something else in this command."""
+    command_defaults, command_help = command_defaults or {}, command_help or {}
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help=PRESET_HELP)
     kinds = {"bool": _bool, "bool | str": _bool_or_auto, "int": int, "float": float, "str": str}
     for f in fields(TrainConfig):
@@ -76,6 +78,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser, command_defaults: dic
         text = f"{f.metadata['help']} (default: preset value, else {default!r})"
         if f.name in command_defaults:
             text = f"{f.metadata['help']} (default: {command_defaults[f.name]!r})"
+        text = command_help.get(f.name, text)
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind,
                             default=command_defaults.get(f.name), help=text)
     parser.add_argument("--model-arg", dest="model_args", action="append", type=_key_value, metavar="KEY=VALUE",
@@ -146,7 +149,9 @@ def _add_cv_parser(sub) -> None:
                     "--fold K trains only fold K; --split-seed draws the folds, --folds-file reuses saved ones "
                     "(default: logs/<run-name>/folds.json); other flags as in `train`.",
         formatter_class=HelpFormatter)
-    _add_config_arguments(parser, command_defaults={"val_every": 5})
+    _add_config_arguments(parser, command_defaults={"val_every": 5},
+                          command_help={"fold": "train (or resume) only this fold, then pool if every fold is "
+                                                "done (default: every fold in turn)"})
     parser.add_argument("--results-dir", default=None,
                         help="where the pooled results go (default: the repository's results/)")
     parser.set_defaults(func=_cv)

@@ -36,6 +36,14 @@ def test_train_help_documents_every_field(capsys):
         assert flags.get(f.name, f"--{f.name.replace('_', '-')}") in text
 
 
+def test_cv_help_says_that_without_fold_every_fold_trains(capsys):
+    with pytest.raises(SystemExit, match="^0$"):
+        build_parser().parse_args(["cv", "--help"])
+    fold_help = capsys.readouterr().out.split("--fold FOLD")[-1].split("--split-seed")[0]  # the option, not the usage
+    assert "every fold in turn" in " ".join(fold_help.split()) and "else 0" not in fold_help
+    assert build_parser().parse_args(["cv"]).fold is None  # what run_cv reads as every fold
+
+
 def test_every_command_has_help_and_shows_every_default():
     names = []
     for name, parser in parsers(build_parser()):
