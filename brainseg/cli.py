@@ -476,7 +476,8 @@ def _results_failures(args: argparse.Namespace) -> None:
 
 
 def _add_postprocess_parser(action) -> None:
-    post = action.add_parser("postprocess", help="choose post-processing on a cross-validation's out-of-fold predictions",
+    post = action.add_parser("postprocess",
+                             help="choose post-processing on a cross-validation's out-of-fold predictions",
                              description="Score none / min<N> / largest-component post-processing on the out-of-fold "
                                          "predictions of weights/<cv>-fold<k>/best.pt, choose per fold on the other "
                                          "folds (nested) and compare that with the protocol's rule case by case.",
