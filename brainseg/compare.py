@@ -49,9 +49,10 @@ def load_runs(logs_dir: str | Path | None = None) -> list[dict]:
 def runs_from_results(results_dir: str | Path | None = None, preset: str | None = None,
                       split: str = "reference", selection: str = "reference") -> list[dict]:
     """Exported runs (``<results_dir>/*.json``, default the repository's ``results/``, with their
-    per-epoch history) in the :func:`load_run` form: those on ``split`` with every training case and the checkpoint chosen by ``selection`` (reduced
-    runs, e.g. short reproductions, cross-validations and recipe ablations chosen another way are
-    left out), optionally only those of one preset."""
+    per-epoch history) in the :func:`load_run` form: those on ``split`` with every training case
+    and the checkpoint chosen by ``selection`` (reduced runs, e.g. short reproductions,
+    cross-validations and recipe ablations chosen another way are left out), optionally only those
+    of one preset."""
     runs = []
     for path in sorted(paths.or_default(results_dir, paths.results_dir()).glob("*.json")):
         metrics = read_json(path)
@@ -111,7 +112,8 @@ def comparison_table(runs: list[dict]) -> str:
         params = f"{m['parameters'] / 1e6:.2f} M" if "parameters" in m else "-"
         final = f"{m['final_val_mean_dsc']:.4f}" if "final_val_mean_dsc" in m else "-"
         stopped = " (time limit)" if m.get("stopped_early") else ""
-        lines.append(f"| {run['name']} | {c['model']} | {c['loss']} | {params} | {c['image_size']} | {m['epochs']}{stopped} | "
+        lines.append(f"| {run['name']} | {c['model']} | {c['loss']} | {params} | {c['image_size']} | "
+                     f"{m['epochs']}{stopped} | "
                      f"{m['best_epoch']} | {m['val_mean_dsc']:.4f} | {m['val_median_dsc']:.4f} | {final} | "
                      f"{m.get('train_images_per_s', float('nan')):.1f} | {m['wall_time_s'] / 60:.1f} min |")
     return "\n".join(lines)
@@ -134,7 +136,8 @@ def plot_curves(runs: list[dict], path: str | Path | None = None) -> Figure:
         label = run.get("label", run["name"])
         line, = ax_dsc.plot(epochs, [r["val_mean_dsc"] for r in run["history"]], marker=".", color=run.get("color"),
                             label="_nolegend_" if label is None else label)
-        ax_loss.plot(epochs, [r["train_loss"] for r in run["history"]], color=line.get_color(), label=f"{run['name']} train")
+        ax_loss.plot(epochs, [r["train_loss"] for r in run["history"]], color=line.get_color(),
+                     label=f"{run['name']} train")
         ax_loss.plot(epochs, [r["val_loss"] for r in run["history"]], color=line.get_color(), linestyle="--",
                      label=f"{run['name']} val")
     ax_dsc.set(xlabel="epoch", ylabel="validation mean DSC (per volume)", ylim=(0, 1), title="Validation DSC")

@@ -58,7 +58,8 @@ def write_folds(path: str | Path, case_ids: list[str], folds: int, seed: int) ->
         return saved
     groups = [kfold_split(case_ids, folds, k, seed)[1] for k in range(folds)]
     atomic_write_json(path, {"folds": groups, "seed": seed, "cases": len(case_ids),
-                             "rule": "brainseg.data.splits.kfold_split: random.Random(seed).shuffle, dealt round robin"})
+                             "rule": "brainseg.data.splits.kfold_split: random.Random(seed).shuffle, "
+                                     "dealt round robin"})
     return groups
 
 
@@ -352,7 +353,8 @@ def ensemble_cv(cv_names: list[str], name: str = "", folds: list[int] | None = N
     name = name or paths.file_stem("ensemble-" + "+".join(cv_names) + ("-tta" if flip_tta else "")
                                    + ("" if every_fold else "-folds" + ",".join(map(str, folds))))
     pooled = _ensemble_result(name, cv_names, configs, epochs, per_case, without_lcc, fold_of,
-                              f"cv{len(folds)}" if every_fold else f"cv{configs[0].folds}-folds{','.join(map(str, folds))}",
+                              f"cv{len(folds)}" if every_fold
+                              else f"cv{configs[0].folds}-folds{','.join(map(str, folds))}",
                               describe_device(torch_device), time.perf_counter() - start, command, flip_tta)
     atomic_write_json(results_dir / f"{name}.json", pooled)
     atomic_write_text(results_dir / f"{name}-per-case.csv", per_case_csv(pooled))

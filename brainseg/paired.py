@@ -182,7 +182,8 @@ def paired_difference(a: dict[str, float], b: dict[str, float], resamples: int =
     return {
         "cases": len(cases), "mean_difference": float(diff.mean()), "ci95": [low, high],
         "improvement": bool(low > 0), "worse": bool(high < 0),
-        "wins": int((moved > tie).sum()), "ties": int((np.abs(moved) <= tie).sum()), "losses": int((moved < -tie).sum()),
+        "wins": int((moved > tie).sum()), "ties": int((np.abs(moved) <= tie).sum()),
+        "losses": int((moved < -tie).sum()),
         "tie": tie, "mean_a": float(va.mean()), "mean_b": float(vb.mean()),
         "median_a": float(np.median(va)), "median_b": float(np.median(vb)),
         "most_improved": [row(i) for i in order[::-1][:top] if moved[i] > tie],

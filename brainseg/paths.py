@@ -12,7 +12,8 @@ import hashlib
 import os
 from pathlib import Path
 
-SHIPPED_CHECKPOINT_NAME = "cpu-unet-bce_dice-flairfill-intensity-ema-ds2-reference.pt"  # the cpu preset's recipe; docs/results.md says how it was made
+# the cpu preset's recipe; docs/results.md says how it was made
+SHIPPED_CHECKPOINT_NAME = "cpu-unet-bce_dice-flairfill-intensity-ema-ds2-reference.pt"
 
 
 def _is_project_root(folder: Path) -> bool:

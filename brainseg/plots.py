@@ -117,7 +117,8 @@ def slice_figure(frames: np.ndarray, index: int, title: str = ""):
     from matplotlib.figure import Figure
 
     if not 0 <= index < len(frames):
-        raise IndexError(f"slice index {index} out of range: the case has {len(frames)} slices (0 .. {len(frames) - 1})")
+        raise IndexError(f"slice index {index} out of range: the case has {len(frames)} slices "
+                         f"(0 .. {len(frames) - 1})")
     fig = Figure(figsize=(5, 5.4))
     ax = fig.subplots()
     ax.imshow(frames[index])
@@ -272,7 +273,8 @@ def read_overlays(folder: str | Path) -> np.ndarray:
     Raises:
         FileNotFoundError: ``folder`` holds no ``<slice>.png`` (the evaluation ran without overlays).
     """
-    files = sorted((path for path in Path(folder).glob("*.png") if path.stem.isdigit()), key=lambda path: int(path.stem))
+    files = sorted((path for path in Path(folder).glob("*.png") if path.stem.isdigit()),
+                   key=lambda path: int(path.stem))
     if not files:
         raise FileNotFoundError(f"{folder}: no slice overlays (01.png, 02.png, ...); evaluate the checkpoint "
                                 "with overlays (without --no-overlays)")

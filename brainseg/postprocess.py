@@ -143,7 +143,8 @@ def summarize_choice(scores: dict[str, dict[str, float]], fold_of_case: dict[str
         "nested_vs_largest": paired_difference(scores["largest"], nested),
     }
     if recorded is not None:
-        summary["max_difference_from_recorded"] = max(abs(scores["largest"][c] - recorded[c]) for c in scores["largest"])
+        summary["max_difference_from_recorded"] = max(abs(scores["largest"][c] - recorded[c])
+                                                      for c in scores["largest"])
     return summary
 
 

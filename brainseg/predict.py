@@ -26,8 +26,8 @@ from .runtime import Runtime, select_device
 from .validation import predict_volume
 
 
-def predict_case(weights: str | Sequence[str], case_dir: str, out_dir: str, device: str = "auto", flip_tta: bool = False,
-                 overlays: bool = True) -> np.ndarray:
+def predict_case(weights: str | Sequence[str], case_dir: str, out_dir: str, device: str = "auto",
+                 flip_tta: bool = False, overlays: bool = True) -> np.ndarray:
     """Predict one case folder and write its masks (and overlays).
 
     Args:

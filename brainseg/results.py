@@ -23,7 +23,8 @@ def read_json(path: str | Path) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not a JSON file ({error}); restore it from git where it is committed, else remove it") from None
+        raise ValueError(f"{path}: not a JSON file ({error}); restore it from git where it is committed, "
+                         "else remove it") from None
 
 
 def export_run(run_dir: str | Path, results_dir: str | Path | None = None) -> Path:

@@ -81,7 +81,8 @@ def test_a_paired_comparison_returns_each_recipes_per_case_means(repo_elsewhere)
               "b1": {"x": 0.9, "y": 0.6}, "b2": {"x": 0.7, "y": 0.8}}
     for name, per_case in tables.items():
         (repo_elsewhere / "results" / f"{name}.json").write_text(json.dumps({"run": name, "per_case": per_case}))
-    result = compare_results("a1", "b1", also_a=["a2"], also_b=["b2"])  # the repository's results/, as the notebook's defaults
+    # the repository's results/, as the notebook's defaults
+    result = compare_results("a1", "b1", also_a=["a2"], also_b=["b2"])
     assert result["per_case_a"] == pytest.approx({"x": 0.6, "y": 0.8})
     assert result["per_case_b"] == pytest.approx({"x": 0.8, "y": 0.7})
     assert result["a"] == "a1 + a2" and result["b"] == "b1 + b2" and result["cases"] == 2

@@ -7,7 +7,8 @@ from brainseg.config import PRESETS, TrainConfig, field_help
 
 def test_presets_and_overrides():
     config = TrainConfig.from_preset("gpu")
-    assert (config.image_size, config.batch_size, config.epochs, config.optimizer, config.lr) == (256, 16, 100, "adam", 1e-4)
+    assert (config.image_size, config.batch_size, config.epochs, config.optimizer, config.lr) == (
+        256, 16, 100, "adam", 1e-4)
     assert (config.augment, config.data_on_device) == ("batch", True)  # fed from the GPU
     with pytest.raises(ValueError, match="add --data-on-device false"):
         TrainConfig.from_preset("gpu", augment="sample")

@@ -75,7 +75,8 @@ def test_the_pooling_warning_names_the_folds_stopped_at_the_time_limit(capsys):
 def test_a_pooled_cross_validation_records_the_machine_of_each_fold():
     gpu, cpu = {**_fold_result("a", 20, False), "device": "NVIDIA H100"}, _fold_result("b", 20, False)
     pooled = pool_folds([gpu, cpu, {**_fold_result("c", 20, False), "device": "NVIDIA H100"}], "x", "")
-    assert pooled["device"] == "NVIDIA H100 + cpu" and [f["device"] for f in pooled["folds"]] == ["NVIDIA H100", "cpu", "NVIDIA H100"]
+    assert (pooled["device"] == "NVIDIA H100 + cpu"
+            and [f["device"] for f in pooled["folds"]] == ["NVIDIA H100", "cpu", "NVIDIA H100"])
     assert pool_folds([cpu], "x", "")["device"] == "cpu"
 
 
@@ -117,7 +118,8 @@ def test_folds_made_on_other_folds_are_neither_pooled_nor_resumed(synthetic_data
         run_cv(base, folds=3, name="cv", results_dir=tmp_path / "elsewhere", progress=False)
     save_checkpoint(tmp_path / "weights" / "cv-fold0" / "last.pt", create_model("unet", **fold0.model_kwargs()),
                     fold0, epoch=1, metrics={})  # as saved before trained_on was recorded
-    with pytest.raises(ValueError, match=r"cv-fold0/last.pt records no trained_on cases .* remove it to train the fold"):
+    with pytest.raises(ValueError, match=r"cv-fold0/last.pt records no trained_on cases .* "
+                                         r"remove it to train the fold"):
         run_cv(base, folds=3, name="cv", results_dir=tmp_path / "elsewhere", progress=False)
     assert not (tmp_path / "logs" / "cv-fold0" / "metrics.json").exists()  # refused before any training
 

@@ -1,5 +1,5 @@
-"""The README, docs/ and the notebooks' text cells: relative links resolve, and the generated tables' markers are in the files
-that `results table`, `results compare` and `bench` write with ``--doc``."""
+"""The README, docs/ and the notebooks' text cells: relative links resolve, and the generated
+tables' markers are in the files that `results table`, `results compare` and `bench` write with ``--doc``."""
 
 import json
 import re

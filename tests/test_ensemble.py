@@ -294,8 +294,8 @@ def test_predict_averages_groups_of_image_sizes_in_the_original_geometry(tmp_pat
     low = [_constant_checkpoint(tmp_path / f"low{i}.pt", config, -2.0, 32) for i in range(2)]
     high = _constant_checkpoint(tmp_path / "high.pt", config, 10.0, 64)
     folder = write_case(tmp_path / "new", "TCGA_XX_0001_20000101", slices=6, size=48)
-    predict = lambda weights, out: predict_case([str(w) for w in weights], str(folder), str(tmp_path / out),  # noqa: E731
-                                                device="cpu", overlays=False)
+    predict = lambda weights, out: predict_case([str(w) for w in weights], str(folder),  # noqa: E731
+                                                str(tmp_path / out), device="cpu", overlays=False)
     alone = predict([high], "high")
     assert alone.any() and np.array_equal(predict([low[0], high], "pair"), alone)  # mean 0.56 where high has 1.0
     assert not predict([low[0], high, low[1]], "three").any()  # mean 0.41: two of three members say no

@@ -75,8 +75,8 @@ def test_prediction_profile_sees_the_largest_component_rule_drop_the_lesion():
 
 
 def test_classify_orders_causes_and_falls_back_to_other():
-    base = {"flair_copies": [], "blank_channels": [], "truth_components": 1, "truth_largest_share": 1.0, "lesion_flair_z": 2.0,
-            "lesion_voxels": 20000}
+    base = {"flair_copies": [], "blank_channels": [], "truth_components": 1, "truth_largest_share": 1.0,
+            "lesion_flair_z": 2.0, "lesion_voxels": 20000}
     assert classify(base) == ["other"]
     assert classify({**base, "flair_copies": ["post-contrast"], "lesion_flair_z": 0.5}) == [
         "missing modality", "atypical intensity"]
@@ -129,7 +129,8 @@ def test_analyse_failures_without_checkpoints_writes_figures_and_a_table(tmp_pat
     assert (tmp_path / "docs" / "failures" / f"{volume.case_id}.png").stat().st_size > 1000
     text = failures_markdown(rows, tmp_path / "docs")
     assert f"| {volume.case_id} | 3 | 0.200 | 1600 / 4 |" in text
-    assert "pre-contrast (FLAIR copy), post-contrast (FLAIR copy)" in text and "Main cause" in text and "missing modality 1" in text
+    assert ("pre-contrast (FLAIR copy), post-contrast (FLAIR copy)" in text and "Main cause" in text
+            and "missing modality 1" in text)
     assert f"![{volume.case_id}](failures/{volume.case_id}.png)" in text
 
 

@@ -78,7 +78,8 @@ def test_bce_dice_and_focal_against_formulas(target):
     p, g = torch.sigmoid(logits).double().numpy(), target.double().numpy()
     bce = -(g * np.log(p) + (1 - g) * np.log(1 - p)).mean()
     dice = create_loss("dice")(logits, target).item()
-    assert create_loss("bce_dice", bce_weight=0.3)(logits, target).item() == pytest.approx(0.3 * bce + 0.7 * dice, rel=1e-5)
+    assert (create_loss("bce_dice", bce_weight=0.3)(logits, target).item()
+            == pytest.approx(0.3 * bce + 0.7 * dice, rel=1e-5))
     p_t = np.where(g == 1, p, 1 - p)
     alpha_t = np.where(g == 1, 0.25, 0.75)
     focal = (-alpha_t * (1 - p_t) ** 2 * np.log(p_t)).mean()
@@ -133,7 +134,8 @@ def test_bf16_logits_are_handled_in_float32(name):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="available losses: bce_dice, bce_tversky, dice, focal, focal_tversky, soft_iou, tversky"):
+    with pytest.raises(ValueError, match="available losses: bce_dice, bce_tversky, dice, focal, focal_tversky, "
+                                         "soft_iou, tversky"):
         create_loss("iou2")
     with pytest.raises(ValueError, match="smooth"):
         create_loss("dice", smooth=-1)
@@ -153,7 +155,8 @@ def test_bad_arguments():
         create_loss("focal", alpha=1.5)
     with pytest.raises(ValueError, match="same shape"):
         create_loss("dice")(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
-    with pytest.raises(ValueError, match=r"loss 'dice' has no argument\(s\) \['alpha'\]; it accepts: smooth, per_sample"):
+    with pytest.raises(ValueError, match=r"loss 'dice' has no argument\(s\) \['alpha'\]; "
+                                         r"it accepts: smooth, per_sample"):
         create_loss("dice", alpha=0.3)
 
 

@@ -29,7 +29,8 @@ def test_notebook_committed_without_outputs_and_with_parameters(name):
     book = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
     code = [c for c in book["cells"] if c["cell_type"] == "code"]
     assert all(not c["outputs"] and c["execution_count"] is None for c in code), f"{name}.ipynb has outputs"
-    assert "parameters" in code[0]["metadata"].get("tags", []), f"{name}.ipynb: first code cell must be tagged 'parameters'"
+    assert "parameters" in code[0]["metadata"].get("tags", []), \
+        f"{name}.ipynb: first code cell must be tagged 'parameters'"
 
 
 def copy_of_repository(target: Path, data: Path) -> Path:

@@ -166,8 +166,9 @@ def test_results_from_different_machines_are_compared_with_a_caution(tmp_path):
     from brainseg.paired import paired_report
 
     a, b = _tables(12, 0.01, 0.0)
-    for name, table, device in (("gpu", a, "NVIDIA H200"), ("cpu", b, "cpu (x86_64, 2 threads)"), ("cpu1", b, "cpu (x86_64, 1 thread)"), ("cpu2", a, None),
-                                  ("bf16cpu", b, "cpu (x86_64, 2 threads, AVX-512 BF16)")):
+    for name, table, device in (("gpu", a, "NVIDIA H200"), ("cpu", b, "cpu (x86_64, 2 threads)"),
+                                ("cpu1", b, "cpu (x86_64, 1 thread)"), ("cpu2", a, None),
+                                ("bf16cpu", b, "cpu (x86_64, 2 threads, AVX-512 BF16)")):
         _write_cv(tmp_path, name, table, {case: 0 for case in table})
         if device:
             saved = json.loads((tmp_path / f"{name}.json").read_text())
@@ -191,7 +192,8 @@ def test_the_machines_of_a_cross_validation_in_progress_are_those_of_its_folds(t
         saved.write_text(json.dumps({**json.loads(saved.read_text()), "device": device}))
     assert load_per_case("mixed", tmp_path / "results", tmp_path)["devices"] == ["NVIDIA H100", "cpu (x86_64)"]
     pooled = {"run": "pooled", "per_case": a, "device": "NVIDIA H100 + cpu (x86_64, 2 threads)",
-              "folds": [{"run": "pooled-fold0", "device": "NVIDIA H100"}, {"run": "pooled-fold1", "device": "cpu (x86_64, 2 threads)"}]}
+              "folds": [{"run": "pooled-fold0", "device": "NVIDIA H100"},
+                        {"run": "pooled-fold1", "device": "cpu (x86_64, 2 threads)"}]}
     (tmp_path / "pooled.json").write_text(json.dumps(pooled))  # once pooled, still every fold's machine
     assert load_per_case("pooled", tmp_path, tmp_path)["devices"] == ["NVIDIA H100", "cpu (x86_64)"]
 
@@ -207,7 +209,8 @@ def test_several_trainings_of_each_recipe_count_with_their_per_case_mean(tmp_pat
     _write_fold(tmp_path / "logs", "b2", 1, {c: a1[c] + 0.03 for c in cases if fold_of[c] == 1})  # in progress
     dirs = {"results_dir": tmp_path / "results", "logs_dir": tmp_path / "logs"}
     one_a = compare_results("a1", "b1", also_a=["a2"], **dirs)
-    assert one_a["mean_difference"] == pytest.approx(0.05 - 0.01) and one_a["mean_a"] == pytest.approx(np.mean(list(a1.values())) + 0.01)
+    assert (one_a["mean_difference"] == pytest.approx(0.05 - 0.01)
+            and one_a["mean_a"] == pytest.approx(np.mean(list(a1.values())) + 0.01))
     assert one_a["a"] == "a1 + a2" and one_a["runs_a"] == ["a1", "a2"] and one_a["runs_b"] == ["b1"]
     with pytest.raises(ValueError, match=r"b1 and b2 score different cases.*compare the folds they share \(--folds\)"):
         compare_results("a1", "b1", also_a=["a2"], also_b=["b2"], **dirs)
@@ -230,7 +233,8 @@ def test_four_long_run_names_still_give_a_paired_file(tmp_path, capsys):
             "--results-dir", str(tmp_path), "--logs-dir", str(tmp_path)]
     assert main(argv) == 0
     [saved] = tmp_path.glob("paired-*.json")
-    assert saved.stem.startswith("paired-aaa") and saved.stem.endswith("bbb2")  # the tail of side B: its second training
+    # the tail of side B: its second training
+    assert saved.stem.startswith("paired-aaa") and saved.stem.endswith("bbb2")
     assert len(saved.stem) == 7 + 100 + 4 + 100 and json.loads(saved.read_text())["runs_b"] == [long_b, long_b + "2"]
     assert str(saved) in capsys.readouterr().out
 

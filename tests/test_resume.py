@@ -104,13 +104,14 @@ def test_resume_errors(tmp_path, capsys):
 
 def test_a_default_named_run_saves_its_name_and_resumes(synthetic_data, tmp_path):
     config = TrainConfig.from_preset("smoke", data_dir=str(synthetic_data), cache_dir=str(tmp_path / "cache"),
-                                logs_dir=str(tmp_path / "logs"), weights_dir=str(tmp_path / "weights"), split="kfold", folds=3,
-                                image_size=32, features=4, max_train_cases=0, max_minutes=1e-9)
+                                logs_dir=str(tmp_path / "logs"), weights_dir=str(tmp_path / "weights"), split="kfold",
+                                folds=3, image_size=32, features=4, max_train_cases=0, max_minutes=1e-9)
     first = fit(config, progress=False)  # the time limit stops it after epoch 1 of 2
     name = first["run"]
     assert name.startswith("smoke-unet-") and first["config"]["run_name"] == name and first["epochs"] == 1
     saved = json.loads((tmp_path / "logs" / name / "config.json").read_text())
-    assert saved["run_name"] == name and load_checkpoint(tmp_path / "weights" / name / "last.pt")["config"]["run_name"] == name
+    assert (saved["run_name"] == name
+            and load_checkpoint(tmp_path / "weights" / name / "last.pt")["config"]["run_name"] == name)
 
     from brainseg.cli import main
 
@@ -119,16 +120,18 @@ def test_a_default_named_run_saves_its_name_and_resumes(synthetic_data, tmp_path
     assert main(["train", "--resume", str(tmp_path / "logs" / name), "--max-minutes", "0"]) == 0
     assert not stale.exists()
     finished = json.loads((tmp_path / "logs" / name / "metrics.json").read_text())
-    assert finished["epochs"] == 2 and finished["config"]["max_minutes"] == 0 and finished["stop_reason"] != "max_minutes"
+    assert (finished["epochs"] == 2 and finished["config"]["max_minutes"] == 0
+            and finished["stop_reason"] != "max_minutes")
 
 
 def test_a_new_run_over_an_existing_one_and_a_resume_with_another_recipe_are_refused(synthetic_data, tmp_path, capsys):
     config = TrainConfig.from_preset("smoke", data_dir=str(synthetic_data), cache_dir=str(tmp_path / "cache"),
-                                logs_dir=str(tmp_path / "logs"), weights_dir=str(tmp_path / "weights"), split="kfold", folds=3,
-                                image_size=32, features=4, max_train_cases=0, run_name="mine", epochs=1)
+                                logs_dir=str(tmp_path / "logs"), weights_dir=str(tmp_path / "weights"), split="kfold",
+                                folds=3, image_size=32, features=4, max_train_cases=0, run_name="mine", epochs=1)
     fit(config, progress=False)
     before = (tmp_path / "weights" / "mine" / "last.pt").read_bytes()
-    with pytest.raises(ValueError, match=r"run mine already exists .*train --resume .*logs/mine`, choose another --run-name, or remove both"):
+    with pytest.raises(ValueError, match=r"run mine already exists .*train --resume .*logs/mine`, "
+                                         r"choose another --run-name, or remove both"):
         fit(config, progress=False)
     assert (tmp_path / "weights" / "mine" / "last.pt").read_bytes() == before  # nothing overwritten
     with pytest.raises(ValueError, match=r"last.pt was trained with another recipe .*lr: 0.0001 -> 0.05"):

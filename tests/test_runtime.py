@@ -33,7 +33,8 @@ def test_pick_bf16_needs_the_margin():
 def test_auto_times_both_precisions_and_keeps_the_faster(tiny_unet, fp32_s, bf16_s, picked):
     before = [p.detach().clone() for p in tiny_unet.parameters()]
     rng = torch.get_rng_state()
-    amp, record = resolve_amp("auto", tiny_unet, torch.device("cpu"), True, 32, 2, timer=_scripted_timer([fp32_s, bf16_s]))
+    amp, record = resolve_amp("auto", tiny_unet, torch.device("cpu"), True, 32, 2,
+                              timer=_scripted_timer([fp32_s, bf16_s]))
     assert amp == (picked == "bf16") and record["picked"] == picked and record["setting"] == "auto"
     assert record["fp32_images_per_s"] == pytest.approx(3 * 2 / fp32_s, rel=1e-3)  # 3 timed steps of 2 images
     assert record["bf16_images_per_s"] == pytest.approx(3 * 2 / bf16_s, rel=1e-3)

@@ -101,7 +101,8 @@ def test_tiny_budget_stops_inside_the_first_epoch_with_the_learning_rate_at_zero
     config = TrainConfig.from_preset(
         "smoke", data_dir=str(synthetic_data), cache_dir=str(tmp_path / "cache"), logs_dir=str(tmp_path / "logs"),
         weights_dir=str(tmp_path / "weights"), run_name="budget", split="kfold", folds=3, image_size=32,
-        batch_size=2, features=4, max_train_cases=0, epochs=50, scheduler="cosine", lr=1e-3, budget_minutes=1e-5)  # spent after the first step
+        batch_size=2, features=4, max_train_cases=0, epochs=50, scheduler="cosine", lr=1e-3,
+        budget_minutes=1e-5)  # spent after the first step
     result = fit(config, progress=False)
     with open(tmp_path / "logs" / "budget" / "history.csv") as handle:
         [row] = list(csv.DictReader(handle))  # stopped in epoch 1

@@ -42,7 +42,8 @@ def test_unchanged_runs_have_no_spread(tmp_path):
 def test_bad_input_is_named(tmp_path):
     _write(tmp_path, "a", {"x": 0.5, "y": 0.8}, {"x": 0, "y": 1})
     _write(tmp_path, "b", {"x": 0.5, "z": 0.8})
-    with pytest.raises(ValueError, match=r"a and b score different cases: only in the first \['y'\], only in the second \['z'\]"):
+    with pytest.raises(ValueError, match=r"a and b score different cases: only in the first \['y'\], "
+                                         r"only in the second \['z'\]"):
         training_spread(["a", "b"], results_dir=tmp_path)
     _write(tmp_path, "c", {"x": 0.5, "y": 0.7}, {"x": 1, "y": 1})
     with pytest.raises(ValueError, match=r"a and c put cases in different folds \(e.g. \['x'\]\)"):

@@ -55,7 +55,8 @@ def test_divergence_is_reported_on_its_own_line_after_the_progress_bars(syntheti
                                                                         capsys):
     real_create_loss = train_module.create_loss
     monkeypatch.setattr(train_module, "create_loss",
-                        lambda name, **kw: lambda logits, target: real_create_loss("dice")(logits, target) * float("nan"))
+                        lambda name, **kw: lambda logits, target: (real_create_loss("dice")(logits, target)
+                                                                   * float("nan")))
     args = ["train", "--preset", "smoke", "--data", str(synthetic_data), "--cache-dir", str(tmp_path / "cache"),
             "--logs-dir", str(tmp_path / "logs"), "--weights-dir", str(tmp_path / "weights"), "--run-name", "synthetic",
             "--split", "kfold", "--folds", "3", "--image-size", "32", "--features", "4", "--max-train-cases", "0"]

@@ -2,10 +2,11 @@
 
 A cache entry holds one case at one image size: the normalised image as float16 in
 ``<case>.image.npy`` (relative error below 1e-3 on values of order 1), and in ``<case>.npz`` the mask
-at that size and on the 256x256 metric grid as uint8 and the crop/pad geometry. Its folder is keyed by the source folder, the image size and
-:data:`CACHE_VERSION`; each file also stores a fingerprint (names, sizes, modification times)
-of the case's TIFFs and is rebuilt when they change. Files are written atomically. The images can
-be used in place, memory-mapped (``load_volumes(..., mmap=True)``), instead of loaded.
+at that size and on the 256x256 metric grid as uint8 and the crop/pad geometry. Its folder is keyed by
+the source folder, the image size and :data:`CACHE_VERSION`; each file also stores a fingerprint
+(names, sizes, modification times) of the case's TIFFs and is rebuilt when they change. Files are
+written atomically. The images can be used in place, memory-mapped (``load_volumes(..., mmap=True)``),
+instead of loaded.
 """
 
 from __future__ import annotations

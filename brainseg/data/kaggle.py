@@ -179,7 +179,8 @@ def read_tiff(path: Path, kind: str, expected_hw: tuple[int, int] | None = None)
     expected = "(H, W, 3) uint8" if kind == "image" else "(H, W) uint8"
     ndim = 3 if kind == "image" else 2
     if array.dtype != np.uint8 or array.ndim != ndim or (kind == "image" and array.shape[2] != 3):
-        raise DatasetError(f"{path}: expected {'an image' if kind == 'image' else 'a mask'} of shape {expected}, got shape {array.shape} dtype {array.dtype}")
+        raise DatasetError(f"{path}: expected {'an image' if kind == 'image' else 'a mask'} of shape {expected}, "
+                           f"got shape {array.shape} dtype {array.dtype}")
     if expected_hw is not None and array.shape[:2] != expected_hw:
         raise DatasetError(f"{path}: expected {expected_hw[0]}x{expected_hw[1]} pixels like the case's "
                            f"first slice, got {array.shape[0]}x{array.shape[1]}")

@@ -54,7 +54,8 @@ def crop_box(volume: np.ndarray, threshold: float = CROP_THRESHOLD) -> tuple[sli
     Args:
         volume: (D, H, W, C) intensities.
     """
-    keep = (volume >= volume.max() * threshold).any(axis=-1)  # (D, H, W); never empty: the maximum is kept (uint8 input)
+    # (D, H, W); never empty: the maximum is kept (uint8 input)
+    keep = (volume >= volume.max() * threshold).any(axis=-1)
     box = []
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
@@ -67,7 +68,8 @@ def square_padding(height: int, width: int) -> tuple[tuple[int, int], tuple[int,
     """Centred zero padding ((top, bottom), (left, right)) making a ``height x width`` grid square."""
     diff = abs(height - width)
     before, after = diff // 2, diff - diff // 2
-    return ((0, 0), (before, after)) if height > width else ((before, after), (0, 0)) if width > height else ((0, 0), (0, 0))
+    return (((0, 0), (before, after)) if height > width
+            else ((before, after), (0, 0)) if width > height else ((0, 0), (0, 0)))
 
 
 def resize_slices(volume: np.ndarray, size: int, order: int) -> np.ndarray:

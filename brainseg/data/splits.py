@@ -111,7 +111,8 @@ def folds_from_file(path: str | Path, case_ids: list[str], fold: int) -> tuple[l
     if sorted(listed) != sorted(case_ids):
         missing, extra = sorted(set(case_ids) - set(listed)), sorted(set(listed) - set(case_ids))
         raise ValueError(f"{path}: the folds must hold every case of the dataset once "
-                         f"(missing {missing[:3]}, unknown {extra[:3]}, {len(listed)} listed for {len(case_ids)} cases)")
+                         f"(missing {missing[:3]}, unknown {extra[:3]}, {len(listed)} listed "
+                         f"for {len(case_ids)} cases)")
     if not 0 <= fold < len(folds):
         raise ValueError(f"fold must be in [0, {len(folds)}) for {path}, got {fold}")
     validation = sorted(folds[fold])

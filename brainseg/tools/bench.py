@@ -361,7 +361,8 @@ def auto_picks(speed_rows: list[dict], device: torch.device) -> list[dict]:
 
     rates: dict[tuple, dict[str, float]] = {}
     for row in speed_rows:
-        rates.setdefault((row["model"], row["features"], row["image_size"]), {})[row["mode"]] = row["train_images_per_s"]
+        rates.setdefault((row["model"], row["features"], row["image_size"]), {})[row["mode"]] = \
+            row["train_images_per_s"]
     picks = []
     for (model, width, size), by_mode in rates.items():
         fp32, bf16 = by_mode.get("fp32 channels_last"), by_mode.get("bf16 autocast + channels_last")
@@ -527,7 +528,8 @@ def goals(results: dict) -> list[dict]:
             label = "data and augmentation on the device" if augment == "device" else f"augmentation per {augment}"
             rows.append({"goal": f"input pipeline ({label}) / fastest model training at "
                                  f"{pipe['image_size']} px",
-                         "target": ">= 3x", "measured": f"{ratio:.1f}x ({pipe['images_per_s']:.0f} vs {fastest:.1f} img/s)",
+                         "target": ">= 3x",
+                         "measured": f"{ratio:.1f}x ({pipe['images_per_s']:.0f} vs {fastest:.1f} img/s)",
                          "met": ratio >= 3})
     if "data" in results:
         data = results["data"]
@@ -571,7 +573,8 @@ def speed_table(results: dict) -> str:
              + " | inference img/s (fastest mode) | GFLOP per training image |",
              "|---|---|---|" + "---|" * (len(modes) + 2)]
     for model, width, size in settings:
-        rows = {r["mode"]: r for r in results["speed"] if (r["model"], r["features"], r["image_size"]) == (model, width, size)}
+        rows = {r["mode"]: r for r in results["speed"]
+                if (r["model"], r["features"], r["image_size"]) == (model, width, size)}
         cells = [f"{rows[m]['train_images_per_s']:.2f}" if m in rows else "-" for m in modes]
         infer = max(r["infer_images_per_s"] for r in rows.values())
         flops = next(iter(rows.values()))["train_gflop_per_image"]

@@ -27,7 +27,8 @@ def results_table(results_dir: str | Path | None = None) -> str:
     columns = header.count("|") - 1
     lines = [header, "|" + "---|" * columns]
     for r in load_results(results_dir):
-        lines.append(f"| {r['run']} | {r['model']} | {r['loss']} | {r['preset']} | {r['image_size']} | {epochs_label(r)} | "
+        lines.append(f"| {r['run']} | {r['model']} | {r['loss']} | {r['preset']} | {r['image_size']} | "
+                     f"{epochs_label(r)} | "
                      f"{r['split']} | {r['selection'].split(' (')[0]} | {r['val_mean_dsc']:.4f} | "
                      f"{r['val_median_dsc']:.4f} | {r['best_epoch']} | {_final(r)} | {r['wall_time_s'] / 60:.1f} min | "
                      f"{r['device']} | `{r['command']}` |")
