@@ -376,7 +376,8 @@ def _results_paired(args: argparse.Namespace) -> None:
         result["by_cause"] = differences_by_group(result["per_case_a"], result["per_case_b"], causes)
         report += "\n\n" + groups_report(result["by_cause"], "By data-only cause (docs/failures.md):")
     side_a, side_b = (paths.file_stem("+".join(result[runs]), 100) for runs in ("runs_a", "runs_b"))
-    kept = f"-folds{','.join(map(str, args.folds))}" if args.folds else ""  # a screen never overwrites the whole
+    # a screen never overwrites the comparison of every fold, nor another screen's
+    kept = f"-folds{','.join(map(str, sorted(set(args.folds))))}" if args.folds else ""
     name = f"paired-{side_a}-vs-{side_b}{kept}"
     _save_analysis(args.out or f"{args.results_dir}/{name}.json", result, report, args)
 

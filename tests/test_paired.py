@@ -110,6 +110,8 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     screen = json.loads((tmp_path / "paired-old-vs-new-folds1.json").read_text())
     assert screen["cases"] == 15 and screen["folds"] == [1]
     assert json.loads((tmp_path / "paired-old-vs-new.json").read_text()) == saved  # the whole comparison is kept
+    assert main(["results", "paired", "old", "new", "--folds", "1", "0", "--results-dir", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "paired-old-vs-new-folds0,1.json").read_text())["cases"] == 30
     assert main(["results", "paired", "old", "nothing", "--results-dir", str(tmp_path)]) == 2
     assert "nothing: not a file" in capsys.readouterr().err
 
